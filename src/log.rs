@@ -1,0 +1,92 @@
+//! Append-only log files under `logs/` with a size cap: when a file passes its
+//! cap it is renamed to `NAME.1` (replacing the previous one) and a new file is
+//! started, so logs never fill the disk. A log that cannot be written is the
+//! caller's to report once; logging never stops a command.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::proto::line::escape_controls;
+
+/// Size at which `errors.log` is rotated.
+pub const ERROR_LOG_CAP: u64 = 1 << 20;
+
+/// An append-only, size-capped log file.
+#[derive(Debug, Clone)]
+pub struct AppendLog {
+    path: PathBuf,
+    cap: u64,
+}
+
+impl AppendLog {
+    /// A log at `path`, rotated past `cap` bytes.
+    pub fn new(path: PathBuf, cap: u64) -> Self {
+        AppendLog { path, cap }
+    }
+
+    /// Where the log lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append one line (a newline is added). Creates the directory if needed.
+    ///
+    /// # Errors
+    /// The OS error when the directory or file cannot be written (full disk,
+    /// permissions).
+    pub fn append(&self, line: &str) -> io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        if let Ok(m) = fs::metadata(&self.path)
+            && m.len() >= self.cap
+        {
+            let mut old = self.path.clone().into_os_string();
+            old.push(".1");
+            fs::rename(&self.path, old)?;
+        }
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        // One write per line: concurrent netsh processes do not interleave lines.
+        f.write_all(format!("{line}\n").as_bytes())
+    }
+}
+
+/// Format an error-log line: timestamp, the command that failed, the error.
+pub fn error_line(command: &str, err: &Error) -> String {
+    format!(
+        "{} [{}] {}",
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        escape_controls(command),
+        escape_controls(&err.to_string())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotates_past_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AppendLog::new(dir.path().join("logs/x.log"), 100);
+        for i in 0..30 {
+            log.append(&format!("line {i:04}")).unwrap();
+        }
+        let cur = fs::metadata(log.path()).unwrap().len();
+        let old = fs::metadata(dir.path().join("logs/x.log.1")).unwrap().len();
+        assert!(cur <= 110 && old <= 110, "{cur} {old}");
+        let text = fs::read_to_string(log.path()).unwrap();
+        assert!(text.ends_with("line 0029\n"));
+    }
+
+    #[test]
+    fn unwritable_is_an_error_not_a_panic() {
+        let log = AppendLog::new(PathBuf::from("/proc/netsh-cannot/x.log"), 100);
+        assert!(log.append("x").is_err());
+    }
+}

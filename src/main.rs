@@ -1,0 +1,134 @@
+//! `netsh`: picks the front end from argv and the terminal, and maps the
+//! outcome to an exit status.
+//!
+//! - `netsh CMD ARGS…` runs one command (`netsh info --json`);
+//! - `netsh` with a terminal on stdin and stdout starts the interactive shell;
+//! - `netsh` with piped stdin runs each line as a command: no prompt, no
+//!   escape codes, no history (rustyline would write its escape codes into a
+//!   redirected stdout, so netsh chooses the mode itself).
+//!
+//! Exit status: 0 success; 1 a command failed; 2 usage error (bad words,
+//! unknown command, bad value); 3 echoed data did not match; 130 interrupted.
+//! A closed stdout (`netsh info | head -1`) ends quietly with 0.
+
+use std::io::{self, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use clap::Parser;
+
+use netsh::cmd::COMMANDS;
+use netsh::error::Error;
+use netsh::paint::Paint;
+use netsh::session::Session;
+use netsh::settings::{Key, Source};
+use netsh::shell;
+
+/// netsh — a network-diagnostics shell
+#[derive(Debug, Parser)]
+#[command(name = "netsh", version, about, disable_help_subcommand = true)]
+struct Cli {
+    /// Directory for history/, logs/ and netsh.conf [default: the current directory]
+    #[arg(long, value_name = "DIR", env = "NETSH_HOME")]
+    data_dir: Option<PathBuf>,
+
+    /// Override a setting for this run only, e.g. -o timeout=500ms (repeatable)
+    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
+    options: Vec<String>,
+
+    /// A command and its arguments; without one, netsh reads commands from the
+    /// terminal (interactive shell) or from piped standard input
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    command: Vec<String>,
+}
+
+fn commands_help() -> String {
+    let mut s = String::from("Commands:\n");
+    for c in COMMANDS {
+        s.push_str(&format!("  {:<10} {}\n", c.name(), c.summary()));
+    }
+    s.push_str("\n'netsh COMMAND --help' for one command. Every command takes --json.\n");
+    s.push_str("Exit status: 0 ok, 1 failed, 2 usage error, 3 data mismatch, 130 interrupted.");
+    s
+}
+
+fn main() -> ExitCode {
+    let cli = match <Cli as clap::CommandFactory>::command()
+        .after_help(commands_help())
+        .try_get_matches()
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let interactive = cli.command.is_empty() && io::stdin().is_terminal();
+
+    // Ctrl-C while a command runs sets the flag; commands that loop poll it and
+    // stop early. Outside the interactive shell a second Ctrl-C ends netsh
+    // (status 130) in case a command cannot stop by itself. In the shell Ctrl-C
+    // never ends netsh: at the prompt rustyline reads it as a key.
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let shell_mode = interactive && io::stdout().is_terminal();
+    if !shell_mode {
+        let _ = signal_hook::flag::register_conditional_shutdown(
+            signal_hook::consts::SIGINT,
+            130,
+            Arc::clone(&interrupt),
+        );
+    }
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupt));
+
+    let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from("."));
+    let (mut session, mut warnings) = Session::new(&data_dir, Paint::detect(), interrupt);
+    for o in &cli.options {
+        let applied = match o.split_once('=') {
+            Some((k, v)) => match Key::from_name(k) {
+                Some(key) => session.settings.apply(key, v, Source::Flag),
+                None => Err(Error::usage(format!("-o {o}: unknown setting '{}'", k.trim()))
+                    .with_hint("'netsh settings' lists them")),
+            },
+            None => Err(Error::usage(format!("-o {o}: expected KEY=VALUE"))),
+        };
+        if let Err(e) = applied {
+            shell::report_error(&mut session, &format!("-o {o}"), &e);
+            return ExitCode::from(2);
+        }
+    }
+    shell::report_warnings(&mut session, &warnings);
+    warnings.clear();
+
+    let code = if !cli.command.is_empty() {
+        match shell::run_words(&cli.command, &mut session) {
+            Ok(st) => st.code,
+            Err(e) => stdout_failed(&e),
+        }
+    } else if shell_mode {
+        shell::interactive(&mut session)
+    } else {
+        let stdin = io::stdin();
+        let mut input = stdin.lock();
+        // stdin is a terminal but stdout is not: plain mode, prompt on stderr.
+        let prompt = interactive.then(|| format!("netsh {}> ", session.settings.server));
+        shell::batch(&mut input, &mut session, prompt.as_deref())
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// A write to stdout failed: a closed pipe is a normal way to stop reading.
+fn stdout_failed(e: &io::Error) -> i32 {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        0
+    } else {
+        eprintln!("error[io]: write stdout: {e}");
+        1
+    }
+}

@@ -1,0 +1,4 @@
+//! Wire and text formats as pure functions over bytes and strings: no sockets,
+//! no clocks, no printing. The echo, NTP and chat codecs join here.
+
+pub mod line;

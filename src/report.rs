@@ -1,0 +1,46 @@
+//! Reports: what a command returns. One value, three renderings: text for
+//! people ([`Report::render`]), `--json` ([`Report::to_json`]), and a rhai map
+//! (from the same serde form).
+
+use serde::Serialize;
+
+use crate::cmd;
+use crate::host::HostInfo;
+use crate::paint::Paint;
+
+/// The result of one command.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Report {
+    /// `info`.
+    Info(HostInfo),
+    /// `settings`, or `set` with no arguments.
+    Settings(cmd::set::SettingsReport),
+    /// `set KEY VALUE`.
+    Set(cmd::set::SetReport),
+    /// `help`, `help CMD`, `CMD --help`.
+    Help(cmd::help::HelpReport),
+    /// `exit`: the shell leaves after printing nothing.
+    Exit,
+}
+
+impl Report {
+    /// Text for people; colour only if `p` says so. Ends without a newline.
+    pub fn render(&self, p: &Paint) -> String {
+        match self {
+            Report::Info(r) => cmd::info::render(r, p),
+            Report::Settings(r) => r.render(p),
+            Report::Set(r) => r.render(p),
+            Report::Help(r) => r.render(p),
+            Report::Exit => String::new(),
+        }
+    }
+
+    /// One JSON document, pretty-printed.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| {
+            // Serialising plain data structs cannot fail; keep the contract anyway.
+            format!(r#"{{"error":{{"code":"internal","message":"{e}","hint":null}}}}"#)
+        })
+    }
+}

@@ -1,0 +1,132 @@
+//! The session: settings, paths under the data directory, the error log, the
+//! output sink and the Ctrl-C flag. One is built per process and passed to
+//! every command, whichever front end (shell, command line, script) runs it.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::Error;
+use crate::log::{AppendLog, ERROR_LOG_CAP, error_line};
+use crate::paint::Paint;
+use crate::settings::{Settings, SettingsFile, apply_env};
+
+/// Where netsh keeps its files. Everything lives under one data directory:
+/// the current directory by default, or `--data-dir` / `NETSH_HOME`.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The data directory itself.
+    pub data_dir: PathBuf,
+    /// `history/`: the shell's line history.
+    pub history_dir: PathBuf,
+    /// `logs/`: errors, server and chat logs.
+    pub logs_dir: PathBuf,
+    /// `netsh.conf`: persisted settings.
+    pub settings_file: PathBuf,
+}
+
+impl Paths {
+    /// The layout under `data_dir`.
+    pub fn new(data_dir: &Path) -> Paths {
+        Paths {
+            data_dir: data_dir.to_path_buf(),
+            history_dir: data_dir.join("history"),
+            logs_dir: data_dir.join("logs"),
+            settings_file: data_dir.join("netsh.conf"),
+        }
+    }
+
+    /// The shell's history file.
+    pub fn history_file(&self) -> PathBuf {
+        self.history_dir.join("netsh_history")
+    }
+}
+
+/// Where streamed output (lines printed while a command runs, such as one
+/// line per echo probe) goes: stdout, rustyline's external printer, or a
+/// buffer in tests and scripts.
+pub type Sink = Box<dyn FnMut(&str) -> io::Result<()> + Send>;
+
+/// State shared by every command of one process.
+pub struct Session {
+    /// Current settings (validated).
+    pub settings: Settings,
+    /// The settings file `set` writes.
+    pub settings_file: SettingsFile,
+    /// Paths under the data directory.
+    pub paths: Paths,
+    /// Colour policy for text output.
+    pub paint: Paint,
+    /// Set by SIGINT (Ctrl-C while a command runs); long commands poll it.
+    pub interrupt: Arc<AtomicBool>,
+    /// Whether the running command may stream progress lines (off for `--json`).
+    pub streaming: bool,
+    sink: Sink,
+    error_log: AppendLog,
+    error_log_failed: bool,
+}
+
+impl Session {
+    /// Load settings from the file and the environment under `data_dir`.
+    /// Returns the session and the warnings found while loading (bad file
+    /// lines, bad environment values), for the caller to show.
+    pub fn new(data_dir: &Path, paint: Paint, interrupt: Arc<AtomicBool>) -> (Session, Vec<Error>) {
+        let paths = Paths::new(data_dir);
+        let mut settings = Settings::default();
+        let (settings_file, mut warnings) = SettingsFile::load(&paths.settings_file, &mut settings);
+        warnings.extend(apply_env(&mut settings));
+        let error_log = AppendLog::new(paths.logs_dir.join("errors.log"), ERROR_LOG_CAP);
+        let session = Session {
+            settings,
+            settings_file,
+            paths,
+            paint,
+            interrupt,
+            streaming: true,
+            sink: Box::new(|line: &str| {
+                let mut out = io::stdout().lock();
+                writeln!(out, "{line}")?;
+                out.flush()
+            }),
+            error_log,
+            error_log_failed: false,
+        };
+        (session, warnings)
+    }
+
+    /// Send streamed output somewhere else (external printer, capture buffer).
+    pub fn set_sink(&mut self, sink: Sink) {
+        self.sink = sink;
+    }
+
+    /// Print one progress line through the sink, unless streaming is off.
+    ///
+    /// # Errors
+    /// The sink's error (a closed pipe), so a command can stop early.
+    pub fn emit(&mut self, line: &str) -> io::Result<()> {
+        if self.streaming { (self.sink)(line) } else { Ok(()) }
+    }
+
+    /// True once Ctrl-C was pressed during the current command.
+    pub fn interrupted(&self) -> bool {
+        self.interrupt.load(Ordering::Relaxed)
+    }
+
+    /// Record an error in `logs/errors.log`. If the log cannot be written,
+    /// returns a warning the first time only (the caller shows it); logging
+    /// never fails a command.
+    pub fn log_error(&mut self, command: &str, err: &Error) -> Option<Error> {
+        match self.error_log.append(&error_line(command, err)) {
+            Ok(()) => None,
+            Err(_) if self.error_log_failed => None,
+            Err(e) => {
+                self.error_log_failed = true;
+                Some(
+                    Error::io("write error log", self.error_log.path().display(), &e)
+                        .with_hint("errors are still shown here; check the logs/ directory"),
+                )
+            }
+        }
+    }
+}
