@@ -1,0 +1,106 @@
+//! The interactive shell on a real pseudo-terminal (rexpect): Tab completion,
+//! history across restarts, Ctrl-C at the prompt, Ctrl-D to leave.
+
+use std::path::Path;
+use std::process::Command;
+
+use rexpect::process::WaitStatus;
+use rexpect::session::{PtySession, spawn_command};
+
+const PROMPT: &str = "netsh 127.0.0.1:5050> ";
+
+fn shell(data: &Path) -> PtySession {
+    // A fresh pty has a 0x0 window, which no real terminal has: give it one.
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(r#"stty cols 100 rows 40 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_netsh"))
+        .arg("--data-dir")
+        .arg(data)
+        .current_dir(data);
+    c.env("NO_COLOR", "1").env("TERM", "xterm");
+    for k in ["NETSH_HOME", "NETSH_SERVER", "NETSH_TIMEOUT"] {
+        c.env_remove(k);
+    }
+    let mut p = spawn_command(c, Some(10_000)).expect("spawn netsh on a pty");
+    p.exp_string(PROMPT).expect("first prompt");
+    p
+}
+
+/// Type keys without Enter (rexpect's `send` buffers until flushed).
+fn type_keys(p: &mut PtySession, keys: &str) {
+    p.send(keys).unwrap();
+    p.flush().unwrap();
+}
+
+fn exits_zero(p: &mut PtySession) {
+    match p.process().wait().expect("wait for netsh") {
+        WaitStatus::Exited(_, 0) => {}
+        other => panic!("netsh did not exit 0: {other:?}"),
+    }
+}
+
+#[test]
+fn tab_completes_a_command_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = shell(dir.path());
+    // "inf" alone is not a command: only a completed "info" lists loopback.
+    type_keys(&mut p, "inf\t");
+    type_keys(&mut p, "lo\r");
+    p.exp_string("127.0.0.1").expect("info lo ran after Tab completion");
+    p.exp_string(PROMPT).unwrap();
+    type_keys(&mut p, "set sntp\t");
+    type_keys(&mut p, "\r");
+    p.exp_string("sntp-server = pool.ntp.org:123").expect("sub-word completed");
+    p.exp_string(PROMPT).unwrap();
+    p.send_control('d').unwrap();
+    exits_zero(&mut p);
+}
+
+#[test]
+fn history_survives_a_restart_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = shell(dir.path());
+    p.send_line("set retries 3").unwrap();
+    p.exp_string("retries = 3").unwrap();
+    p.exp_string(PROMPT).unwrap();
+    p.send_line("set retries 3").unwrap();
+    p.exp_string("unchanged").unwrap();
+    p.exp_string(PROMPT).unwrap();
+    p.send_line("exit").unwrap();
+    exits_zero(&mut p);
+
+    let hist = std::fs::read_to_string(dir.path().join("history/netsh_history")).unwrap();
+    assert_eq!(hist.matches("set retries 3").count(), 1, "duplicates skipped: {hist:?}");
+
+    // A new shell: Up twice recalls the line before `exit` from the last run.
+    let mut p = shell(dir.path());
+    type_keys(&mut p, "\x1b[A");
+    p.exp_string("exit").unwrap();
+    type_keys(&mut p, "\x1b[A");
+    type_keys(&mut p, "\r");
+    p.exp_string("retries = 3").expect("recalled line ran");
+    p.exp_string(PROMPT).unwrap();
+    p.send_line("quit").unwrap();
+    exits_zero(&mut p);
+}
+
+#[test]
+fn ctrl_c_clears_the_line_and_keeps_the_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = shell(dir.path());
+    type_keys(&mut p, "set retries 9");
+    p.send_control('c').unwrap();
+    p.exp_string(PROMPT).expect("a fresh prompt after Ctrl-C");
+    p.send_line("settings").unwrap();
+    p.exp_string("SETTING").unwrap();
+    p.exp_string(PROMPT).unwrap();
+    assert!(p.process().status().is_some_and(|s| s == WaitStatus::StillAlive));
+    p.send_line("ifno").unwrap();
+    p.exp_string("did you mean 'info'?").unwrap();
+    p.exp_string(PROMPT).expect("the shell goes on after an error");
+    p.send_control('d').unwrap();
+    exits_zero(&mut p);
+    let conf = std::fs::read_to_string(dir.path().join("netsh.conf")).unwrap_or_default();
+    assert!(!conf.contains("retries"), "the cleared line did not run: {conf:?}");
+}
