@@ -31,6 +31,7 @@ pub mod paint;
 pub mod proto;
 pub mod report;
 pub mod session;
+pub mod server;
 pub mod settings;
 pub mod shell;
 pub mod units;

@@ -20,6 +20,8 @@ pub enum Report {
     Set(cmd::set::SetReport),
     /// `help`, `help CMD`, `CMD --help`.
     Help(cmd::help::HelpReport),
+    /// `serve`, `serve status`, `serve stop`.
+    Serve(cmd::serve::ServeReport),
     /// `exit`: the shell leaves after printing nothing.
     Exit,
 }
@@ -32,6 +34,7 @@ impl Report {
             Report::Settings(r) => r.render(p),
             Report::Set(r) => r.render(p),
             Report::Help(r) => r.render(p),
+            Report::Serve(r) => r.render(p),
             Report::Exit => String::new(),
         }
     }

@@ -48,6 +48,30 @@ impl Paths {
 /// buffer in tests and scripts.
 pub type Sink = Box<dyn FnMut(&str) -> io::Result<()> + Send>;
 
+/// Which front end runs the commands, which decides e.g. whether `serve`
+/// blocks (one-shot) or runs in the background (shell, piped lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frontend {
+    /// `netsh CMD ARGS…`: one command, then exit.
+    OneShot,
+    /// The interactive shell or piped lines: more commands follow.
+    Lines,
+    /// A rhai script.
+    Script,
+}
+
+/// A server started by `serve` in the background of this session.
+pub struct BackgroundServer {
+    /// Stops it and reads its counters.
+    pub handle: crate::server::Handle,
+    /// Where it listens.
+    pub addrs: Vec<std::net::SocketAddr>,
+    /// When it started.
+    pub started: std::time::Instant,
+    /// The thread running its loop.
+    pub thread: std::thread::JoinHandle<crate::error::Result<crate::server::StatsSnapshot>>,
+}
+
 /// State shared by every command of one process.
 pub struct Session {
     /// Current settings (validated).
@@ -62,6 +86,10 @@ pub struct Session {
     pub interrupt: Arc<AtomicBool>,
     /// Whether the running command may stream progress lines (off for `--json`).
     pub streaming: bool,
+    /// Which front end runs the commands.
+    pub frontend: Frontend,
+    /// The server `serve` started in the background, if any.
+    pub server: Option<BackgroundServer>,
     sink: Sink,
     error_log: AppendLog,
     error_log_failed: bool,
@@ -84,6 +112,8 @@ impl Session {
             paint,
             interrupt,
             streaming: true,
+            frontend: Frontend::OneShot,
+            server: None,
             sink: Box::new(|line: &str| {
                 let mut out = io::stdout().lock();
                 writeln!(out, "{line}")?;
@@ -93,6 +123,14 @@ impl Session {
             error_log_failed: false,
         };
         (session, warnings)
+    }
+
+    /// Stop a background server, if one runs (at the end of a session).
+    pub fn shutdown(&mut self) {
+        if let Some(bg) = self.server.take() {
+            bg.handle.stop();
+            let _ = bg.thread.join();
+        }
     }
 
     /// Send streamed output somewhere else (external printer, capture buffer).

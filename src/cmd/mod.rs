@@ -10,6 +10,7 @@
 pub mod exit;
 pub mod help;
 pub mod info;
+pub mod serve;
 pub mod set;
 
 use clap::{Arg, ArgAction, ArgMatches};
@@ -40,6 +41,7 @@ pub trait Command: Sync {
 /// Every command, in the order `help` lists them.
 pub static COMMANDS: &[&dyn Command] = &[
     &info::Info,
+    &serve::Serve,
     &set::Set,
     &set::ShowSettings,
     &help::Help,

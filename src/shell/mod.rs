@@ -128,6 +128,13 @@ pub fn run_line(line: &str, s: &mut Session) -> io::Result<Status> {
 
 /// The interactive shell. Returns the process exit status.
 pub fn interactive(s: &mut Session) -> i32 {
+    s.frontend = crate::session::Frontend::Lines;
+    let code = interactive_loop(s);
+    s.shutdown();
+    code
+}
+
+fn interactive_loop(s: &mut Session) -> i32 {
     let config = Config::builder()
         .auto_add_history(false)
         .history_ignore_dups(true)
@@ -204,6 +211,14 @@ pub fn interactive(s: &mut Session) -> i32 {
 /// stderr when given (stdin is a terminal but stdout is not). Returns the
 /// exit status: the first failing line's status, else 0.
 pub fn batch(input: &mut dyn BufRead, s: &mut Session, prompt: Option<&str>) -> i32 {
+    s.frontend = crate::session::Frontend::Lines;
+    let code = batch_loop(input, s, prompt);
+    // End of input: a server started with `serve` stops with the session.
+    s.shutdown();
+    code
+}
+
+fn batch_loop(input: &mut dyn BufRead, s: &mut Session, prompt: Option<&str>) -> i32 {
     let mut status = 0;
     let mut buf = Vec::new();
     let mut lineno = 0u64;

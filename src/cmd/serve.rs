@@ -1,0 +1,257 @@
+//! `serve`: run the server side (echo over TCP and UDP now; SNTP and chat join
+//! later). One-shot (`netsh serve`) runs it in the foreground until SIGINT or
+//! SIGTERM; inside the shell it runs in the background, with `serve status`
+//! and `serve stop`.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use clap::{ArgMatches, Args, Subcommand};
+use serde::Serialize;
+
+use crate::cmd::{Command, args_of};
+use crate::error::{Error, ErrorKind, Result};
+use crate::log::AppendLog;
+use crate::paint::Paint;
+use crate::report::Report;
+use crate::server::console::{Console, SERVER_LOG_CAP, Verbosity};
+use crate::server::{self, Server, ServerConfig, StatsSnapshot};
+use crate::session::{BackgroundServer, Frontend, Session};
+use crate::settings::DEFAULT_PORT;
+use crate::units;
+
+/// `serve` words.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ServeArgs {
+    #[command(subcommand)]
+    action: Option<Action>,
+    /// Address to listen on (repeatable) [default: 0.0.0.0 and ::]
+    #[arg(long, value_name = "ADDR")]
+    bind: Vec<IpAddr>,
+    /// TCP and UDP port; 0 picks a free one and prints it
+    #[arg(long, short = 'p', default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// Clients beyond this many get "ERR server full"
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CLIENTS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_clients: u32,
+    /// Close connections idle this long: 30s, 5m
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_idle)]
+    idle_timeout: Duration,
+    /// Print only start, stop and problems
+    #[arg(long, short = 'q', conflicts_with = "verbose")]
+    quiet: bool,
+    /// Also print why connections close and each UDP datagram (rate-limited)
+    #[arg(long, short = 'v')]
+    verbose: bool,
+    /// Run in the foreground even inside the shell (Ctrl-C stops it)
+    #[arg(long)]
+    foreground: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Show the background server: address, uptime, clients, bytes, requests
+    Status,
+    /// Stop the background server (clients are told "BYE server shutting down")
+    Stop,
+}
+
+fn parse_idle(s: &str) -> std::result::Result<Duration, String> {
+    let d = units::parse_duration(s)?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
+        return Err(format!("'{s}' is out of range (1s-24h)"));
+    }
+    Ok(d)
+}
+
+/// The `serve` command.
+pub struct Serve;
+
+impl Command for Serve {
+    fn name(&self) -> &'static str {
+        "serve"
+    }
+    fn summary(&self) -> &'static str {
+        "Run the netsh server (TCP and UDP echo); in the shell: serve status|stop"
+    }
+    fn args(&self) -> clap::Command {
+        ServeArgs::augment_args(clap::Command::new("serve"))
+    }
+    fn run(&self, m: &ArgMatches, s: &mut Session) -> Result<Report> {
+        let a: ServeArgs = args_of(m)?;
+        match a.action {
+            Some(Action::Status) => Ok(Report::Serve(status(s))),
+            Some(Action::Stop) => stop(s),
+            None => start(a, s),
+        }
+    }
+}
+
+fn verbosity(a: &ServeArgs) -> Verbosity {
+    if a.quiet {
+        Verbosity::Quiet
+    } else if a.verbose {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    }
+}
+
+fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
+    let foreground = a.foreground || s.frontend == Frontend::OneShot;
+    if let Some(bg) = &s.server {
+        return Err(Error::new(
+            ErrorKind::AddrInUse,
+            format!("a server already runs in this session on {}", list(&bg.addrs)),
+        )
+        .with_hint("'serve status' shows it; 'serve stop' stops it"));
+    }
+    let log = AppendLog::new(s.paths.logs_dir.join("server.log"), SERVER_LOG_CAP);
+    let sink: Option<Box<dyn FnMut(&str) + Send>> = if foreground && s.streaming {
+        Some(Box::new(|line: &str| {
+            let _ = writeln!(std::io::stdout().lock(), "{line}");
+        }))
+    } else {
+        None
+    };
+    let cfg = ServerConfig {
+        bind: a.bind.clone(),
+        port: a.port,
+        max_clients: a.max_clients as usize,
+        idle_timeout: a.idle_timeout,
+        handle_signals: foreground,
+        console: Console::new(sink, Some(log.clone()), verbosity(&a)),
+    };
+    let server = Server::bind(cfg)?;
+    let addrs = server.addrs().to_vec();
+    let started = Instant::now();
+    if foreground {
+        let stats = server.run()?;
+        return Ok(Report::Serve(ServeReport {
+            action: "stopped",
+            running: false,
+            addresses: addrs.iter().map(ToString::to_string).collect(),
+            port: addrs.first().map(|a| a.port()),
+            uptime_s: Some(started.elapsed().as_secs_f64()),
+            stats: Some(stats),
+            log: log.path().display().to_string(),
+        }));
+    }
+    let handle = server.handle();
+    let thread = std::thread::Builder::new()
+        .name("netsh-server".into())
+        .spawn(move || server.run())
+        .map_err(|e| Error::io("start server thread", "serve", &e))?;
+    s.server = Some(BackgroundServer {
+        handle,
+        addrs: addrs.clone(),
+        started,
+        thread,
+    });
+    Ok(Report::Serve(ServeReport {
+        action: "started",
+        running: true,
+        addresses: addrs.iter().map(ToString::to_string).collect(),
+        port: addrs.first().map(|a| a.port()),
+        uptime_s: Some(0.0),
+        stats: None,
+        log: log.path().display().to_string(),
+    }))
+}
+
+fn list(addrs: &[std::net::SocketAddr]) -> String {
+    addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+fn status(s: &Session) -> ServeReport {
+    let log = s.paths.logs_dir.join("server.log").display().to_string();
+    match &s.server {
+        Some(bg) => ServeReport {
+            action: "status",
+            running: !bg.thread.is_finished(),
+            addresses: bg.addrs.iter().map(ToString::to_string).collect(),
+            port: bg.addrs.first().map(|a| a.port()),
+            uptime_s: Some(bg.started.elapsed().as_secs_f64()),
+            stats: Some(bg.handle.stats.snapshot()),
+            log,
+        },
+        None => ServeReport {
+            action: "status",
+            running: false,
+            addresses: Vec::new(),
+            port: None,
+            uptime_s: None,
+            stats: None,
+            log,
+        },
+    }
+}
+
+fn stop(s: &mut Session) -> Result<Report> {
+    let Some(bg) = s.server.take() else {
+        return Err(Error::usage("no server runs in this session").with_hint("start one with 'serve'"));
+    };
+    let uptime = bg.started.elapsed().as_secs_f64();
+    bg.handle.stop();
+    let stats = match bg.thread.join() {
+        Ok(Ok(st)) => st,
+        Ok(Err(e)) => return Err(e),
+        Err(_) => bg.handle.stats.snapshot(),
+    };
+    Ok(Report::Serve(ServeReport {
+        action: "stopped",
+        running: false,
+        addresses: bg.addrs.iter().map(ToString::to_string).collect(),
+        port: bg.addrs.first().map(|a| a.port()),
+        uptime_s: Some(uptime),
+        stats: Some(stats),
+        log: s.paths.logs_dir.join("server.log").display().to_string(),
+    }))
+}
+
+/// What `serve` reports.
+#[derive(Debug, Serialize)]
+pub struct ServeReport {
+    /// `started`, `stopped` or `status`.
+    pub action: &'static str,
+    /// Whether a server runs now.
+    pub running: bool,
+    /// Listening addresses.
+    pub addresses: Vec<String>,
+    /// The port (the same on every address); `null` if none runs.
+    pub port: Option<u16>,
+    /// Seconds since start; `null` if none runs.
+    pub uptime_s: Option<f64>,
+    /// Counters; `null` when just started or none runs.
+    pub stats: Option<StatsSnapshot>,
+    /// The server log.
+    pub log: String,
+}
+
+impl ServeReport {
+    /// Text form.
+    pub fn render(&self, p: &Paint) -> String {
+        let addrs = self.addresses.join(", ");
+        let mut out = match (self.action, self.running) {
+            ("started", _) => format!(
+                "{} on {} (TCP and UDP echo) in the background; 'serve status', 'serve stop'; log: {}",
+                p.green("Server running"),
+                p.cyan(&addrs),
+                self.log
+            ),
+            ("status", false) => format!("{}", p.dim("No server runs in this session ('serve' starts one).")),
+            ("status", true) => format!("{} on {}", p.green("Server running"), p.cyan(&addrs)),
+            _ => format!("{} ({})", p.bold("Server stopped"), addrs),
+        };
+        if let (Some(up), Some(st)) = (self.uptime_s, &self.stats) {
+            out.push_str(&format!(
+                "\n  uptime {:.1} s, clients {} now / {} total ({} refused), requests {}, datagrams {}, bytes in {} / out {}",
+                up, st.clients, st.clients_total, st.refused, st.requests, st.datagrams, st.bytes_in, st.bytes_out
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,119 @@
+//! The server's console and `logs/server.log`: lines in the seed's form
+//! (`[MAIN] …`, `[ECHO] Client says: …`), with levels and a rate limit so a
+//! busy server does not spend its time printing. Untrusted text is escaped.
+
+use std::time::{Duration, Instant};
+
+use crate::log::AppendLog;
+
+/// How much the server says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    /// Start, stop and problems only.
+    Quiet,
+    /// Also connects, disconnects and client messages (rate-limited).
+    Normal,
+    /// Also why connections closed and UDP datagrams (rate-limited).
+    Verbose,
+}
+
+/// What a line is about, which decides whether it is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Always shown (start, stop, refusals, errors).
+    Main,
+    /// Shown at `Normal` and above.
+    Info,
+    /// Shown at `Verbose`.
+    Debug,
+}
+
+/// Console lines per second before the rest are counted instead of printed.
+const LINES_PER_SECOND: u32 = 50;
+/// Size cap of `server.log` before it rotates.
+pub const SERVER_LOG_CAP: u64 = 8 << 20;
+
+/// Where the server's lines go.
+pub struct Console {
+    sink: Option<Box<dyn FnMut(&str) + Send>>,
+    log: Option<AppendLog>,
+    log_failed: bool,
+    verbosity: Verbosity,
+    window: Instant,
+    in_window: u32,
+    suppressed: u64,
+}
+
+impl Console {
+    /// Lines go to `sink` (if any) and to `log` (if any).
+    pub fn new(
+        sink: Option<Box<dyn FnMut(&str) + Send>>,
+        log: Option<AppendLog>,
+        verbosity: Verbosity,
+    ) -> Console {
+        Console {
+            sink,
+            log,
+            log_failed: false,
+            verbosity,
+            window: Instant::now(),
+            in_window: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Say `text` at `level`. `Main` lines are never rate-limited.
+    pub fn say(&mut self, level: Level, text: &str) {
+        let shown = match level {
+            Level::Main => true,
+            Level::Info => self.verbosity >= Verbosity::Normal,
+            Level::Debug => self.verbosity >= Verbosity::Verbose,
+        };
+        if !shown {
+            return;
+        }
+        if level != Level::Main {
+            self.roll_window();
+            if self.in_window >= LINES_PER_SECOND {
+                self.suppressed += 1;
+                return;
+            }
+            self.in_window += 1;
+        }
+        self.write(text);
+    }
+
+    /// Start a new rate window if a second has passed, reporting what was held back.
+    pub fn roll_window(&mut self) {
+        if self.window.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.window = Instant::now();
+        self.in_window = 0;
+        if self.suppressed > 0 {
+            let n = std::mem::take(&mut self.suppressed);
+            self.write(&format!("[MAIN] ({n} more lines not shown: over {LINES_PER_SECOND}/s)"));
+        }
+    }
+
+    fn write(&mut self, text: &str) {
+        if let Some(s) = self.sink.as_mut() {
+            s(text);
+        }
+        if let Some(log) = &self.log {
+            let line = format!(
+                "{} {text}",
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            );
+            if let Err(e) = log.append(&line)
+                && !self.log_failed
+            {
+                self.log_failed = true;
+                let msg = format!("[MAIN] cannot write {}: {e}; going on without it", log.path().display());
+                if let Some(s) = self.sink.as_mut() {
+                    s(&msg);
+                }
+            }
+        }
+    }
+}

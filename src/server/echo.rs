@@ -1,0 +1,298 @@
+//! One TCP connection of the server: a state machine over the echo protocol
+//! ([`crate::proto::echo`]). It owns bounded input and output buffers; the
+//! event loop in [`super`] calls [`Conn::drive`] when the socket is ready and
+//! acts on the returned [`Next`].
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::Interest;
+use mio::net::TcpStream;
+
+use crate::proto::echo::{self as proto, Frame, Request};
+use crate::proto::line::display_bytes;
+use crate::server::console::{Console, Level};
+use crate::server::Stats;
+
+/// Output bytes queued for one client before it counts as "not reading":
+/// a line client is disconnected past it; a STREAM client is simply not read
+/// from until it drains (back-pressure), like any byte-stream echo.
+pub const OUT_CAP: usize = 1 << 20;
+/// Reads per readiness event before yielding to other connections.
+const READS_PER_TURN: usize = 16;
+/// Longest client text shown on the console.
+const SHOW_MAX: usize = 200;
+
+/// What the connection is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Line protocol: ECHO, HELP, QUIT, STREAM.
+    Lines,
+    /// Raw echo of every byte (after `STREAM`).
+    Stream,
+    /// Sending what is queued, then closing.
+    Closing,
+}
+
+/// What the loop should do after [`Conn::drive`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Keep it, with this interest.
+    Keep(Interest),
+    /// More input may be waiting: drive it again soon (fairness cap hit).
+    Again(Interest),
+    /// Close it; the reason is for the console.
+    Close(&'static str),
+}
+
+/// One client connection.
+pub struct Conn {
+    /// The socket.
+    pub sock: TcpStream,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Current protocol mode.
+    pub mode: Mode,
+    /// Last time bytes moved, for the idle timeout.
+    pub last_active: Instant,
+    /// When `Closing` began, to bound the final flush.
+    pub closing_since: Option<Instant>,
+    /// The interest currently registered with the poll.
+    pub registered: Interest,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    read_closed: bool,
+}
+
+impl Conn {
+    /// A new connection in line mode.
+    pub fn new(sock: TcpStream, peer: SocketAddr) -> Conn {
+        Conn {
+            sock,
+            peer,
+            mode: Mode::Lines,
+            last_active: Instant::now(),
+            closing_since: None,
+            registered: Interest::READABLE,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            read_closed: false,
+        }
+    }
+
+    fn queued(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// Queue bytes and switch to closing (used for shutdown and limits).
+    pub fn close_with(&mut self, msg: &[u8]) {
+        if self.mode != Mode::Stream {
+            self.out.extend_from_slice(msg);
+        }
+        self.start_closing();
+    }
+
+    fn start_closing(&mut self) {
+        self.mode = Mode::Closing;
+        self.closing_since.get_or_insert_with(Instant::now);
+        self.inbuf = Vec::new();
+    }
+
+    /// Do all the work the socket allows now: write queued output, read and
+    /// answer input, and say what comes next.
+    pub fn drive(&mut self, scratch: &mut [u8], stats: &Stats, console: &mut Console) -> Next {
+        if let Err(e) = self.flush(stats) {
+            return Next::Close(close_reason(&e));
+        }
+        let mut again = false;
+        if self.mode != Mode::Closing && !self.read_closed {
+            let mut reads = 0;
+            loop {
+                if self.mode == Mode::Stream && self.queued() >= OUT_CAP {
+                    break; // back-pressure: resume when the client drains its echo
+                }
+                if reads == READS_PER_TURN {
+                    again = true;
+                    break;
+                }
+                reads += 1;
+                match self.sock.read(scratch) {
+                    Ok(0) => {
+                        self.read_closed = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        self.last_active = Instant::now();
+                        stats.add_in(n);
+                        self.input(&scratch[..n], stats, console);
+                        if self.mode == Mode::Lines && self.queued() > OUT_CAP {
+                            return Next::Close("output queue over 1 MiB (client not reading)");
+                        }
+                        if self.mode == Mode::Closing {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Next::Close(close_reason(&e)),
+                }
+            }
+            if let Err(e) = self.flush(stats) {
+                return Next::Close(close_reason(&e));
+            }
+        }
+        if self.read_closed && self.mode == Mode::Lines && !self.inbuf.is_empty() {
+            // A last line without a newline (`printf 'ECHO x' | nc`) still counts.
+            let rest = std::mem::take(&mut self.inbuf);
+            self.line(&rest, stats, console);
+            if let Err(e) = self.flush(stats) {
+                return Next::Close(close_reason(&e));
+            }
+        }
+        let queued = self.queued();
+        if queued == 0 && (self.read_closed || self.mode == Mode::Closing) {
+            return Next::Close(if self.read_closed { "client closed" } else { "done" });
+        }
+        let reading = self.mode != Mode::Closing
+            && !self.read_closed
+            && !(self.mode == Mode::Stream && queued >= OUT_CAP);
+        let interest = match (reading, queued > 0) {
+            (true, true) => Interest::READABLE | Interest::WRITABLE,
+            (false, true) => Interest::WRITABLE,
+            _ => Interest::READABLE,
+        };
+        if again { Next::Again(interest) } else { Next::Keep(interest) }
+    }
+
+    /// Write queued output until done or the socket is full.
+    fn flush(&mut self, stats: &Stats) -> io::Result<()> {
+        while self.out_pos < self.out.len() {
+            match self.sock.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.out_pos += n;
+                    stats.add_out(n);
+                    self.last_active = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+            if self.out.capacity() > 64 * 1024 {
+                self.out = Vec::new(); // idle connections keep no large buffers
+            }
+        } else if self.out_pos > self.out.len() / 2 {
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+
+    /// Handle bytes just read.
+    fn input(&mut self, data: &[u8], stats: &Stats, console: &mut Console) {
+        match self.mode {
+            Mode::Stream => self.out.extend_from_slice(data),
+            Mode::Closing => {}
+            Mode::Lines => {
+                if self.inbuf.is_empty() {
+                    let used = self.lines(data, stats, console);
+                    if self.mode == Mode::Stream {
+                        self.out.extend_from_slice(&data[used..]);
+                    } else if self.mode == Mode::Lines {
+                        self.inbuf.extend_from_slice(&data[used..]);
+                    }
+                } else {
+                    let mut buf = std::mem::take(&mut self.inbuf);
+                    buf.extend_from_slice(data);
+                    let used = self.lines(&buf, stats, console);
+                    if self.mode == Mode::Stream {
+                        self.out.extend_from_slice(&buf[used..]);
+                    } else if self.mode == Mode::Lines {
+                        buf.drain(..used);
+                        self.inbuf = buf;
+                        if self.inbuf.is_empty() && self.inbuf.capacity() > 4096 {
+                            self.inbuf = Vec::new();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answer every whole line at the front of `buf`; returns the bytes used.
+    fn lines(&mut self, buf: &[u8], stats: &Stats, console: &mut Console) -> usize {
+        let mut used = 0;
+        while self.mode == Mode::Lines {
+            match proto::next_line(&buf[used..], proto::MAX_LINE) {
+                Frame::Line(line, n) => {
+                    used += n;
+                    self.line(line, stats, console);
+                }
+                Frame::Incomplete => break,
+                Frame::TooLong => {
+                    console.say(
+                        Level::Main,
+                        &format!("[ECHO] {} sent a line over {} bytes; closing it", self.peer, proto::MAX_LINE),
+                    );
+                    self.out.extend_from_slice(proto::TOO_LONG_REPLY);
+                    self.start_closing();
+                    return buf.len();
+                }
+            }
+        }
+        used
+    }
+
+    /// Answer one request line.
+    fn line(&mut self, line: &[u8], stats: &Stats, console: &mut Console) {
+        stats.add_request();
+        match proto::parse_request(line) {
+            Request::Echo(text) => {
+                console.say(Level::Info, &format!("[ECHO] Client says: {}", shown(text)));
+                proto::encode_echo_reply(text, &mut self.out);
+            }
+            Request::Stream => {
+                console.say(Level::Info, &format!("[ECHO] {} started a stream", self.peer));
+                self.out.extend_from_slice(b"OK\n");
+                self.mode = Mode::Stream;
+            }
+            Request::Help => self.out.extend_from_slice(proto::HELP_REPLY),
+            Request::Quit => {
+                self.out.extend_from_slice(b"BYE\n");
+                self.start_closing();
+            }
+            Request::Empty => {}
+            Request::Chat(_) => self
+                .out
+                .extend_from_slice(b"ERR chat is not available on this server yet\n"),
+            Request::Unknown(word) => {
+                console.say(Level::Debug, &format!("[ECHO] {} sent unknown '{}'", self.peer, shown(word)));
+                proto::encode_unknown(word, &mut self.out);
+            }
+        }
+    }
+}
+
+/// Client text for the console: escaped, invalid UTF-8 replaced, clipped.
+fn shown(b: &[u8]) -> String {
+    let mut s = display_bytes(&b[..b.len().min(SHOW_MAX)]);
+    if b.len() > SHOW_MAX {
+        s.push_str(&format!("… ({} bytes)", b.len()));
+    }
+    s
+}
+
+fn close_reason(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset => "connection reset by client",
+        io::ErrorKind::BrokenPipe => "client went away",
+        _ => "socket error",
+    }
+}

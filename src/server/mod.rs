@@ -1,0 +1,560 @@
+//! The server behind `netsh serve`: one mio event loop owns every socket —
+//! the TCP listeners (IPv4 and IPv6), the UDP echo sockets on the same port
+//! number, the waker that `serve stop` uses, and SIGINT/SIGTERM in the
+//! foreground. The SNTP responder and the chat room join this loop later.
+//!
+//! Tokens: fixed ones for listeners, UDP sockets, the waker and signals;
+//! connections get `FIRST_CONN + slot` from a slab with a free list, bounded
+//! by `max_clients`. Limits: line length, per-client output queue, idle
+//! timeout, client count; out of file descriptors, accepting pauses and is
+//! retried when a connection closes or after `ACCEPT_RETRY` (never a busy
+//! loop: mio is edge-triggered, see CRATES.md finding 7).
+
+pub mod console;
+pub mod echo;
+
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, UdpSocket};
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde::Serialize;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::error::{Error, Result};
+use crate::proto::echo as proto;
+use console::{Console, Level};
+use echo::{Conn, Next};
+
+/// Listener tokens: `LISTEN + i` for the i-th bound address.
+const LISTEN: usize = 0;
+/// UDP echo tokens: `UDP + i`.
+const UDP: usize = 8;
+const WAKER: Token = Token(16);
+const SIGNALS: Token = Token(17);
+/// First connection token.
+const FIRST_CONN: usize = 32;
+
+/// How long accepting stays paused after EMFILE before it is tried again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// How often idle and closing connections are checked.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// Longest a closing connection may take to take its last bytes.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// On shutdown, how long clients get to receive the goodbye.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+/// Datagrams handled per readiness event before yielding.
+const UDP_PER_TURN: usize = 256;
+/// Accepts per readiness event before yielding.
+const ACCEPTS_PER_TURN: usize = 256;
+/// Largest UDP datagram.
+const MAX_DATAGRAM: usize = 65_536;
+/// Default for `--max-clients`.
+pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+/// Default for `--idle-timeout`.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(300);
+
+/// How to run the server.
+pub struct ServerConfig {
+    /// Addresses to bind; empty means `0.0.0.0` and `::` (IPv6-only socket).
+    pub bind: Vec<IpAddr>,
+    /// TCP and UDP port; 0 picks a free one (the same for all addresses).
+    pub port: u16,
+    /// Clients beyond this get `ERR server full`.
+    pub max_clients: usize,
+    /// Connections with no traffic for this long are closed.
+    pub idle_timeout: Duration,
+    /// Stop on SIGINT/SIGTERM (foreground `netsh serve`).
+    pub handle_signals: bool,
+    /// Console and log output.
+    pub console: Console,
+}
+
+/// Counters shared with `serve status` (atomics: read from other threads).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Clients connected now.
+    pub clients: AtomicU64,
+    /// Clients accepted since start.
+    pub clients_total: AtomicU64,
+    /// Clients refused (server full).
+    pub refused: AtomicU64,
+    /// Bytes read from clients (TCP and UDP).
+    pub bytes_in: AtomicU64,
+    /// Bytes written to clients (TCP and UDP).
+    pub bytes_out: AtomicU64,
+    /// Request lines answered.
+    pub requests: AtomicU64,
+    /// UDP datagrams echoed.
+    pub datagrams: AtomicU64,
+}
+
+impl Stats {
+    fn add_in(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    fn add_out(&self, n: usize) {
+        self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    fn add_request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A plain copy for reports.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            clients: g(&self.clients),
+            clients_total: g(&self.clients_total),
+            refused: g(&self.refused),
+            bytes_in: g(&self.bytes_in),
+            bytes_out: g(&self.bytes_out),
+            requests: g(&self.requests),
+            datagrams: g(&self.datagrams),
+        }
+    }
+}
+
+/// [`Stats`] at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsSnapshot {
+    /// Clients connected now.
+    pub clients: u64,
+    /// Clients accepted since start.
+    pub clients_total: u64,
+    /// Clients refused because the server was full.
+    pub refused: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Request lines answered.
+    pub requests: u64,
+    /// UDP datagrams echoed.
+    pub datagrams: u64,
+}
+
+/// Stops a running server from another thread.
+#[derive(Clone)]
+pub struct Handle {
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    /// Live counters.
+    pub stats: Arc<Stats>,
+}
+
+impl Handle {
+    /// Ask the server to shut down (it says goodbye to clients and returns).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server {
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    udps: Vec<UdpSocket>,
+    addrs: Vec<SocketAddr>,
+    handle: Handle,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    cfg_max_clients: usize,
+    idle_timeout: Duration,
+    console: Console,
+}
+
+impl Server {
+    /// Bind the listeners and UDP sockets and register everything.
+    ///
+    /// # Errors
+    /// `addr-in-use` when the port is taken (with the hint to choose another),
+    /// or the OS error naming the address.
+    pub fn bind(cfg: ServerConfig) -> Result<Server> {
+        let poll = Poll::new().map_err(|e| Error::io("create poll", "epoll", &e))?;
+        let ips = if cfg.bind.is_empty() {
+            vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)]
+        } else {
+            cfg.bind.clone()
+        };
+        let (mut listeners, mut udps, addrs) = bind_all(&ips, cfg.port, cfg.bind.is_empty())?;
+        let registry = poll.registry();
+        for (i, l) in listeners.iter_mut().enumerate() {
+            registry
+                .register(l, Token(LISTEN + i), Interest::READABLE)
+                .map_err(|e| Error::io("register", addrs[i], &e))?;
+        }
+        for (i, u) in udps.iter_mut().enumerate() {
+            registry
+                .register(u, Token(UDP + i), Interest::READABLE)
+                .map_err(|e| Error::io("register", addrs[i], &e))?;
+        }
+        let waker = Waker::new(registry, WAKER).map_err(|e| Error::io("create waker", "epoll", &e))?;
+        let signals = if cfg.handle_signals {
+            let mut s = signal_hook_mio::v1_0::Signals::new([
+                signal_hook::consts::SIGINT,
+                signal_hook::consts::SIGTERM,
+            ])
+            .map_err(|e| Error::io("install signal handlers", "SIGINT/SIGTERM", &e))?;
+            registry
+                .register(&mut s, SIGNALS, Interest::READABLE)
+                .map_err(|e| Error::io("register", "signals", &e))?;
+            Some(s)
+        } else {
+            None
+        };
+        Ok(Server {
+            poll,
+            listeners,
+            udps,
+            addrs,
+            handle: Handle {
+                waker: Arc::new(waker),
+                stop: Arc::new(AtomicBool::new(false)),
+                stats: Arc::new(Stats::default()),
+            },
+            signals,
+            cfg_max_clients: cfg.max_clients.max(1),
+            idle_timeout: cfg.idle_timeout,
+            console: cfg.console,
+        })
+    }
+
+    /// The bound addresses (with the real port when 0 was asked for).
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// A handle to stop the server and read its counters.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Run until stopped (handle, or a signal in the foreground). Returns the
+    /// final counters.
+    ///
+    /// # Errors
+    /// Only when the poll itself fails; a bad client never stops the server.
+    pub fn run(mut self) -> Result<StatsSnapshot> {
+        for a in &self.addrs {
+            self.console.say(Level::Main, &format!("[MAIN] Server running on {a} (TCP echo, UDP echo)"));
+        }
+        let mut events = Events::with_capacity(1024);
+        let mut conns: Vec<Option<Conn>> = Vec::new();
+        let mut free: Vec<usize> = Vec::new();
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut again: Vec<Token> = Vec::new();
+        let mut accept_paused_until: Option<Instant> = None;
+        let mut retry_accept = false;
+        let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        let mut shutdown_at: Option<Instant> = None;
+        let stats = Arc::clone(&self.handle.stats);
+
+        loop {
+            // ---- how long may we sleep?
+            let now = Instant::now();
+            let mut wake = next_sweep;
+            if let Some(t) = accept_paused_until {
+                wake = wake.min(t);
+            }
+            let timeout = if !again.is_empty() || retry_accept {
+                Duration::ZERO
+            } else {
+                wake.saturating_duration_since(now)
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue; // signals interrupt epoll_wait; mio does not retry
+                }
+                return Err(Error::io("poll", "event loop", &e));
+            }
+
+            let mut ready: Vec<Token> = events.iter().map(|e| e.token()).collect();
+            ready.append(&mut again);
+            if retry_accept || accept_paused_until.is_some_and(|t| Instant::now() >= t) {
+                retry_accept = false;
+                accept_paused_until = None;
+                ready.extend((0..self.listeners.len()).map(|i| Token(LISTEN + i)));
+            }
+
+            for token in ready {
+                match token.0 {
+                    t if t >= FIRST_CONN => {
+                        let slot = t - FIRST_CONN;
+                        let Some(Some(conn)) = conns.get_mut(slot) else { continue };
+                        let next = conn.drive(&mut scratch, &stats, &mut self.console);
+                        match next {
+                            Next::Keep(i) | Next::Again(i) => {
+                                if conn.registered != i {
+                                    match self.poll.registry().reregister(&mut conn.sock, token, i) {
+                                        Ok(()) => conn.registered = i,
+                                        Err(_) => {
+                                            self.close(&mut conns, &mut free, slot, "reregister failed");
+                                            retry_accept |= accept_paused_until.is_some();
+                                            continue;
+                                        }
+                                    }
+                                }
+                                if matches!(next, Next::Again(_)) {
+                                    again.push(token);
+                                }
+                            }
+                            Next::Close(why) => {
+                                self.close(&mut conns, &mut free, slot, why);
+                                retry_accept |= accept_paused_until.is_some();
+                            }
+                        }
+                    }
+                    t if (LISTEN..LISTEN + self.listeners.len()).contains(&t) => {
+                        if shutdown_at.is_some() || accept_paused_until.is_some() {
+                            continue;
+                        }
+                        match self.accept(t - LISTEN, &mut conns, &mut free) {
+                            Accept::Drained => {}
+                            Accept::More => again.push(token),
+                            Accept::OutOfFds => {
+                                accept_paused_until = Some(Instant::now() + ACCEPT_RETRY);
+                            }
+                        }
+                    }
+                    t if (UDP..UDP + self.udps.len()).contains(&t) => {
+                        if self.udp_echo(t - UDP, &mut scratch) {
+                            again.push(token);
+                        }
+                    }
+                    _ if token == WAKER => {}
+                    _ if token == SIGNALS => {
+                        if let Some(s) = self.signals.as_mut()
+                            && s.pending().next().is_some()
+                        {
+                            self.handle.stop.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+
+            // ---- shutdown: stop accepting, say goodbye, give clients a moment
+            if self.handle.stop.load(Ordering::SeqCst) && shutdown_at.is_none() {
+                self.console.say(Level::Main, "[MAIN] Shutting down");
+                shutdown_at = Some(Instant::now() + SHUTDOWN_GRACE);
+                for l in &mut self.listeners {
+                    let _ = self.poll.registry().deregister(l);
+                }
+                self.listeners.clear();
+                for (slot, c) in conns.iter_mut().enumerate() {
+                    if let Some(c) = c {
+                        c.close_with(proto::SHUTDOWN_REPLY);
+                        again.push(Token(FIRST_CONN + slot));
+                    }
+                }
+            }
+            if let Some(deadline) = shutdown_at
+                && (conns.iter().all(Option::is_none) || Instant::now() >= deadline)
+            {
+                for slot in 0..conns.len() {
+                    if conns[slot].is_some() {
+                        self.close(&mut conns, &mut free, slot, "server shutting down");
+                    }
+                }
+                let s = stats.snapshot();
+                self.console.say(
+                    Level::Main,
+                    &format!(
+                        "[MAIN] Server stopped: {} clients served, {} requests, {} datagrams, {} bytes in, {} bytes out",
+                        s.clients_total, s.requests, s.datagrams, s.bytes_in, s.bytes_out
+                    ),
+                );
+                return Ok(s);
+            }
+
+            // ---- periodic: idle and stuck-closing connections
+            if Instant::now() >= next_sweep {
+                next_sweep = Instant::now() + SWEEP_EVERY;
+                self.console.roll_window();
+                let now = Instant::now();
+                for slot in 0..conns.len() {
+                    let why = match &conns[slot] {
+                        Some(c) if c.closing_since.is_some_and(|t| now - t > CLOSE_GRACE) => {
+                            Some("did not take its last bytes in time")
+                        }
+                        Some(c) if now - c.last_active > self.idle_timeout => Some("idle timeout"),
+                        _ => None,
+                    };
+                    if let Some(why) = why {
+                        self.close(&mut conns, &mut free, slot, why);
+                        retry_accept |= accept_paused_until.is_some();
+                    }
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, i: usize, conns: &mut Vec<Option<Conn>>, free: &mut Vec<usize>) -> Accept {
+        let stats = Arc::clone(&self.handle.stats);
+        for _ in 0..ACCEPTS_PER_TURN {
+            let (mut sock, peer) = match self.listeners[i].accept() {
+                Ok(p) => p,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Accept::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_resource_exhaustion(&e) => {
+                    self.console.say(
+                        Level::Main,
+                        &format!("[MAIN] accept paused: {e}; retrying when a client leaves"),
+                    );
+                    return Accept::OutOfFds;
+                }
+                // ECONNABORTED and friends: that client is gone, try the next.
+                Err(_) => continue,
+            };
+            let live = stats.clients.load(Ordering::Relaxed) as usize;
+            if live >= self.cfg_max_clients {
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                let _ = sock.write(proto::FULL_REPLY);
+                self.console.say(Level::Info, &format!("[MAIN] Refused {peer}: server full"));
+                continue;
+            }
+            let _ = sock.set_nodelay(true);
+            let slot = free.pop().unwrap_or_else(|| {
+                conns.push(None);
+                conns.len() - 1
+            });
+            if self
+                .poll
+                .registry()
+                .register(&mut sock, Token(FIRST_CONN + slot), Interest::READABLE)
+                .is_err()
+            {
+                free.push(slot);
+                continue;
+            }
+            conns[slot] = Some(Conn::new(sock, peer));
+            stats.clients.fetch_add(1, Ordering::Relaxed);
+            stats.clients_total.fetch_add(1, Ordering::Relaxed);
+            self.console.say(Level::Info, &format!("[MAIN] Connected by {peer}"));
+        }
+        Accept::More
+    }
+
+    fn close(&mut self, conns: &mut [Option<Conn>], free: &mut Vec<usize>, slot: usize, why: &str) {
+        if let Some(mut c) = conns[slot].take() {
+            let _ = self.poll.registry().deregister(&mut c.sock);
+            self.handle.stats.clients.fetch_sub(1, Ordering::Relaxed);
+            free.push(slot);
+            self.console.say(Level::Info, &format!("[MAIN] Disconnected {} ({why})", c.peer));
+        }
+    }
+
+    /// Echo datagrams; true if the turn's cap was hit (more may be waiting).
+    fn udp_echo(&mut self, i: usize, scratch: &mut [u8]) -> bool {
+        let stats = &self.handle.stats;
+        let sock = &self.udps[i];
+        let cap = scratch.len().min(MAX_DATAGRAM);
+        let buf = &mut scratch[..cap];
+        for _ in 0..UDP_PER_TURN {
+            match sock.recv_from(buf) {
+                Ok((n, peer)) => {
+                    stats.add_in(n);
+                    // A full send buffer drops the echo: UDP promises nothing more.
+                    if sock.send_to(&buf[..n], peer).is_ok() {
+                        stats.add_out(n);
+                        stats.datagrams.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.console.say(Level::Debug, &format!("[UDP] {n} bytes from {peer}"));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => {} // e.g. a queued ICMP error: skip it
+            }
+        }
+        true
+    }
+}
+
+enum Accept {
+    Drained,
+    More,
+    OutOfFds,
+}
+
+/// EMFILE, ENFILE, ENOBUFS, ENOMEM: the machine, not the client, is out of something.
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    const ENOBUFS: i32 = 105;
+    const ENOMEM: i32 = 12;
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
+}
+
+type Bound = (Vec<TcpListener>, Vec<UdpSocket>, Vec<SocketAddr>);
+
+/// Bind TCP and UDP on every address with one port number. With port 0 the
+/// first TCP bind picks it; if another address or UDP cannot get the same
+/// number, start over (a few times).
+fn bind_all(ips: &[IpAddr], port: u16, default_pair: bool) -> Result<Bound> {
+    let attempts = if port == 0 { 20 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        match bind_once(ips, port, default_pair) {
+            Ok(b) => return Ok(b),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::bad_value("no address to bind")))
+}
+
+fn bind_once(ips: &[IpAddr], port: u16, default_pair: bool) -> Result<Bound> {
+    let mut listeners = Vec::new();
+    let mut udps = Vec::new();
+    let mut addrs = Vec::new();
+    let mut port = port;
+    for ip in ips {
+        let addr = SocketAddr::new(*ip, port);
+        let tcp = match tcp_listener(addr) {
+            Ok(l) => l,
+            // No IPv6 on this machine: serve IPv4 alone rather than fail.
+            Err(e) if default_pair && ip.is_ipv6() && e.kind() != io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(bind_error("bind TCP", addr, &e)),
+        };
+        let local = tcp.local_addr().map_err(|e| Error::io("bind TCP", addr, &e))?;
+        port = local.port();
+        let udp = udp_socket(local).map_err(|e| bind_error("bind UDP", local, &e))?;
+        listeners.push(tcp);
+        udps.push(udp);
+        addrs.push(local);
+    }
+    Ok((listeners, udps, addrs))
+}
+
+fn bind_error(op: &str, addr: SocketAddr, e: &io::Error) -> Error {
+    let err = Error::io(op, addr, e);
+    if e.kind() == io::ErrorKind::AddrInUse {
+        err.with_hint("another program uses this port: choose another with --port (0 picks a free one)")
+    } else {
+        err
+    }
+}
+
+fn socket_for(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?; // IPv4 has its own socket
+    }
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let s = socket_for(addr, Type::STREAM, Protocol::TCP)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(TcpListener::from_std(s.into()))
+}
+
+fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let s = socket_for(addr, Type::DGRAM, Protocol::UDP)?;
+    s.bind(&addr.into())?;
+    Ok(UdpSocket::from_std(s.into()))
+}
