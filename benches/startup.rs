@@ -48,7 +48,7 @@ fn main() {
         c.args(["--data-dir", d]).env("NO_COLOR", "1");
         let t = Instant::now();
         // Read the pty directly: rexpect's reader polls every 100 ms.
-        let mut p = rexpect::process::PtyProcess::new(c).expect("spawn on a pty");
+        let p = rexpect::process::PtyProcess::new(c).expect("spawn on a pty");
         let mut tty = p.get_file_handle().expect("pty handle");
         let mut seen = Vec::new();
         let mut buf = [0u8; 4096];

@@ -74,7 +74,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 /// Print bytes in the largest binary unit that divides them (`64KiB`).
 pub fn format_bytes(n: u64) -> String {
     for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if n >= 1 << shift && n % (1 << shift) == 0 {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
             return format!("{}{unit}", n >> shift);
         }
     }

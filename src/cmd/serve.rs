@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::log::AppendLog;
 use crate::paint::Paint;
 use crate::report::Report;
-use crate::server::console::{Console, SERVER_LOG_CAP, Verbosity};
+use crate::server::console::{Console, LineSink, SERVER_LOG_CAP, Verbosity};
 use crate::server::{self, Server, ServerConfig, StatsSnapshot};
 use crate::session::{BackgroundServer, Frontend, Session};
 use crate::settings::DEFAULT_PORT;
@@ -110,7 +110,7 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         .with_hint("'serve status' shows it; 'serve stop' stops it"));
     }
     let log = AppendLog::new(s.paths.logs_dir.join("server.log"), SERVER_LOG_CAP);
-    let sink: Option<Box<dyn FnMut(&str) + Send>> = if foreground && s.streaming {
+    let sink: Option<LineSink> = if foreground && s.streaming {
         Some(Box::new(|line: &str| {
             let _ = writeln!(std::io::stdout().lock(), "{line}");
         }))
@@ -242,7 +242,7 @@ impl ServeReport {
                 p.cyan(&addrs),
                 self.log
             ),
-            ("status", false) => format!("{}", p.dim("No server runs in this session ('serve' starts one).")),
+            ("status", false) => p.dim("No server runs in this session ('serve' starts one)."),
             ("status", true) => format!("{} on {}", p.green("Server running"), p.cyan(&addrs)),
             _ => format!("{} ({})", p.bold("Server stopped"), addrs),
         };

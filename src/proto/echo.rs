@@ -299,7 +299,7 @@ mod tests {
             // Feeding bytes in two pieces yields the same lines as one piece.
             let mut buf = whole[..cut].to_vec();
             let mut got = Vec::new();
-            let mut drain = |buf: &mut Vec<u8>, got: &mut Vec<Vec<u8>>| {
+            let drain = |buf: &mut Vec<u8>, got: &mut Vec<Vec<u8>>| {
                 while let Frame::Line(l, n) = next_line(buf, 64) {
                     got.push(l.to_vec());
                     buf.drain(..n);

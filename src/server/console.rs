@@ -33,9 +33,12 @@ const LINES_PER_SECOND: u32 = 50;
 /// Size cap of `server.log` before it rotates.
 pub const SERVER_LOG_CAP: u64 = 8 << 20;
 
+/// Receives each console line (stdout in the foreground).
+pub type LineSink = Box<dyn FnMut(&str) + Send>;
+
 /// Where the server's lines go.
 pub struct Console {
-    sink: Option<Box<dyn FnMut(&str) + Send>>,
+    sink: Option<LineSink>,
     log: Option<AppendLog>,
     log_failed: bool,
     verbosity: Verbosity,
@@ -47,7 +50,7 @@ pub struct Console {
 impl Console {
     /// Lines go to `sink` (if any) and to `log` (if any).
     pub fn new(
-        sink: Option<Box<dyn FnMut(&str) + Send>>,
+        sink: Option<LineSink>,
         log: Option<AppendLog>,
         verbosity: Verbosity,
     ) -> Console {

@@ -319,11 +319,10 @@ impl Server {
                             }
                         }
                     }
-                    t if (UDP..UDP + self.udps.len()).contains(&t) => {
-                        if self.udp_echo(t - UDP, &mut scratch) {
+                    t if (UDP..UDP + self.udps.len()).contains(&t)
+                        && self.udp_echo(t - UDP, &mut scratch) => {
                             again.push(token);
                         }
-                    }
                     _ if token == WAKER => {}
                     _ if token == SIGNALS => {
                         if let Some(s) = self.signals.as_mut()
