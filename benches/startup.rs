@@ -62,8 +62,16 @@ fn main() {
         let _ = p.wait();
     }
     stats("first_prompt", first_prompt);
-    stats("info_json", time_cmd(netsh, &["--data-dir", d, "info", "--json"]));
-    if Command::new("ip").arg("-V").stdout(Stdio::null()).status().is_ok() {
+    stats(
+        "info_json",
+        time_cmd(netsh, &["--data-dir", d, "info", "--json"]),
+    );
+    if Command::new("ip")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok()
+    {
         stats("ip_addr_json", time_cmd("ip", &["-j", "addr"]));
     }
 }

@@ -218,7 +218,10 @@ mod tests {
         );
         assert_eq!(e.code(), "connection-refused");
         let line = e.to_string();
-        assert!(line.starts_with("error[connection-refused]: connect 127.0.0.1:9: "), "{line}");
+        assert!(
+            line.starts_with("error[connection-refused]: connect 127.0.0.1:9: "),
+            "{line}"
+        );
         assert!(line.contains("netsh serve"), "{line}");
         assert!(!line.contains('\n'));
     }

@@ -192,7 +192,11 @@ fn sys_interface(dir: &Path, name: &str) -> Interface {
         link_type,
         mac,
         mtu: num("mtu").map(|n| n as u32),
-        flags: decode_flags(flags_bits, carrier == Some(true)),
+        flags: with_no_carrier(
+            decode_flags(flags_bits, carrier == Some(true)),
+            flags_bits & IFF_UP != 0,
+            carrier,
+        ),
         addresses: Vec::new(),
     }
 }
@@ -236,6 +240,14 @@ pub fn decode_flags(bits: u32, lower_up: bool) -> Vec<String> {
         out.push("LOWER_UP".into());
     }
     out
+}
+
+/// `ip link` puts `NO-CARRIER` first for an interface that is up without a link.
+fn with_no_carrier(mut flags: Vec<String>, up: bool, carrier: Option<bool>) -> Vec<String> {
+    if up && carrier == Some(false) {
+        flags.insert(0, "NO-CARRIER".into());
+    }
+    flags
 }
 
 /// ARPHRD_* numbers (linux/if_arp.h) to the names `ip` prints.
@@ -290,7 +302,8 @@ pub fn parse_route_v4(text: &str) -> Vec<Gateway> {
                 return None;
             }
             let hex = |s: &str| u32::from_str_radix(s, 16).ok();
-            let (dest, gw, flags, metric, mask) = (hex(f[1])?, hex(f[2])?, hex(f[3])?, f[6], hex(f[7])?);
+            let (dest, gw, flags, metric, mask) =
+                (hex(f[1])?, hex(f[2])?, hex(f[3])?, f[6], hex(f[7])?);
             if dest != 0 || mask != 0 || flags & RTF_UP == 0 || flags & RTF_GATEWAY == 0 {
                 return None;
             }
@@ -412,7 +425,9 @@ mod tests {
         );
         assert!(d.stub);
         assert_eq!(d.search, ["lan", "example.org"]);
-        let d = parse_resolv_conf("nameserver 192.0.2.53 ; c\nnameserver fe80::1%eth0\nnameserver bogus\n");
+        let d = parse_resolv_conf(
+            "nameserver 192.0.2.53 ; c\nnameserver fe80::1%eth0\nnameserver bogus\n",
+        );
         assert!(!d.stub);
         assert_eq!(d.servers.len(), 2);
     }
@@ -420,8 +435,15 @@ mod tests {
     #[test]
     fn flags_like_ip_link() {
         assert_eq!(decode_flags(0x9, true), ["LOOPBACK", "UP", "LOWER_UP"]);
-        assert_eq!(decode_flags(0x1003, true), ["BROADCAST", "MULTICAST", "UP", "LOWER_UP"]);
+        assert_eq!(
+            decode_flags(0x1003, true),
+            ["BROADCAST", "MULTICAST", "UP", "LOWER_UP"]
+        );
         assert_eq!(decode_flags(0x82, false), ["BROADCAST", "NOARP"]);
         assert_eq!(parse_sys_number("0x1003"), Some(0x1003));
+        assert_eq!(
+            with_no_carrier(decode_flags(0x1003, false), true, Some(false)),
+            ["NO-CARRIER", "BROADCAST", "MULTICAST", "UP"]
+        );
     }
 }

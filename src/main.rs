@@ -11,7 +11,7 @@
 //! unknown command, bad value); 3 echoed data did not match; 130 interrupted.
 //! A closed stdout (`netsh info | head -1`) ends quietly with 0.
 
-use std::io::{self, IsTerminal};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -93,13 +93,22 @@ fn main() -> ExitCode {
         let applied = match o.split_once('=') {
             Some((k, v)) => match Key::from_name(k) {
                 Some(key) => session.settings.apply(key, v, Source::Flag),
-                None => Err(Error::usage(format!("-o {o}: unknown setting '{}'", k.trim()))
-                    .with_hint("'netsh settings' lists them")),
+                None => Err(
+                    Error::usage(format!("-o {o}: unknown setting '{}'", k.trim()))
+                        .with_hint("'netsh settings' lists them"),
+                ),
             },
             None => Err(Error::usage(format!("-o {o}: expected KEY=VALUE"))),
         };
         if let Err(e) = applied {
-            shell::report_error(&mut session, &format!("-o {o}"), &e);
+            if cli.command.iter().any(|w| w == "--json") {
+                let doc = serde_json::json!({ "error": &e });
+                let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+                let _ = writeln!(io::stdout(), "{text}");
+                let _ = session.log_error(&format!("-o {o}"), &e);
+            } else {
+                shell::report_error(&mut session, &format!("-o {o}"), &e);
+            }
             return ExitCode::from(2);
         }
     }

@@ -28,26 +28,50 @@ impl Paint {
 
     /// Headings and names.
     pub fn bold(&self, s: &str) -> String {
-        if self.color { s.bold().to_string() } else { s.to_string() }
+        if self.color {
+            s.bold().to_string()
+        } else {
+            s.to_string()
+        }
     }
     /// Good news: up, OK, match.
     pub fn green(&self, s: &str) -> String {
-        if self.color { s.green().to_string() } else { s.to_string() }
+        if self.color {
+            s.green().to_string()
+        } else {
+            s.to_string()
+        }
     }
     /// Errors and down states.
     pub fn red(&self, s: &str) -> String {
-        if self.color { s.red().to_string() } else { s.to_string() }
+        if self.color {
+            s.red().to_string()
+        } else {
+            s.to_string()
+        }
     }
     /// Warnings.
     pub fn yellow(&self, s: &str) -> String {
-        if self.color { s.yellow().to_string() } else { s.to_string() }
+        if self.color {
+            s.yellow().to_string()
+        } else {
+            s.to_string()
+        }
     }
     /// Addresses and values.
     pub fn cyan(&self, s: &str) -> String {
-        if self.color { s.cyan().to_string() } else { s.to_string() }
+        if self.color {
+            s.cyan().to_string()
+        } else {
+            s.to_string()
+        }
     }
     /// Secondary detail.
     pub fn dim(&self, s: &str) -> String {
-        if self.color { s.dimmed().to_string() } else { s.to_string() }
+        if self.color {
+            s.dimmed().to_string()
+        } else {
+            s.to_string()
+        }
     }
 }

@@ -20,6 +20,8 @@ pub enum Report {
     Set(cmd::set::SetReport),
     /// `help`, `help CMD`, `CMD --help`.
     Help(cmd::help::HelpReport),
+    /// `echo`.
+    Echo(cmd::echo::EchoReport),
     /// `serve`, `serve status`, `serve stop`.
     Serve(cmd::serve::ServeReport),
     /// `exit`: the shell leaves after printing nothing.
@@ -35,7 +37,18 @@ impl Report {
             Report::Set(r) => r.render(p),
             Report::Help(r) => r.render(p),
             Report::Serve(r) => r.render(p),
+            Report::Echo(r) => r.render(p),
             Report::Exit => String::new(),
+        }
+    }
+
+    /// A failure the report still carries (data mismatch, nothing echoed):
+    /// the front end prints the report, then this error, and exits with its
+    /// status.
+    pub fn failure(&self) -> Option<crate::error::Error> {
+        match self {
+            Report::Echo(r) => r.failure(),
+            _ => None,
         }
     }
 

@@ -143,7 +143,11 @@ impl Session {
     /// # Errors
     /// The sink's error (a closed pipe), so a command can stop early.
     pub fn emit(&mut self, line: &str) -> io::Result<()> {
-        if self.streaming { (self.sink)(line) } else { Ok(()) }
+        if self.streaming {
+            (self.sink)(line)
+        } else {
+            Ok(())
+        }
     }
 
     /// True once Ctrl-C was pressed during the current command.

@@ -134,7 +134,10 @@ impl Key {
 
     /// The environment variable that overrides the file (`NETSH_SNTP_SERVER`).
     pub fn env_var(self) -> String {
-        format!("NETSH_{}", self.name().to_ascii_uppercase().replace('-', "_"))
+        format!(
+            "NETSH_{}",
+            self.name().to_ascii_uppercase().replace('-', "_")
+        )
     }
 
     /// Look a key up by the word users type (also accepts `sntp_server`).
@@ -231,13 +234,27 @@ impl Settings {
     pub fn apply(&mut self, key: Key, raw: &str, source: Source) -> Result<()> {
         let raw = raw.trim();
         if raw.eq_ignore_ascii_case("default") {
-            self.apply(key, key.default_text(), Source::Default)?;
+            let d = Settings::default();
+            match key {
+                Key::Timeout => self.timeout = d.timeout,
+                Key::Server => self.server = d.server,
+                Key::Retries => self.retries = d.retries,
+                Key::SntpServer => self.sntp_server = d.sntp_server,
+                Key::Nodelay => self.nodelay = d.nodelay,
+                Key::Keepalive => self.keepalive = d.keepalive,
+                Key::Sndbuf => self.sndbuf = d.sndbuf,
+                Key::Rcvbuf => self.rcvbuf = d.rcvbuf,
+            }
             self.sources.insert(key, source);
             return Ok(());
         }
         let bad = |why: String| {
-            Error::bad_value(format!("{}: {why}", key.name()))
-                .with_hint(format!("usage: set {} {}; {}", key.name(), key.value_name(), key.about()))
+            Error::bad_value(format!("{}: {why}", key.name())).with_hint(format!(
+                "usage: set {} {}; {}",
+                key.name(),
+                key.value_name(),
+                key.about()
+            ))
         };
         match key {
             Key::Timeout => {
@@ -255,21 +272,20 @@ impl Settings {
                     .ok()
                     .filter(|n| *n <= MAX_RETRIES)
                     .ok_or_else(|| {
-                        bad(format!("'{}' is not a whole number from 0 to 10", raw.escape_debug()))
+                        bad(format!(
+                            "'{}' is not a whole number from 0 to 10",
+                            raw.escape_debug()
+                        ))
                     })?;
             }
             Key::Nodelay => self.nodelay = units::parse_switch(raw).map_err(bad)?,
             Key::Keepalive => self.keepalive = units::parse_switch(raw).map_err(bad)?,
             Key::Sndbuf | Key::Rcvbuf => {
-                let v = if raw.eq_ignore_ascii_case("default") {
-                    None
-                } else {
-                    let n = units::parse_bytes(raw).map_err(bad)?;
-                    if n < SOCKBUF_RANGE.0 || n > SOCKBUF_RANGE.1 {
-                        return Err(bad(format!("'{raw}' is out of range (1KiB-64MiB)")));
-                    }
-                    Some(n as u32)
-                };
+                let n = units::parse_bytes(raw).map_err(bad)?;
+                if n < SOCKBUF_RANGE.0 || n > SOCKBUF_RANGE.1 {
+                    return Err(bad(format!("'{raw}' is out of range (1KiB-64MiB)")));
+                }
+                let v = Some(n as u32);
                 if key == Key::Sndbuf {
                     self.sndbuf = v;
                 } else {
@@ -404,7 +420,8 @@ impl SettingsFile {
             Some(v) => self.values.insert(key, v),
             None => self.values.remove(&key),
         };
-        let mut text = String::from("# netsh settings, written by 'set'; one 'key = value' per line\n");
+        let mut text =
+            String::from("# netsh settings, written by 'set'; one 'key = value' per line\n");
         for k in Key::ALL {
             if let Some(v) = self.values.get(&k) {
                 text.push_str(&format!("{} = {v}\n", k.name()));
@@ -431,8 +448,17 @@ impl SettingsFile {
 
 /// At most 60 characters of untrusted text, escaped for one line.
 fn clip(s: &str) -> String {
-    let e: String = s.chars().take(60).collect::<String>().escape_debug().to_string();
-    if s.chars().count() > 60 { format!("{e}…") } else { e }
+    let e: String = s
+        .chars()
+        .take(60)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
+    if s.chars().count() > 60 {
+        format!("{e}…")
+    } else {
+        e
+    }
 }
 
 /// Apply `NETSH_*` environment variables; returns one warning per bad value.
@@ -463,8 +489,16 @@ mod tests {
         assert_eq!(s.timeout, Duration::from_millis(500));
         assert_eq!(s.source(Key::Timeout), Source::Set);
         let e = s.apply(Key::Timeout, "2h", Source::Set).unwrap_err();
-        assert!(e.message.contains("2h") && e.message.contains("1ms-1h"), "{}", e.message);
-        assert_eq!(s.timeout, Duration::from_millis(500), "a bad value changes nothing");
+        assert!(
+            e.message.contains("2h") && e.message.contains("1ms-1h"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            s.timeout,
+            Duration::from_millis(500),
+            "a bad value changes nothing"
+        );
         let e = s.apply(Key::Retries, "11", Source::Set).unwrap_err();
         assert!(e.message.contains("0 to 10"));
         s.apply(Key::Server, "10.1.2.3", Source::Set).unwrap();
@@ -474,6 +508,9 @@ mod tests {
         assert!(s.apply(Key::Sndbuf, "10", Source::Set).is_err());
         s.apply(Key::Sndbuf, "default", Source::Set).unwrap();
         assert_eq!(s.sndbuf, None);
+        assert_eq!(s.source(Key::Sndbuf), Source::Set);
+        s.apply(Key::Timeout, "DEFAULT", Source::File).unwrap();
+        assert_eq!(s.timeout, Duration::from_secs(3));
     }
 
     #[test]
@@ -501,7 +538,11 @@ mod tests {
         assert_eq!(s.get(Key::Server), "192.0.2.9:7");
         assert_eq!(s.source(Key::Server), Source::File);
 
-        fs::write(&p, b"\xff\xfe\x00garbage\nfoo = 1\ntimeout = banana\nretries = 3\n").unwrap();
+        fs::write(
+            &p,
+            b"\xff\xfe\x00garbage\nfoo = 1\ntimeout = banana\nretries = 3\n",
+        )
+        .unwrap();
         let mut s = Settings::default();
         let (_, w) = SettingsFile::load(&p, &mut s);
         assert_eq!(w.len(), 3, "{w:?}");

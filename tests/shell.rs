@@ -47,11 +47,13 @@ fn tab_completes_a_command_name() {
     // "inf" alone is not a command: only a completed "info" lists loopback.
     type_keys(&mut p, "inf\t");
     type_keys(&mut p, "lo\r");
-    p.exp_string("127.0.0.1").expect("info lo ran after Tab completion");
+    p.exp_string("127.0.0.1")
+        .expect("info lo ran after Tab completion");
     p.exp_string(PROMPT).unwrap();
     type_keys(&mut p, "set sntp\t");
     type_keys(&mut p, "\r");
-    p.exp_string("sntp-server = pool.ntp.org:123").expect("sub-word completed");
+    p.exp_string("sntp-server = pool.ntp.org:123")
+        .expect("sub-word completed");
     p.exp_string(PROMPT).unwrap();
     p.send_control('d').unwrap();
     exits_zero(&mut p);
@@ -71,7 +73,11 @@ fn history_survives_a_restart_without_duplicates() {
     exits_zero(&mut p);
 
     let hist = std::fs::read_to_string(dir.path().join("history/netsh_history")).unwrap();
-    assert_eq!(hist.matches("set retries 3").count(), 1, "duplicates skipped: {hist:?}");
+    assert_eq!(
+        hist.matches("set retries 3").count(),
+        1,
+        "duplicates skipped: {hist:?}"
+    );
 
     // A new shell: Up twice recalls the line before `exit` from the last run.
     let mut p = shell(dir.path());
@@ -95,12 +101,20 @@ fn ctrl_c_clears_the_line_and_keeps_the_shell() {
     p.send_line("settings").unwrap();
     p.exp_string("SETTING").unwrap();
     p.exp_string(PROMPT).unwrap();
-    assert!(p.process().status().is_some_and(|s| s == WaitStatus::StillAlive));
+    assert!(
+        p.process()
+            .status()
+            .is_some_and(|s| s == WaitStatus::StillAlive)
+    );
     p.send_line("ifno").unwrap();
     p.exp_string("did you mean 'info'?").unwrap();
-    p.exp_string(PROMPT).expect("the shell goes on after an error");
+    p.exp_string(PROMPT)
+        .expect("the shell goes on after an error");
     p.send_control('d').unwrap();
     exits_zero(&mut p);
     let conf = std::fs::read_to_string(dir.path().join("netsh.conf")).unwrap_or_default();
-    assert!(!conf.contains("retries"), "the cleared line did not run: {conf:?}");
+    assert!(
+        !conf.contains("retries"),
+        "the cleared line did not run: {conf:?}"
+    );
 }

@@ -19,7 +19,7 @@ impl Command for Exit {
         &["quit"]
     }
     fn summary(&self) -> &'static str {
-        "Leave the shell (also: quit, Ctrl-D)"
+        "Leave the shell (or press Ctrl-D)"
     }
     fn args(&self) -> clap::Command {
         clap::Command::new("exit")

@@ -62,7 +62,11 @@ fn state_word(i: &Interface, p: &Paint) -> String {
 pub fn render(r: &HostInfo, p: &Paint) -> String {
     let mut out = String::new();
     let label = |s: &str| p.bold(&format!("{s:<12}"));
-    out.push_str(&format!("{}: {}\n", label("Host name"), p.cyan(&r.hostname)));
+    out.push_str(&format!(
+        "{}: {}\n",
+        label("Host name"),
+        p.cyan(&r.hostname)
+    ));
     out.push_str(&format!("{}:\n", label("Interfaces")));
     for i in &r.interfaces {
         let idx = i.index.map_or("?".into(), |n| n.to_string());
@@ -109,7 +113,14 @@ pub fn render(r: &HostInfo, p: &Paint) -> String {
     } else {
         r.gateways
             .iter()
-            .map(|g| format!("{} via {} (metric {})", p.cyan(&g.address.to_string()), g.interface, g.metric))
+            .map(|g| {
+                format!(
+                    "{} via {} (metric {})",
+                    p.cyan(&g.address.to_string()),
+                    g.interface,
+                    g.metric
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -133,7 +144,11 @@ pub fn render(r: &HostInfo, p: &Paint) -> String {
     }
     out.push_str(&format!("{}: {dns}", label("DNS servers")));
     if !r.dns.search.is_empty() {
-        out.push_str(&format!("\n{}: {}", label("DNS search"), r.dns.search.join(" ")));
+        out.push_str(&format!(
+            "\n{}: {}",
+            label("DNS search"),
+            r.dns.search.join(" ")
+        ));
     }
     out
 }

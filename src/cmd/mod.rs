@@ -7,6 +7,7 @@
 //! whether the words came from the keyboard, from argv, or from a script.
 //! [`execute`] adds the `--json` flag every command has.
 
+pub mod echo;
 pub mod exit;
 pub mod help;
 pub mod info;
@@ -41,6 +42,7 @@ pub trait Command: Sync {
 /// Every command, in the order `help` lists them.
 pub static COMMANDS: &[&dyn Command] = &[
     &info::Info,
+    &echo::Echo,
     &serve::Serve,
     &set::Set,
     &set::ShowSettings,
@@ -125,7 +127,10 @@ pub fn execute(argv: &[String], s: &mut Session) -> Outcome {
 /// `unknown command 'ifno' — did you mean 'info'?`
 fn unknown(word: &str) -> Error {
     let shown = crate::proto::line::escape_controls(word);
-    let e = Error::new(ErrorKind::UnknownCommand, format!("unknown command '{shown}'"));
+    let e = Error::new(
+        ErrorKind::UnknownCommand,
+        format!("unknown command '{shown}'"),
+    );
     match suggest(word) {
         Some(s) => e.with_hint(format!("did you mean '{s}'? (type 'help' for the list)")),
         None => e,
@@ -150,11 +155,17 @@ fn clap_outcome(e: clap::Error, cmd: &dyn Command) -> Result<Report> {
                 .filter(|t| t.contains("similar"))
                 .map(|t| format!("{t}; "))
                 .unwrap_or_default();
-            Err(Error::usage(format!("{}: {msg}", cmd.name())).with_hint(format!(
-                "{tip}usage: {} (more: help {})",
-                usage(cmd),
-                cmd.name()
-            )))
+            let kind = match e.kind() {
+                K::InvalidValue | K::ValueValidation => ErrorKind::BadValue,
+                _ => ErrorKind::Usage,
+            };
+            Err(
+                Error::new(kind, format!("{}: {msg}", cmd.name())).with_hint(format!(
+                    "{tip}usage: {} (more: help {})",
+                    usage(cmd),
+                    cmd.name()
+                )),
+            )
         }
     }
 }

@@ -105,7 +105,10 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
     if let Some(bg) = &s.server {
         return Err(Error::new(
             ErrorKind::AddrInUse,
-            format!("a server already runs in this session on {}", list(&bg.addrs)),
+            format!(
+                "a server already runs in this session on {}",
+                list(&bg.addrs)
+            ),
         )
         .with_hint("'serve status' shows it; 'serve stop' stops it"));
     }
@@ -163,7 +166,11 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
 }
 
 fn list(addrs: &[std::net::SocketAddr]) -> String {
-    addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn status(s: &Session) -> ServeReport {
@@ -192,7 +199,9 @@ fn status(s: &Session) -> ServeReport {
 
 fn stop(s: &mut Session) -> Result<Report> {
     let Some(bg) = s.server.take() else {
-        return Err(Error::usage("no server runs in this session").with_hint("start one with 'serve'"));
+        return Err(
+            Error::usage("no server runs in this session").with_hint("start one with 'serve'")
+        );
     };
     let uptime = bg.started.elapsed().as_secs_f64();
     bg.handle.stop();

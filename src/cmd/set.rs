@@ -3,7 +3,7 @@
 //! settings file never list a key twice. `set` also saves the value in the
 //! settings file; `set KEY default` restores the built-in value.
 
-use clap::builder::PossibleValuesParser;
+use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{Arg, ArgMatches};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -30,10 +30,15 @@ impl Command for Set {
         for k in Key::ALL {
             let mut value = Arg::new("value")
                 .value_name(k.value_name())
-                .help("New value; 'default' restores the built-in one; omit to show the current value");
+                .help("New value; 'default' restores the built-in one; omit to show the current value")
+                .allow_negative_numbers(true);
             if matches!(k, Key::Nodelay | Key::Keepalive) {
                 value = value
-                    .value_parser(PossibleValuesParser::new(k.choices()))
+                    .value_parser(PossibleValuesParser::new([
+                        PossibleValue::new("on").aliases(["true", "yes", "1"]),
+                        PossibleValue::new("off").aliases(["false", "no", "0"]),
+                        PossibleValue::new("default"),
+                    ]))
                     .ignore_case(true);
             }
             c = c.subcommand(clap::Command::new(k.name()).about(k.about()).arg(value));
@@ -55,12 +60,20 @@ impl Command for Set {
         if let Err(e) = s.settings_file.store(key, stored) {
             return Err(Error::new(
                 ErrorKind::Settings,
-                format!("{} = {} applied for this session but not saved: {}", key.name(), s.settings.get(key), e.message),
+                format!(
+                    "{} = {} applied for this session but not saved: {}",
+                    key.name(),
+                    s.settings.get(key),
+                    e.message
+                ),
             )
             .with_hint("check that the data directory is writable (--data-dir, NETSH_HOME)"));
         }
         let note = std::env::var_os(key.env_var()).map(|_| {
-            format!("{} is set in the environment and will override this at the next start", key.env_var())
+            format!(
+                "{} is set in the environment and will override this at the next start",
+                key.env_var()
+            )
         });
         Ok(Report::Set(SetReport::new(s, key, previous, true, note)))
     }
@@ -170,13 +183,21 @@ impl SettingsReport {
 
     /// Text form: a table.
     pub fn render(&self, p: &Paint) -> String {
-        let mut out = p.bold(&format!("{:<12} {:<22} {:<8} {}", "SETTING", "VALUE", "SOURCE", "MEANING"));
+        let mut out = p.bold(&format!(
+            "{:<12} {:<22} {:<8} {}",
+            "SETTING", "VALUE", "SOURCE", "MEANING"
+        ));
         for (k, v, src) in &self.rows {
             let src = match src {
                 Source::Default => p.dim(&format!("{:<8}", src.as_str())),
                 _ => p.yellow(&format!("{:<8}", src.as_str())),
             };
-            out.push_str(&format!("\n{:<12} {} {src} {}", k.name(), p.cyan(&format!("{v:<22}")), p.dim(k.about())));
+            out.push_str(&format!(
+                "\n{:<12} {} {src} {}",
+                k.name(),
+                p.cyan(&format!("{v:<22}")),
+                p.dim(k.about())
+            ));
         }
         out.push_str(&p.dim(&format!("\nfile: {}", self.file)));
         out

@@ -119,7 +119,10 @@ fn parse_port(p: &str) -> std::result::Result<u16, String> {
     match p.parse::<u32>() {
         Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
         Ok(n) => Err(format!("port {n} is out of range (1-65535)")),
-        Err(_) => Err(format!("port '{}' is not a number (1-65535)", p.escape_debug())),
+        Err(_) => Err(format!(
+            "port '{}' is not a number (1-65535)",
+            p.escape_debug()
+        )),
     }
 }
 
@@ -168,8 +171,19 @@ mod tests {
     #[test]
     fn rejects() {
         for bad in [
-            "", ":5050", "host:", "host:0", "host:65536", "host:x", "[::1", "[::1]x",
-            "[nothost]:1", "a b", "bad/host", "1::2::3", "\u{1b}[2J",
+            "",
+            ":5050",
+            "host:",
+            "host:0",
+            "host:65536",
+            "host:x",
+            "[::1",
+            "[::1]x",
+            "[nothost]:1",
+            "a b",
+            "bad/host",
+            "1::2::3",
+            "\u{1b}[2J",
         ] {
             let e = ep(bad).unwrap_err();
             assert_eq!(e.code(), "bad-value", "{bad:?}");

@@ -4,6 +4,8 @@
 //! Nothing in `net` prints, colours output, or knows about rustyline or rhai.
 
 pub mod addr;
+pub mod bulk;
+pub mod client;
 pub mod sockopt;
 
 pub use addr::Endpoint;

@@ -56,14 +56,24 @@ mod tests {
     fn applied_options_are_read_back_from_a_real_socket() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let o = SockOpts { nodelay: true, keepalive: true, sndbuf: Some(65536), rcvbuf: None };
+        let o = SockOpts {
+            nodelay: true,
+            keepalive: true,
+            sndbuf: Some(65536),
+            rcvbuf: None,
+        };
         o.apply(&c).unwrap();
         let r = SockRef::from(&c);
         assert!(r.tcp_nodelay().unwrap());
         assert!(r.keepalive().unwrap());
         // Linux doubles the requested size for bookkeeping.
         assert!(r.send_buffer_size().unwrap() >= 65536);
-        let o = SockOpts { nodelay: false, keepalive: false, sndbuf: None, rcvbuf: None };
+        let o = SockOpts {
+            nodelay: false,
+            keepalive: false,
+            sndbuf: None,
+            rcvbuf: None,
+        };
         o.apply(&c).unwrap();
         assert!(!r.tcp_nodelay().unwrap());
         assert!(!r.keepalive().unwrap());

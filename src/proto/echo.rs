@@ -189,14 +189,17 @@ pub const PATTERN_LEN: usize = 65_521;
 /// `k * 7919`, so cross-talk between streams is caught.
 pub fn bulk_pattern() -> Vec<u8> {
     let mut x: u32 = 0x1234_5678;
-    (0..PATTERN_LEN * 2)
+    let mut v: Vec<u8> = (0..PATTERN_LEN)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
             (x >> 24) as u8
         })
-        .collect()
+        .collect();
+    // Two periods, so a chunk starting anywhere in the first is one slice.
+    v.extend_from_within(..);
+    v
 }
 
 /// Where stream `k` starts in the pattern.
@@ -226,9 +229,15 @@ mod tests {
     #[test]
     fn requests() {
         assert_eq!(parse_request(b"ECHO Hello"), Request::Echo(b"Hello"));
-        assert_eq!(parse_request(b"echo  two  spaces "), Request::Echo(b" two  spaces "));
+        assert_eq!(
+            parse_request(b"echo  two  spaces "),
+            Request::Echo(b" two  spaces ")
+        );
         assert_eq!(parse_request(b"ECHO"), Request::Echo(b""));
-        assert_eq!(parse_request(b"ECHO \0\xff\x1b"), Request::Echo(b"\0\xff\x1b"));
+        assert_eq!(
+            parse_request(b"ECHO \0\xff\x1b"),
+            Request::Echo(b"\0\xff\x1b")
+        );
         assert_eq!(parse_request(b"STREAM"), Request::Stream);
         assert_eq!(parse_request(b"stream "), Request::Stream);
         assert_eq!(parse_request(b"STREAM x"), Request::Unknown(b"STREAM"));
@@ -272,6 +281,12 @@ mod tests {
         }
         assert!(seen.iter().all(|s| *s));
         assert_ne!(bulk_offset(0), bulk_offset(1));
+        assert_eq!(p.len(), 2 * PATTERN_LEN);
+        assert_eq!(
+            p[..PATTERN_LEN],
+            p[PATTERN_LEN..],
+            "periodic: any slice start mod P sees the same bytes"
+        );
     }
 
     proptest! {

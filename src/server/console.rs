@@ -49,11 +49,7 @@ pub struct Console {
 
 impl Console {
     /// Lines go to `sink` (if any) and to `log` (if any).
-    pub fn new(
-        sink: Option<LineSink>,
-        log: Option<AppendLog>,
-        verbosity: Verbosity,
-    ) -> Console {
+    pub fn new(sink: Option<LineSink>, log: Option<AppendLog>, verbosity: Verbosity) -> Console {
         Console {
             sink,
             log,
@@ -95,7 +91,9 @@ impl Console {
         self.in_window = 0;
         if self.suppressed > 0 {
             let n = std::mem::take(&mut self.suppressed);
-            self.write(&format!("[MAIN] ({n} more lines not shown: over {LINES_PER_SECOND}/s)"));
+            self.write(&format!(
+                "[MAIN] ({n} more lines not shown: over {LINES_PER_SECOND}/s)"
+            ));
         }
     }
 
@@ -112,7 +110,10 @@ impl Console {
                 && !self.log_failed
             {
                 self.log_failed = true;
-                let msg = format!("[MAIN] cannot write {}: {e}; going on without it", log.path().display());
+                let msg = format!(
+                    "[MAIN] cannot write {}: {e}; going on without it",
+                    log.path().display()
+                );
                 if let Some(s) = self.sink.as_mut() {
                     s(&msg);
                 }

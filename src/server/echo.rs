@@ -12,8 +12,8 @@ use mio::net::TcpStream;
 
 use crate::proto::echo::{self as proto, Frame, Request};
 use crate::proto::line::display_bytes;
-use crate::server::console::{Console, Level};
 use crate::server::Stats;
+use crate::server::console::{Console, Level};
 
 /// Output bytes queued for one client before it counts as "not reading":
 /// a line client is disconnected past it; a STREAM client is simply not read
@@ -112,7 +112,11 @@ impl Conn {
             let mut reads = 0;
             loop {
                 if self.mode == Mode::Stream && self.queued() >= OUT_CAP {
-                    break; // back-pressure: resume when the client drains its echo
+                    // Back-pressure: resume when the client drains its echo.
+                    // Input may still wait in the socket with no new edge to
+                    // come, so the loop must drive us again (below).
+                    again = true;
+                    break;
                 }
                 if reads == READS_PER_TURN {
                     again = true;
@@ -154,7 +158,11 @@ impl Conn {
         }
         let queued = self.queued();
         if queued == 0 && (self.read_closed || self.mode == Mode::Closing) {
-            return Next::Close(if self.read_closed { "client closed" } else { "done" });
+            return Next::Close(if self.read_closed {
+                "client closed"
+            } else {
+                "done"
+            });
         }
         let reading = self.mode != Mode::Closing
             && !self.read_closed
@@ -164,7 +172,11 @@ impl Conn {
             (false, true) => Interest::WRITABLE,
             _ => Interest::READABLE,
         };
-        if again { Next::Again(interest) } else { Next::Keep(interest) }
+        if again {
+            Next::Again(interest)
+        } else {
+            Next::Keep(interest)
+        }
     }
 
     /// Write queued output until done or the socket is full.
@@ -239,7 +251,11 @@ impl Conn {
                 Frame::TooLong => {
                     console.say(
                         Level::Main,
-                        &format!("[ECHO] {} sent a line over {} bytes; closing it", self.peer, proto::MAX_LINE),
+                        &format!(
+                            "[ECHO] {} sent a line over {} bytes; closing it",
+                            self.peer,
+                            proto::MAX_LINE
+                        ),
                     );
                     self.out.extend_from_slice(proto::TOO_LONG_REPLY);
                     self.start_closing();
@@ -259,7 +275,10 @@ impl Conn {
                 proto::encode_echo_reply(text, &mut self.out);
             }
             Request::Stream => {
-                console.say(Level::Info, &format!("[ECHO] {} started a stream", self.peer));
+                console.say(
+                    Level::Info,
+                    &format!("[ECHO] {} started a stream", self.peer),
+                );
                 self.out.extend_from_slice(b"OK\n");
                 self.mode = Mode::Stream;
             }
@@ -273,7 +292,10 @@ impl Conn {
                 .out
                 .extend_from_slice(b"ERR chat is not available on this server yet\n"),
             Request::Unknown(word) => {
-                console.say(Level::Debug, &format!("[ECHO] {} sent unknown '{}'", self.peer, shown(word)));
+                console.say(
+                    Level::Debug,
+                    &format!("[ECHO] {} sent unknown '{}'", self.peer, shown(word)),
+                );
                 proto::encode_unknown(word, &mut self.out);
             }
         }

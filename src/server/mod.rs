@@ -175,7 +175,10 @@ impl Server {
     pub fn bind(cfg: ServerConfig) -> Result<Server> {
         let poll = Poll::new().map_err(|e| Error::io("create poll", "epoll", &e))?;
         let ips = if cfg.bind.is_empty() {
-            vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)]
+            vec![
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ]
         } else {
             cfg.bind.clone()
         };
@@ -191,7 +194,8 @@ impl Server {
                 .register(u, Token(UDP + i), Interest::READABLE)
                 .map_err(|e| Error::io("register", addrs[i], &e))?;
         }
-        let waker = Waker::new(registry, WAKER).map_err(|e| Error::io("create waker", "epoll", &e))?;
+        let waker =
+            Waker::new(registry, WAKER).map_err(|e| Error::io("create waker", "epoll", &e))?;
         let signals = if cfg.handle_signals {
             let mut s = signal_hook_mio::v1_0::Signals::new([
                 signal_hook::consts::SIGINT,
@@ -239,7 +243,10 @@ impl Server {
     /// Only when the poll itself fails; a bad client never stops the server.
     pub fn run(mut self) -> Result<StatsSnapshot> {
         for a in &self.addrs {
-            self.console.say(Level::Main, &format!("[MAIN] Server running on {a} (TCP echo, UDP echo)"));
+            self.console.say(
+                Level::Main,
+                &format!("[MAIN] Server running on {a} (TCP echo, UDP echo)"),
+            );
         }
         let mut events = Events::with_capacity(1024);
         let mut conns: Vec<Option<Conn>> = Vec::new();
@@ -283,15 +290,23 @@ impl Server {
                 match token.0 {
                     t if t >= FIRST_CONN => {
                         let slot = t - FIRST_CONN;
-                        let Some(Some(conn)) = conns.get_mut(slot) else { continue };
+                        let Some(Some(conn)) = conns.get_mut(slot) else {
+                            continue;
+                        };
                         let next = conn.drive(&mut scratch, &stats, &mut self.console);
                         match next {
                             Next::Keep(i) | Next::Again(i) => {
                                 if conn.registered != i {
-                                    match self.poll.registry().reregister(&mut conn.sock, token, i) {
+                                    match self.poll.registry().reregister(&mut conn.sock, token, i)
+                                    {
                                         Ok(()) => conn.registered = i,
                                         Err(_) => {
-                                            self.close(&mut conns, &mut free, slot, "reregister failed");
+                                            self.close(
+                                                &mut conns,
+                                                &mut free,
+                                                slot,
+                                                "reregister failed",
+                                            );
                                             retry_accept |= accept_paused_until.is_some();
                                             continue;
                                         }
@@ -320,9 +335,10 @@ impl Server {
                         }
                     }
                     t if (UDP..UDP + self.udps.len()).contains(&t)
-                        && self.udp_echo(t - UDP, &mut scratch) => {
-                            again.push(token);
-                        }
+                        && self.udp_echo(t - UDP, &mut scratch) =>
+                    {
+                        again.push(token);
+                    }
                     _ if token == WAKER => {}
                     _ if token == SIGNALS => {
                         if let Some(s) = self.signals.as_mut()
@@ -412,7 +428,8 @@ impl Server {
             if live >= self.cfg_max_clients {
                 stats.refused.fetch_add(1, Ordering::Relaxed);
                 let _ = sock.write(proto::FULL_REPLY);
-                self.console.say(Level::Info, &format!("[MAIN] Refused {peer}: server full"));
+                self.console
+                    .say(Level::Info, &format!("[MAIN] Refused {peer}: server full"));
                 continue;
             }
             let _ = sock.set_nodelay(true);
@@ -432,7 +449,8 @@ impl Server {
             conns[slot] = Some(Conn::new(sock, peer));
             stats.clients.fetch_add(1, Ordering::Relaxed);
             stats.clients_total.fetch_add(1, Ordering::Relaxed);
-            self.console.say(Level::Info, &format!("[MAIN] Connected by {peer}"));
+            self.console
+                .say(Level::Info, &format!("[MAIN] Connected by {peer}"));
         }
         Accept::More
     }
@@ -442,7 +460,10 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut c.sock);
             self.handle.stats.clients.fetch_sub(1, Ordering::Relaxed);
             free.push(slot);
-            self.console.say(Level::Info, &format!("[MAIN] Disconnected {} ({why})", c.peer));
+            self.console.say(
+                Level::Info,
+                &format!("[MAIN] Disconnected {} ({why})", c.peer),
+            );
         }
     }
 
@@ -461,7 +482,8 @@ impl Server {
                         stats.add_out(n);
                         stats.datagrams.fetch_add(1, Ordering::Relaxed);
                     }
-                    self.console.say(Level::Debug, &format!("[UDP] {n} bytes from {peer}"));
+                    self.console
+                        .say(Level::Debug, &format!("[UDP] {n} bytes from {peer}"));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(_) => {} // e.g. a queued ICMP error: skip it
@@ -513,10 +535,14 @@ fn bind_once(ips: &[IpAddr], port: u16, default_pair: bool) -> Result<Bound> {
         let tcp = match tcp_listener(addr) {
             Ok(l) => l,
             // No IPv6 on this machine: serve IPv4 alone rather than fail.
-            Err(e) if default_pair && ip.is_ipv6() && e.kind() != io::ErrorKind::AddrInUse => continue,
+            Err(e) if default_pair && ip.is_ipv6() && e.kind() != io::ErrorKind::AddrInUse => {
+                continue;
+            }
             Err(e) => return Err(bind_error("bind TCP", addr, &e)),
         };
-        let local = tcp.local_addr().map_err(|e| Error::io("bind TCP", addr, &e))?;
+        let local = tcp
+            .local_addr()
+            .map_err(|e| Error::io("bind TCP", addr, &e))?;
         port = local.port();
         let udp = udp_socket(local).map_err(|e| bind_error("bind UDP", local, &e))?;
         listeners.push(tcp);
@@ -529,7 +555,9 @@ fn bind_once(ips: &[IpAddr], port: u16, default_pair: bool) -> Result<Bound> {
 fn bind_error(op: &str, addr: SocketAddr, e: &io::Error) -> Error {
     let err = Error::io(op, addr, e);
     if e.kind() == io::ErrorKind::AddrInUse {
-        err.with_hint("another program uses this port: choose another with --port (0 picks a free one)")
+        err.with_hint(
+            "another program uses this port: choose another with --port (0 picks a free one)",
+        )
     } else {
         err
     }

@@ -121,7 +121,10 @@ pub fn complete(line: &str) -> Completion {
 
 fn takes_value(a: &clap::Arg) -> bool {
     a.get_num_args().is_some_and(|n| n.takes_values())
-        || matches!(a.get_action(), clap::ArgAction::Set | clap::ArgAction::Append)
+        || matches!(
+            a.get_action(),
+            clap::ArgAction::Set | clap::ArgAction::Append
+        )
 }
 
 /// The hint shown after the cursor: the rest of a command name, then what the
@@ -272,7 +275,7 @@ mod tests {
     #[test]
     fn command_names() {
         assert_eq!(complete("inf").words, ["info"]);
-        assert_eq!(complete("se").words, ["set", "settings"]);
+        assert_eq!(complete("se").words, ["serve", "set", "settings"]);
         assert!(complete("").words.contains(&"help".to_string()));
         assert!(complete("zz").words.is_empty());
     }
@@ -282,7 +285,7 @@ mod tests {
         let c = complete("set ");
         assert!(c.words.contains(&"timeout".to_string()), "{c:?}");
         assert_eq!(c.start, 4);
-        assert_eq!(complete("set sn").words, ["sntp-server"]);
+        assert_eq!(complete("set snt").words, ["sntp-server"]);
         assert_eq!(complete("set nodelay o").words, ["on", "off"]);
         assert_eq!(complete("help se").words.len(), 0, "help takes free text");
     }

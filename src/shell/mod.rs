@@ -76,15 +76,29 @@ pub fn run_words(argv: &[String], s: &mut Session) -> io::Result<Status> {
                 }
             }
             out.flush()?;
+            drop(out);
+            let mut code = 0;
+            if let Some(e) = report.failure() {
+                code = e.exit_code();
+                if outcome.json {
+                    let _ = s.log_error(&shown, &e);
+                } else {
+                    report_error(s, &shown, &e);
+                }
+            }
             Ok(Status {
-                code: 0,
+                code,
                 exit: matches!(report, Report::Exit),
             })
         }
         Err(e) => {
             if outcome.json {
                 let doc = serde_json::json!({ "error": e });
-                writeln!(out, "{}", serde_json::to_string_pretty(&doc).unwrap_or_default())?;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&doc).unwrap_or_default()
+                )?;
                 out.flush()?;
             }
             drop(out);
@@ -108,7 +122,10 @@ pub fn run_words(argv: &[String], s: &mut Session) -> io::Result<Status> {
 pub fn run_line(line: &str, s: &mut Session) -> io::Result<Status> {
     let trimmed = line.trim();
     if trimmed.is_empty() || trimmed.starts_with('#') {
-        return Ok(Status { code: 0, exit: false });
+        return Ok(Status {
+            code: 0,
+            exit: false,
+        });
     }
     let Some(words) = shlex::split(trimmed) else {
         let e = Error::usage("unbalanced quote in the line")
@@ -120,7 +137,10 @@ pub fn run_line(line: &str, s: &mut Session) -> io::Result<Status> {
         });
     };
     if words.is_empty() {
-        return Ok(Status { code: 0, exit: false });
+        return Ok(Status {
+            code: 0,
+            exit: false,
+        });
     }
     s.interrupt.store(false, Ordering::Relaxed);
     run_words(&words, s)
@@ -238,11 +258,15 @@ fn batch_loop(input: &mut dyn BufRead, s: &mut Session, prompt: Option<&str>) ->
             return status;
         }
         lineno += 1;
-        let res = if buf.len() > MAX_LINE {
-            Err(Error::usage(format!("line {lineno} is longer than {MAX_LINE} bytes; skipped")))
+        let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        let res = if body.len() > MAX_LINE {
+            Err(Error::usage(format!(
+                "line {lineno} is longer than {MAX_LINE} bytes; skipped"
+            )))
         } else {
-            match std::str::from_utf8(&buf) {
-                Ok(t) => Ok(t.trim_end_matches(['\n', '\r']).to_string()),
+            match std::str::from_utf8(body) {
+                Ok(t) => Ok(t.to_string()),
                 Err(e) => Err(Error::usage(format!(
                     "line {lineno} is not valid UTF-8 (bad byte at offset {}); skipped",
                     e.valid_up_to()
@@ -256,7 +280,10 @@ fn batch_loop(input: &mut dyn BufRead, s: &mut Session, prompt: Option<&str>) ->
             },
             Err(e) => {
                 report_error(s, &format!("stdin line {lineno}"), &e);
-                Status { code: e.exit_code(), exit: false }
+                Status {
+                    code: e.exit_code(),
+                    exit: false,
+                }
             }
         };
         if st.code != 0 && status == 0 {

@@ -1,0 +1,763 @@
+//! `echo`: reachability and quality against a netsh server.
+//!
+//! - `echo [HOST[:PORT]] MESSAGE`: the seed's single exchange, with an exact
+//!   comparison (first differing byte offset, exit status 3 on a mismatch);
+//! - probe mode (`-c`, `-i`, `-s`, `-w`, `--udp`), like ping: a line per
+//!   probe, then loss/corrupt/duplicate/reordered and RTT min/avg/max/mdev
+//!   and p50/p90/p99. Each probe waits at most `set timeout`;
+//! - `--bulk` (`-t`/`-n`, `-P`), like iperf3: per-second lines and a total,
+//!   every byte checked.
+
+use std::time::{Duration, Instant};
+
+use clap::{ArgMatches, Args};
+use serde::Serialize;
+
+use crate::cmd::{Command, args_of};
+use crate::error::{Error, ErrorKind, Result};
+use crate::net::Endpoint;
+use crate::net::bulk::{self, BulkPlan, BulkResult};
+use crate::net::client::{self, ClientCtx, LineReader, ReadLine};
+use crate::net::sockopt::SockOpts;
+use crate::paint::Paint;
+use crate::proto::echo as proto;
+use crate::proto::line::display_bytes;
+use crate::report::Report;
+use crate::session::Session;
+use crate::settings::DEFAULT_PORT;
+use crate::stats::{RttStats, summarize};
+use crate::units;
+
+/// Most probes in one run.
+const MAX_COUNT: u64 = 1_000_000;
+/// Largest probe payload (TCP line or UDP datagram).
+const MAX_SIZE: usize = 65_000;
+/// Probes when neither a message nor `-c` is given.
+const DEFAULT_COUNT: u64 = 5;
+
+/// `echo` words.
+#[derive(Debug, Args)]
+struct EchoArgs {
+    /// [HOST[:PORT]] then MESSAGE words. One word with no '.' or ':' is a
+    /// message to the server of 'set server'; write HOST:PORT for bare names
+    #[arg(value_name = "HOST[:PORT]] [MESSAGE", num_args = 0..)]
+    words: Vec<String>,
+    /// Probe mode: send COUNT probes (default 5 when no message is given)
+    #[arg(short = 'c', long, value_name = "COUNT",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_COUNT))]
+    count: Option<u64>,
+    /// Time between probes: 1s, 200ms, 0 for back to back
+    #[arg(short = 'i', long, value_name = "INTERVAL", default_value = "1s", value_parser = parse_interval)]
+    interval: Duration,
+    /// Probe payload size in bytes
+    #[arg(short = 's', long, value_name = "SIZE", default_value_t = 56,
+          value_parser = clap::value_parser!(u32).range(16..=MAX_SIZE as i64))]
+    size: u32,
+    /// Stop after this long, whatever the count: 10s
+    #[arg(short = 'w', long, value_name = "DEADLINE", value_parser = parse_deadline)]
+    deadline: Option<Duration>,
+    /// Probe over UDP (datagrams echoed verbatim) instead of TCP
+    #[arg(short = 'u', long, conflicts_with = "bulk")]
+    udp: bool,
+    /// Throughput mode: stream bytes and check every echoed byte
+    #[arg(short = 'b', long)]
+    bulk: bool,
+    /// Bulk: seconds to send
+    #[arg(short = 't', long = "time", value_name = "SECONDS", default_value = "5", requires = "bulk",
+          value_parser = parse_bulk_time)]
+    time: Duration,
+    /// Bulk: send this many bytes instead (e.g. 100M)
+    #[arg(short = 'n', long = "bytes", value_name = "BYTES", requires = "bulk", value_parser = parse_bulk_bytes)]
+    bytes: Option<u64>,
+    /// Bulk: parallel streams
+    #[arg(short = 'P', long = "parallel", value_name = "STREAMS", default_value_t = 1, requires = "bulk",
+          value_parser = clap::value_parser!(u32).range(1..=bulk::MAX_STREAMS as i64))]
+    parallel: u32,
+}
+
+fn parse_interval(s: &str) -> std::result::Result<Duration, String> {
+    let d = units::parse_duration(s)?;
+    if d > Duration::from_secs(3600) {
+        return Err(format!("'{s}' is out of range (0-1h)"));
+    }
+    Ok(d)
+}
+
+fn parse_deadline(s: &str) -> std::result::Result<Duration, String> {
+    let d = units::parse_duration(s)?;
+    if d < Duration::from_millis(1) || d > Duration::from_secs(86_400) {
+        return Err(format!("'{s}' is out of range (1ms-24h)"));
+    }
+    Ok(d)
+}
+
+fn parse_bulk_time(s: &str) -> std::result::Result<Duration, String> {
+    let d = units::parse_duration(s)?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+        return Err(format!("'{s}' is out of range (0.1s-1h)"));
+    }
+    Ok(d)
+}
+
+fn parse_bulk_bytes(s: &str) -> std::result::Result<u64, String> {
+    let n = units::parse_bytes(s)?;
+    if n == 0 || n > 1 << 40 {
+        return Err(format!("'{s}' is out of range (1 byte-1TiB)"));
+    }
+    Ok(n)
+}
+
+/// The `echo` command.
+pub struct Echo;
+
+impl Command for Echo {
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+    fn summary(&self) -> &'static str {
+        "Echo test against a netsh server: one message, ping-like probes (-c, --udp), or throughput (--bulk)"
+    }
+    fn args(&self) -> clap::Command {
+        EchoArgs::augment_args(clap::Command::new("echo"))
+    }
+    fn run(&self, m: &ArgMatches, s: &mut Session) -> Result<Report> {
+        let a: EchoArgs = args_of(m)?;
+        let (ep, message) = target_and_message(&a.words, &s.settings.server)?;
+        let interrupt = std::sync::Arc::clone(&s.interrupt);
+        let ctx = ClientCtx {
+            timeout: s.settings.timeout,
+            retries: s.settings.retries,
+            opts: SockOpts::from_settings(&s.settings),
+            interrupt: &interrupt,
+        };
+        let report = if a.bulk {
+            if message.is_some() {
+                return Err(Error::usage("echo --bulk takes no message")
+                    .with_hint("echo HOST[:PORT] --bulk -t 5 -P 2"));
+            }
+            let plan = BulkPlan {
+                streams: a.parallel as usize,
+                duration: a.time,
+                bytes: a.bytes,
+            };
+            s.emit(&format!(
+                "Streaming to {ep} with {} stream(s), every byte checked ...",
+                plan.streams
+            ))
+            .ok();
+            let mut lines = Vec::new();
+            let r = bulk::run(&ep, &plan, ctx, &mut |iv| {
+                lines.push(format!(
+                    "[SUM] {:6.2}-{:6.2} sec  {:>10}  {:7.2} Gbit/s",
+                    iv.start_s,
+                    iv.end_s,
+                    human_bytes(iv.bytes),
+                    iv.gbit_per_s
+                ));
+            });
+            // Interval lines are printed after the run: the sink may not be
+            // touched from inside the loop's borrow of the session.
+            for l in lines {
+                s.emit(&l).ok();
+            }
+            EchoReport::Bulk(BulkReport {
+                mode: "bulk",
+                target: ep.to_string(),
+                result: r?,
+            })
+        } else if let (Some(msg), None) = (&message, a.count) {
+            single(&ep, msg, ctx, s)?
+        } else {
+            if message.is_some() {
+                return Err(Error::usage("probe mode (-c) takes no message")
+                    .with_hint("echo HOST[:PORT] -c 10 -s 64"));
+            }
+            let plan = ProbePlan {
+                count: a.count.unwrap_or(DEFAULT_COUNT),
+                interval: a.interval,
+                size: a.size as usize,
+                deadline: a.deadline,
+                udp: a.udp,
+            };
+            probes(&ep, &plan, ctx, s)?
+        };
+        Ok(Report::Echo(report))
+    }
+}
+
+/// Split the words into target and message (see the `words` help).
+fn target_and_message(words: &[String], default: &Endpoint) -> Result<(Endpoint, Option<String>)> {
+    let looks_like_host = |w: &str| w.contains('.') || w.contains(':') || w == "localhost";
+    let (ep, rest) = match words.split_first() {
+        None => (default.clone(), &words[..0]),
+        Some((first, rest)) if !rest.is_empty() || looks_like_host(first) => {
+            (Endpoint::parse(first, DEFAULT_PORT)?, rest)
+        }
+        Some(_) => (default.clone(), words),
+    };
+    let message = (!rest.is_empty()).then(|| rest.join(" "));
+    if let Some(m) = &message
+        && (m.contains('\n') || m.contains('\r'))
+    {
+        return Err(Error::bad_value(
+            "the message has a line break; one line is one message",
+        ));
+    }
+    if message
+        .as_ref()
+        .is_some_and(|m| m.len() > proto::MAX_LINE - 5)
+    {
+        return Err(Error::bad_value(format!(
+            "the message is over {} bytes",
+            proto::MAX_LINE - 5
+        )));
+    }
+    Ok((ep, message))
+}
+
+/// The seed's exchange: connect, send one ECHO, compare.
+fn single(ep: &Endpoint, msg: &str, ctx: ClientCtx<'_>, s: &mut Session) -> Result<EchoReport> {
+    s.emit(&format!("Connecting to {ep} ...")).ok();
+    let (mut sock, addr, connect) = client::connect(ep, ctx)?;
+    s.emit("Connected to server.").ok();
+    let t = Instant::now();
+    client::write_all(&mut sock, format!("ECHO {msg}\n").as_bytes(), ctx)?;
+    s.emit(&format!("Sent: {}", display_bytes(msg.as_bytes())))
+        .ok();
+    let mut r = LineReader::new(proto::MAX_LINE + 64);
+    let line = match r.read_line(&mut sock, Instant::now() + ctx.timeout, ctx)? {
+        ReadLine::Line(l) => l,
+        ReadLine::TimedOut => {
+            return Err(Error::new(
+                ErrorKind::TimedOut,
+                format!(
+                    "no echo from {addr} in {}",
+                    units::format_duration(ctx.timeout)
+                ),
+            ));
+        }
+        ReadLine::Closed => {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!("{addr} closed the connection without answering"),
+            )
+            .with_hint("is it a netsh server? ('netsh serve')"));
+        }
+    };
+    let rtt = t.elapsed();
+    let _ = client::write_all(&mut sock, b"QUIT\n", ctx);
+    s.emit(&format!("Received: {}", display_bytes(&line))).ok();
+    let mut want = proto::ECHO_REPLY_PREFIX.to_vec();
+    want.extend_from_slice(msg.as_bytes());
+    if !line.starts_with(proto::ECHO_REPLY_PREFIX) {
+        return Err(Error::new(
+            ErrorKind::Protocol,
+            format!(
+                "{addr} answered '{}', not an echo",
+                display_bytes(&line[..line.len().min(80)])
+            ),
+        )
+        .with_hint("is it a netsh server? ('netsh serve')"));
+    }
+    let diff = proto::first_difference(&want, &line).map(|o| o - proto::ECHO_REPLY_PREFIX.len());
+    Ok(EchoReport::Single(SingleReport {
+        mode: "single",
+        target: ep.to_string(),
+        address: addr.to_string(),
+        connect_ms: ms(connect),
+        rtt_ms: ms(rtt),
+        sent: msg.to_string(),
+        received: String::from_utf8_lossy(&line[proto::ECHO_REPLY_PREFIX.len()..]).into_owned(),
+        matches: diff.is_none(),
+        first_difference: diff,
+    }))
+}
+
+struct ProbePlan {
+    count: u64,
+    interval: Duration,
+    size: usize,
+    deadline: Option<Duration>,
+    udp: bool,
+}
+
+/// What happened to one probe.
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    /// Sequence number, from 0.
+    pub seq: u64,
+    /// Payload bytes.
+    pub bytes: usize,
+    /// Round trip in ms; `null` if lost or corrupt.
+    pub rtt_ms: Option<f64>,
+    /// `ok`, `lost` or `corrupt`.
+    pub status: &'static str,
+    /// For a corrupt echo: offset of the first differing byte.
+    pub first_difference: Option<usize>,
+}
+
+enum Wire {
+    Tcp(std::net::TcpStream, LineReader),
+    Udp(std::net::UdpSocket),
+}
+
+fn probes(
+    ep: &Endpoint,
+    plan: &ProbePlan,
+    ctx: ClientCtx<'_>,
+    s: &mut Session,
+) -> Result<EchoReport> {
+    let proto_name = if plan.udp { "udp" } else { "tcp" };
+    let (mut wire, addr, connect_ms) = if plan.udp {
+        let (u, a) = client::udp_connect(ep)?;
+        (Wire::Udp(u), a, None)
+    } else {
+        let (t, a, c) = client::connect(ep, ctx)?;
+        (
+            Wire::Tcp(t, LineReader::new(proto::MAX_LINE + 64)),
+            a,
+            Some(ms(c)),
+        )
+    };
+    s.emit(&format!(
+        "ECHO {ep} ({addr}) over {proto_name}: {} probes of {} bytes",
+        plan.count, plan.size
+    ))
+    .ok();
+    let start = Instant::now();
+    let end = plan.deadline.map(|d| start + d);
+    let mut out: Vec<Probe> = Vec::new();
+    let (mut duplicate, mut reordered, mut interrupted) = (0u64, 0u64, false);
+    let mut received = std::collections::HashSet::new();
+    let mut udp_buf = vec![0u8; MAX_SIZE + 64];
+    for seq in 0..plan.count {
+        if end.is_some_and(|e| Instant::now() >= e) {
+            break;
+        }
+        if seq > 0
+            && let Err(e) = client::sleep_until(start + plan.interval * seq as u32, ctx)
+        {
+            if e.kind == ErrorKind::Interrupted {
+                interrupted = true;
+                break;
+            }
+            return Err(e);
+        }
+        let sent_at = Instant::now();
+        let probe_deadline = end.map_or(sent_at + ctx.timeout, |e| e.min(sent_at + ctx.timeout));
+        let (payload, frame) = if plan.udp {
+            let d = proto::udp_probe(seq, plan.size);
+            (d.clone(), d)
+        } else {
+            let t = proto::probe_text(seq, plan.size);
+            let mut f = b"ECHO ".to_vec();
+            f.extend_from_slice(&t);
+            f.push(b'\n');
+            (t, f)
+        };
+        let mut result = Probe {
+            seq,
+            bytes: plan.size,
+            rtt_ms: None,
+            status: "lost",
+            first_difference: None,
+        };
+        let outcome: Result<()> = (|| match &mut wire {
+            Wire::Tcp(sock, reader) => {
+                client::write_all(sock, &frame, ctx)?;
+                loop {
+                    match reader.read_line(sock, probe_deadline, ctx)? {
+                        ReadLine::TimedOut => return Ok(()),
+                        ReadLine::Closed => {
+                            return Err(Error::new(
+                                ErrorKind::Protocol,
+                                format!("{addr} closed the connection after {seq} probes"),
+                            ));
+                        }
+                        ReadLine::Line(l) => {
+                            let Some(text) = l.strip_prefix(proto::ECHO_REPLY_PREFIX) else {
+                                return Err(Error::new(
+                                    ErrorKind::Protocol,
+                                    format!(
+                                        "{addr} answered '{}', not an echo",
+                                        display_bytes(&l[..l.len().min(80)])
+                                    ),
+                                )
+                                .with_hint("is it a netsh server? ('netsh serve')"));
+                            };
+                            match proto::probe_seq(text) {
+                                Some(n) if n == seq => {
+                                    classify(&mut result, &payload, text, sent_at);
+                                    return Ok(());
+                                }
+                                Some(n) if n < seq => {
+                                    if !received.insert(n) {
+                                        duplicate += 1
+                                    } else {
+                                        reordered += 1
+                                    }
+                                }
+                                _ => {
+                                    result.status = "corrupt";
+                                    result.first_difference =
+                                        proto::first_difference(&payload, text);
+                                    return Ok(());
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Wire::Udp(sock) => {
+                sock.send(&frame)
+                    .map_err(|e| Error::io("send to", addr, &e))?;
+                loop {
+                    if ctx.interrupted() {
+                        return Err(client::interrupted());
+                    }
+                    let now = Instant::now();
+                    if now >= probe_deadline {
+                        return Ok(());
+                    }
+                    sock.set_read_timeout(Some(
+                        (probe_deadline - now)
+                            .min(client::SLICE)
+                            .max(Duration::from_micros(100)),
+                    ))
+                    .map_err(|e| Error::io("set timeout", addr, &e))?;
+                    match sock.recv(&mut udp_buf) {
+                        Ok(n) => {
+                            let d = &udp_buf[..n];
+                            match proto::udp_probe_seq(d) {
+                                Some(n) if n == seq && !received.contains(&n) => {
+                                    classify(&mut result, &payload, d, sent_at);
+                                    if result.status == "ok" {
+                                        received.insert(n);
+                                    }
+                                    return Ok(());
+                                }
+                                Some(n) if received.contains(&n) => duplicate += 1,
+                                Some(n) if n < seq => {
+                                    received.insert(n);
+                                    reordered += 1;
+                                }
+                                _ => {}
+                            }
+                        }
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock
+                                    | std::io::ErrorKind::TimedOut
+                                    | std::io::ErrorKind::Interrupted
+                            ) => {}
+                        Err(e) => {
+                            return Err(Error::io("receive UDP echo from", addr, &e).with_hint(
+                                "nothing answers UDP there: is 'netsh serve' running on that port?",
+                            ));
+                        }
+                    }
+                }
+            }
+        })();
+        match outcome {
+            Ok(()) => {}
+            Err(e) if e.kind == ErrorKind::Interrupted => {
+                interrupted = true;
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+        if !plan.udp && result.status == "ok" {
+            received.insert(seq);
+        }
+        let line = match (result.status, result.rtt_ms) {
+            ("ok", Some(rtt)) => format!("seq={seq} bytes={} rtt={rtt:.3} ms", plan.size),
+            ("corrupt", _) => format!(
+                "seq={seq} bytes={} corrupt: first difference at byte {}",
+                plan.size,
+                result.first_difference.unwrap_or(0)
+            ),
+            _ => format!(
+                "seq={seq} bytes={} lost (no echo in {})",
+                plan.size,
+                units::format_duration(ctx.timeout)
+            ),
+        };
+        s.emit(&line).ok();
+        out.push(result);
+    }
+    let rtts: Vec<f64> = out.iter().filter_map(|p| p.rtt_ms).collect();
+    let transmitted = out.len() as u64;
+    let ok = rtts.len() as u64;
+    let corrupt = out.iter().filter(|p| p.status == "corrupt").count() as u64;
+    Ok(EchoReport::Probe(ProbeReport {
+        mode: "probe",
+        target: ep.to_string(),
+        address: addr.to_string(),
+        protocol: proto_name,
+        connect_ms,
+        transmitted,
+        received: ok,
+        loss_pct: if transmitted == 0 {
+            0.0
+        } else {
+            (transmitted - ok - corrupt) as f64 * 100.0 / transmitted as f64
+        },
+        corrupt,
+        duplicate,
+        reordered,
+        time_ms: ms(start.elapsed()),
+        rtt: summarize(&rtts),
+        interrupted,
+        probes: out,
+    }))
+}
+
+fn classify(p: &mut Probe, want: &[u8], got: &[u8], sent_at: Instant) {
+    match proto::first_difference(want, got) {
+        None => {
+            p.status = "ok";
+            p.rtt_ms = Some(ms(sent_at.elapsed()));
+        }
+        Some(off) => {
+            p.status = "corrupt";
+            p.first_difference = Some(off);
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn human_bytes(n: u64) -> String {
+    let f = n as f64;
+    if f >= 1e9 {
+        format!("{:.2} GB", f / 1e9)
+    } else if f >= 1e6 {
+        format!("{:.2} MB", f / 1e6)
+    } else if f >= 1e3 {
+        format!("{:.2} KB", f / 1e3)
+    } else {
+        format!("{n} B")
+    }
+}
+
+/// The seed's single exchange.
+#[derive(Debug, Serialize)]
+pub struct SingleReport {
+    /// `single`.
+    pub mode: &'static str,
+    /// As given.
+    pub target: String,
+    /// The address connected to.
+    pub address: String,
+    /// TCP connect time.
+    pub connect_ms: f64,
+    /// From sending the line to the echo.
+    pub rtt_ms: f64,
+    /// The message.
+    pub sent: String,
+    /// The echoed text (after `ECHO_RESPONSE:`).
+    pub received: String,
+    /// Whether it came back byte for byte.
+    pub matches: bool,
+    /// Offset into the message of the first differing byte.
+    pub first_difference: Option<usize>,
+}
+
+/// Probe mode.
+#[derive(Debug, Serialize)]
+pub struct ProbeReport {
+    /// `probe`.
+    pub mode: &'static str,
+    /// As given.
+    pub target: String,
+    /// The address probed.
+    pub address: String,
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    /// TCP connect time; `null` for UDP.
+    pub connect_ms: Option<f64>,
+    /// Probes sent.
+    pub transmitted: u64,
+    /// Probes echoed intact in time.
+    pub received: u64,
+    /// Lost probes, percent of those sent (corrupt ones are not lost).
+    pub loss_pct: f64,
+    /// Probes echoed with different bytes.
+    pub corrupt: u64,
+    /// Echoes received twice.
+    pub duplicate: u64,
+    /// Echoes that arrived after a later probe's time (late).
+    pub reordered: u64,
+    /// Wall time of the run.
+    pub time_ms: f64,
+    /// RTT summary; `null` if nothing came back.
+    pub rtt: Option<RttStats>,
+    /// True if Ctrl-C ended the run early.
+    pub interrupted: bool,
+    /// Every probe.
+    pub probes: Vec<Probe>,
+}
+
+/// Bulk mode.
+#[derive(Debug, Serialize)]
+pub struct BulkReport {
+    /// `bulk`.
+    pub mode: &'static str,
+    /// As given.
+    pub target: String,
+    /// Figures.
+    #[serde(flatten)]
+    pub result: BulkResult,
+}
+
+/// What `echo` reports.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum EchoReport {
+    /// One message.
+    Single(SingleReport),
+    /// Probes.
+    Probe(ProbeReport),
+    /// Throughput.
+    Bulk(BulkReport),
+}
+
+impl EchoReport {
+    /// An error that should set the exit status although the report prints:
+    /// data mismatch (3), or no echo at all (1).
+    pub fn failure(&self) -> Option<Error> {
+        match self {
+            EchoReport::Single(r) if !r.matches => Some(Error::new(
+                ErrorKind::Mismatch,
+                format!(
+                    "echo from {} differs from what was sent, first at byte {}",
+                    r.address,
+                    r.first_difference.unwrap_or(0)
+                ),
+            )),
+            EchoReport::Probe(r) if r.corrupt > 0 => Some(Error::new(
+                ErrorKind::Mismatch,
+                format!(
+                    "{} of {} echoes from {} came back corrupt",
+                    r.corrupt, r.transmitted, r.address
+                ),
+            )),
+            EchoReport::Probe(r) if r.received == 0 && !r.interrupted && r.transmitted > 0 => {
+                Some(Error::new(
+                    ErrorKind::TimedOut,
+                    format!(
+                        "no echo from {} for {} probes ({})",
+                        r.address, r.transmitted, r.protocol
+                    ),
+                ))
+            }
+            EchoReport::Bulk(b) if b.result.mismatched_bytes > 0 => Some(Error::new(
+                ErrorKind::Mismatch,
+                format!(
+                    "{} of {} echoed bytes from {} differed or were missing",
+                    b.result.mismatched_bytes, b.result.bytes_sent, b.result.address
+                ),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Text form.
+    pub fn render(&self, p: &Paint) -> String {
+        match self {
+            EchoReport::Single(r) if r.matches => format!(
+                "{} {}",
+                p.green("Connection successful, data matches."),
+                p.dim(&format!(
+                    "(rtt {:.3} ms, connect {:.3} ms)",
+                    r.rtt_ms, r.connect_ms
+                ))
+            ),
+            EchoReport::Single(r) => format!(
+                "{} first difference at byte {} of the message",
+                p.red("Data does not match:"),
+                r.first_difference.unwrap_or(0)
+            ),
+            EchoReport::Probe(r) => {
+                let mut out = p.bold(&format!(
+                    "--- {} echo statistics ({}) ---",
+                    r.target, r.protocol
+                ));
+                let loss = format!("{:.1}% loss", r.loss_pct);
+                let loss = if r.loss_pct > 0.0 {
+                    p.red(&loss)
+                } else {
+                    p.green(&loss)
+                };
+                out.push_str(&format!(
+                    "\n{} sent, {} received, {loss}, {} corrupt, {} duplicate, {} reordered, time {:.0} ms",
+                    r.transmitted, r.received, r.corrupt, r.duplicate, r.reordered, r.time_ms
+                ));
+                if let Some(s) = &r.rtt {
+                    out.push_str(&format!(
+                        "\nrtt min/avg/max/mdev = {:.3}/{:.3}/{:.3}/{:.3} ms\nrtt p50/p90/p99 = {:.3}/{:.3}/{:.3} ms",
+                        s.min, s.avg, s.max, s.mdev, s.p50, s.p90, s.p99
+                    ));
+                }
+                if r.interrupted {
+                    out.push_str(&p.yellow("\n(interrupted)"));
+                }
+                out
+            }
+            EchoReport::Bulk(b) => {
+                let r = &b.result;
+                let mut out = format!(
+                    "{} {:.2} sec  sent {}  received {}  {} ({} stream{})",
+                    p.bold("[SUM] total"),
+                    r.seconds,
+                    human_bytes(r.bytes_sent),
+                    human_bytes(r.bytes_received),
+                    p.cyan(&format!("{:.2} Gbit/s", r.gbit_per_s)),
+                    r.streams,
+                    if r.streams == 1 { "" } else { "s" }
+                );
+                if r.mismatched_bytes == 0 {
+                    out.push_str(&format!("\n{}", p.green("every echoed byte verified")));
+                } else {
+                    out.push_str(&format!(
+                        "\n{} {} bytes differed or were missing",
+                        p.red("MISMATCH:"),
+                        r.mismatched_bytes
+                    ));
+                }
+                if r.interrupted {
+                    out.push_str(&p.yellow("\n(interrupted)"));
+                }
+                out
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn target_or_message() {
+        let d = Endpoint::parse("127.0.0.1", 5050).unwrap();
+        let (e, m) = target_and_message(&w(&["127.0.0.1", "hello", "world"]), &d).unwrap();
+        assert_eq!(
+            (e.to_string(), m.as_deref()),
+            ("127.0.0.1:5050".into(), Some("hello world"))
+        );
+        let (e, m) = target_and_message(&w(&["hello"]), &d).unwrap();
+        assert_eq!((e, m.as_deref()), (d.clone(), Some("hello")));
+        let (e, m) = target_and_message(&w(&["[::1]:7"]), &d).unwrap();
+        assert_eq!((e.to_string(), m), ("[::1]:7".into(), None));
+        assert!(target_and_message(&w(&["bad host!", "x"]), &d).is_err());
+    }
+}

@@ -1,0 +1,222 @@
+//! Blocking client connections with deadlines: connect (every resolved
+//! address, with the session's timeout and retries), line reads that stop at
+//! a deadline or on Ctrl-C, and a connected UDP socket. Every wait is sliced
+//! into short reads so Ctrl-C is noticed within [`SLICE`].
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::net::Endpoint;
+use crate::net::sockopt::SockOpts;
+
+/// Longest single blocking wait, so Ctrl-C is noticed quickly.
+pub const SLICE: Duration = Duration::from_millis(50);
+
+/// What a client needs from the session.
+#[derive(Clone, Copy)]
+pub struct ClientCtx<'a> {
+    /// Per-operation timeout.
+    pub timeout: Duration,
+    /// Extra connection attempts after a timeout.
+    pub retries: u32,
+    /// Socket options for TCP.
+    pub opts: SockOpts,
+    /// Ctrl-C.
+    pub interrupt: &'a AtomicBool,
+}
+
+impl ClientCtx<'_> {
+    /// True once Ctrl-C was pressed.
+    pub fn interrupted(&self) -> bool {
+        self.interrupt.load(Ordering::Relaxed)
+    }
+}
+
+/// The error for Ctrl-C.
+pub fn interrupted() -> Error {
+    Error::new(ErrorKind::Interrupted, "interrupted")
+}
+
+/// Connect to the first address of `ep` that answers. Returns the stream,
+/// the address and the connect time.
+///
+/// # Errors
+/// `dns`, `connection-refused`, `timed-out`, `unreachable` naming the address.
+pub fn connect(ep: &Endpoint, ctx: ClientCtx<'_>) -> Result<(TcpStream, SocketAddr, Duration)> {
+    let addrs = ep.resolve()?;
+    let mut last = None;
+    // Retries only help against timeouts; a refusal is an answer.
+    for _attempt in 0..=ctx.retries {
+        let mut timed_out = false;
+        for addr in &addrs {
+            if ctx.interrupted() {
+                return Err(interrupted());
+            }
+            let t = Instant::now();
+            match TcpStream::connect_timeout(addr, ctx.timeout) {
+                Ok(s) => {
+                    let took = t.elapsed();
+                    ctx.opts
+                        .apply(&s)
+                        .map_err(|e| Error::io("set socket options on", addr, &e))?;
+                    return Ok((s, *addr, took));
+                }
+                Err(e) => {
+                    let mut err = Error::io("connect", addr, &e);
+                    if e.kind() == io::ErrorKind::TimedOut {
+                        timed_out = true;
+                        err.message = format!(
+                            "connect {addr}: no answer in {}",
+                            crate::units::format_duration(ctx.timeout)
+                        );
+                    }
+                    last = Some(err);
+                }
+            }
+        }
+        if !timed_out {
+            break;
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        Error::new(ErrorKind::Dns, format!("resolve {}: no addresses", ep.host))
+    }))
+}
+
+/// Reads `\n`-terminated lines from a blocking stream with deadlines.
+pub struct LineReader {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+/// Outcome of waiting for a line.
+pub enum ReadLine {
+    /// A line, terminator stripped.
+    Line(Vec<u8>),
+    /// The deadline passed first.
+    TimedOut,
+    /// The peer closed the connection.
+    Closed,
+}
+
+impl LineReader {
+    /// A reader accepting lines up to `max` bytes.
+    pub fn new(max: usize) -> Self {
+        LineReader {
+            buf: Vec::new(),
+            max,
+        }
+    }
+
+    /// Wait for the next line until `deadline`.
+    ///
+    /// # Errors
+    /// `interrupted` on Ctrl-C; `protocol` for an over-long line; the OS error.
+    pub fn read_line(
+        &mut self,
+        s: &mut TcpStream,
+        deadline: Instant,
+        ctx: ClientCtx<'_>,
+    ) -> Result<ReadLine> {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = self.buf.drain(..=i).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(ReadLine::Line(line));
+            }
+            if self.buf.len() > self.max {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("the server sent a line over {} bytes", self.max),
+                ));
+            }
+            if ctx.interrupted() {
+                return Err(interrupted());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(ReadLine::TimedOut);
+            }
+            let wait = (deadline - now).min(SLICE).max(Duration::from_micros(100));
+            s.set_read_timeout(Some(wait))
+                .map_err(|e| Error::io("set timeout", "socket", &e))?;
+            match s.read(&mut chunk) {
+                Ok(0) => return Ok(ReadLine::Closed),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                    return Err(Error::io("read from", peer, &e));
+                }
+            }
+        }
+    }
+}
+
+/// Write all of `data`, bounded by the timeout.
+///
+/// # Errors
+/// `timed-out` if the peer does not take the bytes in time; the OS error.
+pub fn write_all(s: &mut TcpStream, data: &[u8], ctx: ClientCtx<'_>) -> Result<()> {
+    s.set_write_timeout(Some(ctx.timeout))
+        .map_err(|e| Error::io("set timeout", "socket", &e))?;
+    s.write_all(data).map_err(|e| {
+        let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        Error::io("send to", peer, &e)
+    })
+}
+
+/// A UDP socket connected to the first resolved address (so ICMP "port
+/// unreachable" comes back as `connection-refused`).
+///
+/// # Errors
+/// `dns`, or the OS error naming the address.
+pub fn udp_connect(ep: &Endpoint) -> Result<(UdpSocket, SocketAddr)> {
+    let addr = *ep
+        .resolve()?
+        .first()
+        .ok_or_else(|| Error::new(ErrorKind::Dns, format!("resolve {}: no addresses", ep.host)))?;
+    let local: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0"
+            .parse()
+            .map_err(|_| Error::bad_value("bad local address"))?
+    } else {
+        "[::]:0"
+            .parse()
+            .map_err(|_| Error::bad_value("bad local address"))?
+    };
+    let s = UdpSocket::bind(local).map_err(|e| Error::io("bind UDP", local, &e))?;
+    s.connect(addr)
+        .map_err(|e| Error::io("connect UDP", addr, &e))?;
+    Ok((s, addr))
+}
+
+/// Sleep until `until`, waking for Ctrl-C.
+///
+/// # Errors
+/// `interrupted` on Ctrl-C.
+pub fn sleep_until(until: Instant, ctx: ClientCtx<'_>) -> Result<()> {
+    loop {
+        if ctx.interrupted() {
+            return Err(interrupted());
+        }
+        let now = Instant::now();
+        if now >= until {
+            return Ok(());
+        }
+        std::thread::sleep((until - now).min(SLICE));
+    }
+}
