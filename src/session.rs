@@ -66,6 +66,8 @@ pub struct BackgroundServer {
     pub handle: crate::server::Handle,
     /// Where it listens.
     pub addrs: Vec<std::net::SocketAddr>,
+    /// Where its SNTP responder listens.
+    pub ntp_addrs: Vec<String>,
     /// When it started.
     pub started: std::time::Instant,
     /// The thread running its loop.

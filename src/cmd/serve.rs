@@ -16,9 +16,13 @@ use crate::log::AppendLog;
 use crate::paint::Paint;
 use crate::report::Report;
 use crate::server::console::{Console, LineSink, SERVER_LOG_CAP, Verbosity};
+use crate::server::sntp::NtpConfig;
 use crate::server::{self, Server, ServerConfig, StatsSnapshot};
 use crate::session::{BackgroundServer, Frontend, Session};
 use crate::settings::DEFAULT_PORT;
+
+/// Default UDP port of the SNTP responder (123 needs privileges).
+pub const DEFAULT_NTP_PORT: u16 = 5123;
 use crate::units;
 
 /// `serve` words.
@@ -33,6 +37,18 @@ struct ServeArgs {
     /// TCP and UDP port; 0 picks a free one and prints it
     #[arg(long, short = 'p', default_value_t = DEFAULT_PORT)]
     port: u16,
+    /// UDP port of the SNTP responder; 0 picks a free one (123 needs privileges)
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_NTP_PORT)]
+    ntp_port: u16,
+    /// Do not answer SNTP
+    #[arg(long, conflicts_with_all = ["ntp_port", "stratum", "ntp_rate_limit"])]
+    no_ntp: bool,
+    /// Stratum the SNTP responder claims (like chrony's 'local stratum')
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=15))]
+    stratum: u8,
+    /// Answer at most N SNTP requests per second per source; beyond, a RATE kiss-o'-death
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    ntp_rate_limit: Option<u32>,
     /// Clients beyond this many get "ERR server full"
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CLIENTS as u32,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -126,10 +142,18 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         max_clients: a.max_clients as usize,
         idle_timeout: a.idle_timeout,
         handle_signals: foreground,
+        ntp: (!a.no_ntp).then_some(NtpConfig {
+            // With --port 0 (tests, several servers on one machine) the
+            // responder picks a free port too unless one was asked for.
+            port: if a.port == 0 && a.ntp_port == DEFAULT_NTP_PORT { 0 } else { a.ntp_port },
+            stratum: a.stratum,
+            rate_limit: a.ntp_rate_limit,
+        }),
         console: Console::new(sink, Some(log.clone()), verbosity(&a)),
     };
     let server = Server::bind(cfg)?;
     let addrs = server.addrs().to_vec();
+    let ntp_addrs: Vec<String> = server.ntp_addrs().iter().map(ToString::to_string).collect();
     let started = Instant::now();
     if foreground {
         let stats = server.run()?;
@@ -137,6 +161,7 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
             action: "stopped",
             running: false,
             addresses: addrs.iter().map(ToString::to_string).collect(),
+            ntp_addresses: ntp_addrs.clone(),
             port: addrs.first().map(|a| a.port()),
             uptime_s: Some(started.elapsed().as_secs_f64()),
             stats: Some(stats),
@@ -151,6 +176,7 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
     s.server = Some(BackgroundServer {
         handle,
         addrs: addrs.clone(),
+        ntp_addrs: ntp_addrs.clone(),
         started,
         thread,
     });
@@ -158,6 +184,7 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         action: "started",
         running: true,
         addresses: addrs.iter().map(ToString::to_string).collect(),
+        ntp_addresses: ntp_addrs,
         port: addrs.first().map(|a| a.port()),
         uptime_s: Some(0.0),
         stats: None,
@@ -180,6 +207,7 @@ fn status(s: &Session) -> ServeReport {
             action: "status",
             running: !bg.thread.is_finished(),
             addresses: bg.addrs.iter().map(ToString::to_string).collect(),
+            ntp_addresses: bg.ntp_addrs.clone(),
             port: bg.addrs.first().map(|a| a.port()),
             uptime_s: Some(bg.started.elapsed().as_secs_f64()),
             stats: Some(bg.handle.stats.snapshot()),
@@ -189,6 +217,7 @@ fn status(s: &Session) -> ServeReport {
             action: "status",
             running: false,
             addresses: Vec::new(),
+            ntp_addresses: Vec::new(),
             port: None,
             uptime_s: None,
             stats: None,
@@ -214,6 +243,7 @@ fn stop(s: &mut Session) -> Result<Report> {
         action: "stopped",
         running: false,
         addresses: bg.addrs.iter().map(ToString::to_string).collect(),
+        ntp_addresses: bg.ntp_addrs.clone(),
         port: bg.addrs.first().map(|a| a.port()),
         uptime_s: Some(uptime),
         stats: Some(stats),
@@ -230,6 +260,8 @@ pub struct ServeReport {
     pub running: bool,
     /// Listening addresses.
     pub addresses: Vec<String>,
+    /// SNTP responder addresses (empty when off or unknown).
+    pub ntp_addresses: Vec<String>,
     /// The port (the same on every address); `null` if none runs.
     pub port: Option<u16>,
     /// Seconds since start; `null` if none runs.
@@ -245,20 +277,26 @@ impl ServeReport {
     pub fn render(&self, p: &Paint) -> String {
         let addrs = self.addresses.join(", ");
         let mut out = match (self.action, self.running) {
-            ("started", _) => format!(
-                "{} on {} (TCP and UDP echo) in the background; 'serve status', 'serve stop'; log: {}",
-                p.green("Server running"),
-                p.cyan(&addrs),
-                self.log
-            ),
+            ("started", _) => {
+                let mut t = format!(
+                    "{} on {} (TCP and UDP echo) in the background; 'serve status', 'serve stop'; log: {}",
+                    p.green("Server running"),
+                    p.cyan(&addrs),
+                    self.log
+                );
+                if !self.ntp_addresses.is_empty() {
+                    t.push_str(&format!("\nSNTP on {}", p.cyan(&self.ntp_addresses.join(", "))));
+                }
+                t
+            }
             ("status", false) => p.dim("No server runs in this session ('serve' starts one)."),
             ("status", true) => format!("{} on {}", p.green("Server running"), p.cyan(&addrs)),
             _ => format!("{} ({})", p.bold("Server stopped"), addrs),
         };
         if let (Some(up), Some(st)) = (self.uptime_s, &self.stats) {
             out.push_str(&format!(
-                "\n  uptime {:.1} s, clients {} now / {} total ({} refused), requests {}, datagrams {}, bytes in {} / out {}",
-                up, st.clients, st.clients_total, st.refused, st.requests, st.datagrams, st.bytes_in, st.bytes_out
+                "\n  uptime {:.1} s, clients {} now / {} total ({} refused), requests {}, datagrams {}, bytes in {} / out {}, SNTP replies {}",
+                up, st.clients, st.clients_total, st.refused, st.requests, st.datagrams, st.bytes_in, st.bytes_out, st.ntp_replies
             ));
         }
         out

@@ -12,6 +12,7 @@
 
 pub mod console;
 pub mod echo;
+pub mod sntp;
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -35,6 +36,8 @@ const LISTEN: usize = 0;
 const UDP: usize = 8;
 const WAKER: Token = Token(16);
 const SIGNALS: Token = Token(17);
+/// SNTP responder tokens: `NTP + i`.
+const NTP: usize = 24;
 /// First connection token.
 const FIRST_CONN: usize = 32;
 
@@ -69,6 +72,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Stop on SIGINT/SIGTERM (foreground `netsh serve`).
     pub handle_signals: bool,
+    /// The SNTP responder; `None` turns it off.
+    pub ntp: Option<sntp::NtpConfig>,
     /// Console and log output.
     pub console: Console,
 }
@@ -90,6 +95,14 @@ pub struct Stats {
     pub requests: AtomicU64,
     /// UDP datagrams echoed.
     pub datagrams: AtomicU64,
+    /// Datagrams that reached the SNTP port.
+    pub ntp_requests: AtomicU64,
+    /// SNTP replies sent (kiss-o'-death included).
+    pub ntp_replies: AtomicU64,
+    /// Datagrams on the SNTP port that were not answered.
+    pub ntp_ignored: AtomicU64,
+    /// RATE kiss-o'-death replies sent.
+    pub ntp_kod: AtomicU64,
 }
 
 impl Stats {
@@ -113,6 +126,10 @@ impl Stats {
             bytes_out: g(&self.bytes_out),
             requests: g(&self.requests),
             datagrams: g(&self.datagrams),
+            ntp_requests: g(&self.ntp_requests),
+            ntp_replies: g(&self.ntp_replies),
+            ntp_ignored: g(&self.ntp_ignored),
+            ntp_kod: g(&self.ntp_kod),
         }
     }
 }
@@ -134,6 +151,14 @@ pub struct StatsSnapshot {
     pub requests: u64,
     /// UDP datagrams echoed.
     pub datagrams: u64,
+    /// Datagrams that reached the SNTP port.
+    pub ntp_requests: u64,
+    /// SNTP replies sent.
+    pub ntp_replies: u64,
+    /// Datagrams on the SNTP port not answered (not a request, or rate-limited).
+    pub ntp_ignored: u64,
+    /// RATE kiss-o'-death replies sent.
+    pub ntp_kod: u64,
 }
 
 /// Stops a running server from another thread.
@@ -159,6 +184,9 @@ pub struct Server {
     listeners: Vec<TcpListener>,
     udps: Vec<UdpSocket>,
     addrs: Vec<SocketAddr>,
+    ntps: Vec<UdpSocket>,
+    ntp_addrs: Vec<SocketAddr>,
+    responder: Option<sntp::Responder>,
     handle: Handle,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     cfg_max_clients: usize,
@@ -183,6 +211,10 @@ impl Server {
             cfg.bind.clone()
         };
         let (mut listeners, mut udps, addrs) = bind_all(&ips, cfg.port, cfg.bind.is_empty())?;
+        let (mut ntps, ntp_addrs) = match &cfg.ntp {
+            Some(n) => bind_ntp(&addrs, n.port)?,
+            None => (Vec::new(), Vec::new()),
+        };
         let registry = poll.registry();
         for (i, l) in listeners.iter_mut().enumerate() {
             registry
@@ -193,6 +225,11 @@ impl Server {
             registry
                 .register(u, Token(UDP + i), Interest::READABLE)
                 .map_err(|e| Error::io("register", addrs[i], &e))?;
+        }
+        for (i, u) in ntps.iter_mut().enumerate() {
+            registry
+                .register(u, Token(NTP + i), Interest::READABLE)
+                .map_err(|e| Error::io("register", ntp_addrs[i], &e))?;
         }
         let waker =
             Waker::new(registry, WAKER).map_err(|e| Error::io("create waker", "epoll", &e))?;
@@ -214,6 +251,9 @@ impl Server {
             listeners,
             udps,
             addrs,
+            ntps,
+            ntp_addrs,
+            responder: cfg.ntp.as_ref().map(sntp::Responder::new),
             handle: Handle {
                 waker: Arc::new(waker),
                 stop: Arc::new(AtomicBool::new(false)),
@@ -229,6 +269,11 @@ impl Server {
     /// The bound addresses (with the real port when 0 was asked for).
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The SNTP responder's addresses (empty when it is off).
+    pub fn ntp_addrs(&self) -> &[SocketAddr] {
+        &self.ntp_addrs
     }
 
     /// A handle to stop the server and read its counters.
@@ -247,6 +292,18 @@ impl Server {
                 Level::Main,
                 &format!("[MAIN] Server running on {a} (TCP echo, UDP echo)"),
             );
+        }
+        if let Some(r) = &self.responder {
+            let c = *r.clock();
+            for a in &self.ntp_addrs {
+                self.console.say(
+                    Level::Main,
+                    &format!(
+                        "[SNTP] Answering on {a} (stratum {}, reference LOCL, precision 2^{} s, from the system clock)",
+                        c.stratum, c.precision
+                    ),
+                );
+            }
         }
         let mut events = Events::with_capacity(1024);
         let mut conns: Vec<Option<Conn>> = Vec::new();
@@ -338,6 +395,13 @@ impl Server {
                         && self.udp_echo(t - UDP, &mut scratch) =>
                     {
                         again.push(token);
+                    }
+                    t if (NTP..NTP + self.ntps.len()).contains(&t) => {
+                        if let Some(r) = self.responder.as_mut()
+                            && r.serve(&self.ntps[t - NTP], &mut scratch, &stats)
+                        {
+                            again.push(token);
+                        }
                     }
                     _ if token == WAKER => {}
                     _ if token == SIGNALS => {
@@ -550,6 +614,29 @@ fn bind_once(ips: &[IpAddr], port: u16, default_pair: bool) -> Result<Bound> {
         addrs.push(local);
     }
     Ok((listeners, udps, addrs))
+}
+
+/// Bind the SNTP responder on the same addresses as the echo listeners.
+fn bind_ntp(addrs: &[SocketAddr], port: u16) -> Result<(Vec<UdpSocket>, Vec<SocketAddr>)> {
+    let mut socks = Vec::new();
+    let mut bound = Vec::new();
+    let mut port = port;
+    for a in addrs {
+        let addr = SocketAddr::new(a.ip(), port);
+        let s = udp_socket(addr).map_err(|e| {
+            let err = bind_error("bind SNTP", addr, &e);
+            if e.kind() == io::ErrorKind::PermissionDenied {
+                err.with_hint("port 123 needs privileges: use --ntp-port 5123 (the default) or run as root")
+            } else {
+                err.with_hint("choose another --ntp-port (0 picks a free one), or --no-ntp")
+            }
+        })?;
+        let local = s.local_addr().map_err(|e| Error::io("bind SNTP", addr, &e))?;
+        port = local.port();
+        socks.push(s);
+        bound.push(local);
+    }
+    Ok((socks, bound))
 }
 
 fn bind_error(op: &str, addr: SocketAddr, e: &io::Error) -> Error {

@@ -19,6 +19,8 @@ use netsh::server::{Handle, Server, ServerConfig, StatsSnapshot};
 pub struct TestServer {
     /// The bound address (loopback, ephemeral port).
     pub addr: SocketAddr,
+    /// The SNTP responder's address, if on.
+    pub ntp_addr: Option<SocketAddr>,
     /// Stops it; live counters.
     pub handle: Handle,
     /// Every console line so far.
@@ -31,11 +33,18 @@ pub struct Opts {
     pub max_clients: usize,
     pub idle_timeout: Duration,
     pub verbosity: Verbosity,
+    /// SNTP responder (on a free port by default).
+    pub ntp: Option<netsh::server::sntp::NtpConfig>,
 }
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { max_clients: 1000, idle_timeout: Duration::from_secs(60), verbosity: Verbosity::Normal }
+        Opts {
+            max_clients: 1000,
+            idle_timeout: Duration::from_secs(60),
+            verbosity: Verbosity::Normal,
+            ntp: Some(netsh::server::sntp::NtpConfig { port: 0, stratum: 10, rate_limit: None }),
+        }
     }
 }
 
@@ -59,13 +68,15 @@ pub fn start_server_with(ip: &str, o: Opts) -> TestServer {
         max_clients: o.max_clients,
         idle_timeout: o.idle_timeout,
         handle_signals: false,
+        ntp: o.ntp,
         console,
     })
     .expect("bind test server");
     let addr = server.addrs()[0];
+    let ntp_addr = server.ntp_addrs().first().copied();
     let handle = server.handle();
     let thread = std::thread::spawn(move || server.run());
-    TestServer { addr, handle, lines, thread: Some(thread) }
+    TestServer { addr, ntp_addr, handle, lines, thread: Some(thread) }
 }
 
 impl TestServer {
