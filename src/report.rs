@@ -22,6 +22,8 @@ pub enum Report {
     Help(cmd::help::HelpReport),
     /// `echo`.
     Echo(cmd::echo::EchoReport),
+    /// `sntp`.
+    Sntp(cmd::sntp::SntpReport),
     /// `serve`, `serve status`, `serve stop`.
     Serve(cmd::serve::ServeReport),
     /// `exit`: the shell leaves after printing nothing.
@@ -38,6 +40,7 @@ impl Report {
             Report::Help(r) => r.render(p),
             Report::Serve(r) => r.render(p),
             Report::Echo(r) => r.render(p),
+            Report::Sntp(r) => r.render(p),
             Report::Exit => String::new(),
         }
     }

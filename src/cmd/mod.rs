@@ -13,6 +13,7 @@ pub mod help;
 pub mod info;
 pub mod serve;
 pub mod set;
+pub mod sntp;
 
 use clap::{Arg, ArgAction, ArgMatches};
 
@@ -43,6 +44,7 @@ pub trait Command: Sync {
 pub static COMMANDS: &[&dyn Command] = &[
     &info::Info,
     &echo::Echo,
+    &sntp::Sntp,
     &serve::Serve,
     &set::Set,
     &set::ShowSettings,

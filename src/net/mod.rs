@@ -6,6 +6,7 @@
 pub mod addr;
 pub mod bulk;
 pub mod client;
+pub mod sntp;
 pub mod sockopt;
 
 pub use addr::Endpoint;

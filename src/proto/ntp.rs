@@ -207,10 +207,11 @@ pub fn check_reply(p: &Packet, sent_tx: u64) -> Verdict {
     Verdict::Good
 }
 
-/// A reference ID for people: ASCII at stratum 0–1 (`LOCL`, `GPS`, `RATE`),
-/// an IPv4 address at stratum 2 and above.
+/// A reference ID for people: ASCII at stratum 0–1 (`GPS`, `RATE`) and for
+/// all-letter IDs such as `LOCL`; an IPv4 address otherwise.
 pub fn ref_id_text(stratum: u8, id: [u8; 4]) -> String {
-    if stratum <= 1 {
+    // Local clocks (`LOCL`) put letters where an address would be: show them as text.
+    if stratum <= 1 || id.iter().all(|b| b.is_ascii_uppercase()) {
         let s: String = id
             .iter()
             .take_while(|b| **b != 0)
@@ -336,6 +337,8 @@ mod tests {
         assert_eq!(check_reply(&unsync, 7), Verdict::Unsynchronised);
         assert_eq!(ref_id_text(1, *b"GPS\0"), "GPS");
         assert_eq!(ref_id_text(2, [192, 0, 2, 1]), "192.0.2.1");
+        assert_eq!(ref_id_text(10, *b"LOCL"), "LOCL");
+        assert_eq!(ref_id_text(10, [127, 127, 1, 1]), "127.127.1.1");
     }
 
     #[test]

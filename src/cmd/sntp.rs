@@ -1,0 +1,397 @@
+//! `sntp`: how far this machine's clock is from an NTP server's (RFC 4330 /
+//! RFC 5905 client). Several samples; the one with the lowest round-trip
+//! delay is reported, as NTP's clock filter would pick. netsh only reports
+//! the offset: it never sets the system clock.
+//!
+//! Kiss-o'-death DENY/RSTR stop queries to that address and are remembered
+//! across runs (in `sntp-kod.list` under the data directory); RATE doubles
+//! the interval for the remaining samples.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Local, Utc};
+use clap::{ArgMatches, Args};
+use serde::Serialize;
+
+use crate::cmd::{Command, args_of};
+use crate::error::{Error, ErrorKind, Result};
+use crate::net::Endpoint;
+use crate::net::client::{self, ClientCtx};
+use crate::net::sntp::{self, Outcome, Sample};
+use crate::net::sockopt::SockOpts;
+use crate::paint::Paint;
+use crate::proto::ntp;
+use crate::report::Report;
+use crate::session::Session;
+use crate::settings::NTP_PORT;
+use crate::units;
+
+/// Most samples in one run.
+const MAX_SAMPLES: u32 = 64;
+/// Remembered DENY/RSTR codes.
+const KOD_FILE: &str = "sntp-kod.list";
+
+/// `sntp` words.
+#[derive(Debug, Args)]
+#[command(after_help = "netsh only reports the offset; it never sets the system clock.")]
+struct SntpArgs {
+    /// NTP server [default: 'set sntp-server', pool.ntp.org]
+    #[arg(value_name = "SERVER[:PORT]")]
+    server: Option<String>,
+    /// Samples to take; the one with the lowest delay is reported
+    #[arg(short = 'c', long = "samples", value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_SAMPLES as i64))]
+    samples: u32,
+    /// Pause between samples: 0, 200ms, 1s
+    #[arg(short = 'i', long, value_name = "INTERVAL", default_value = "0", value_parser = parse_interval)]
+    interval: Duration,
+    /// Wait this long for each reply [default: 'set timeout']
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
+    /// IPv4 only
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    ipv4: bool,
+    /// IPv6 only
+    #[arg(short = '6')]
+    ipv6: bool,
+    /// Show every sample
+    #[arg(short = 'v', long)]
+    verbose: bool,
+}
+
+fn parse_interval(s: &str) -> std::result::Result<Duration, String> {
+    let d = units::parse_duration(s)?;
+    if d > Duration::from_secs(600) {
+        return Err(format!("'{s}' is out of range (0-10m)"));
+    }
+    Ok(d)
+}
+
+fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
+    let d = units::parse_duration(s)?;
+    if d < Duration::from_millis(1) || d > Duration::from_secs(60) {
+        return Err(format!("'{s}' is out of range (1ms-60s)"));
+    }
+    Ok(d)
+}
+
+/// The `sntp` command.
+pub struct Sntp;
+
+impl Command for Sntp {
+    fn name(&self) -> &'static str {
+        "sntp"
+    }
+    fn summary(&self) -> &'static str {
+        "Clock offset against an NTP server (reports only; never sets the clock)"
+    }
+    fn args(&self) -> clap::Command {
+        SntpArgs::augment_args(clap::Command::new("sntp"))
+    }
+    fn run(&self, m: &ArgMatches, s: &mut Session) -> Result<Report> {
+        let a: SntpArgs = args_of(m)?;
+        let ep = match &a.server {
+            Some(w) => Endpoint::parse(w, NTP_PORT)?,
+            None => s.settings.sntp_server.clone(),
+        };
+        let timeout = a.timeout.unwrap_or(s.settings.timeout);
+        let interrupt = std::sync::Arc::clone(&s.interrupt);
+        let ctx = ClientCtx {
+            timeout,
+            retries: 0,
+            opts: SockOpts::from_settings(&s.settings),
+            interrupt: &interrupt,
+        };
+        s.emit(&format!("[SNTP] Connecting to {} ...", ep.host)).ok();
+        let addr = pick(&ep, a.ipv4, a.ipv6)?;
+        let kod_path = s.paths.data_dir.join(KOD_FILE);
+        if let Some((code, when)) = remembered_kiss(&kod_path, addr) {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!("{addr} told netsh to stop querying it (kiss-o'-death {code}, {when})"),
+            )
+            .with_hint(format!("ask another server, or delete its line in {} to try again", kod_path.display())));
+        }
+        let sock = sntp::socket(addr)?;
+        let mut interval = a.interval;
+        let mut samples: Vec<Option<Sample>> = Vec::new();
+        let (mut bad, mut stale, mut rate_limited) = (0u32, 0u32, false);
+        let mut last_bad = None;
+        let mut interrupted = false;
+        let start = Instant::now();
+        for i in 0..a.samples {
+            if i > 0 && let Err(e) = client::sleep_until(Instant::now() + interval, ctx) {
+                if e.kind == ErrorKind::Interrupted {
+                    interrupted = true;
+                    break;
+                }
+                return Err(e);
+            }
+            match sntp::query(&sock, addr, timeout, ctx) {
+                Ok(Outcome::Sample(smp)) => samples.push(Some(smp)),
+                Ok(Outcome::Lost { bad: b, stale: st, last_bad: lb }) => {
+                    bad += b;
+                    stale += st;
+                    last_bad = lb.or(last_bad);
+                    samples.push(None);
+                }
+                Ok(Outcome::Kiss(code)) => {
+                    let text = String::from_utf8_lossy(&code).into_owned();
+                    match &code {
+                        b"DENY" | b"RSTR" => {
+                            remember_kiss(&kod_path, addr, &text);
+                            return Err(Error::new(
+                                ErrorKind::Protocol,
+                                format!("{addr} answered kiss-o'-death {text}: it refuses to serve this client"),
+                            )
+                            .with_hint("netsh will not query it again; ask another server ('set sntp-server')"));
+                        }
+                        b"RATE" => {
+                            rate_limited = true;
+                            interval = (interval * 2).max(Duration::from_secs(1));
+                            s.emit(&format!("[SNTP] {addr} asks to slow down (RATE): waiting {} between samples", units::format_duration(interval))).ok();
+                            samples.push(None);
+                        }
+                        _ => {
+                            bad += 1;
+                            last_bad = Some(format!("kiss-o'-death {text}"));
+                            samples.push(None);
+                        }
+                    }
+                }
+                Err(e) if e.kind == ErrorKind::Interrupted => {
+                    interrupted = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(best) = samples.iter().flatten().min_by_key(|x| x.delay_us).copied() else {
+            if interrupted {
+                return Err(client::interrupted());
+            }
+            let mut msg = format!(
+                "no valid reply from {} ({addr}) to {} request(s), {} each",
+                ep.host,
+                samples.len(),
+                units::format_duration(timeout)
+            );
+            if let Some(b) = &last_bad {
+                msg.push_str(&format!("; {bad} bad packet(s), the last {b}"));
+                return Err(Error::new(ErrorKind::Protocol, msg).with_hint("is that an NTP server? check the port"));
+            }
+            if stale > 0 {
+                msg.push_str(&format!("; {stale} reply(ies) did not match our request"));
+            }
+            return Err(Error::new(ErrorKind::TimedOut, msg));
+        };
+        Ok(Report::Sntp(SntpReport::new(&ep, addr, &samples, best, bad, stale, rate_limited, interrupted, start, a.verbose)))
+    }
+}
+
+/// The first resolved address of the family asked for.
+fn pick(ep: &Endpoint, v4: bool, v6: bool) -> Result<SocketAddr> {
+    let addrs = ep.resolve()?;
+    addrs
+        .iter()
+        .copied()
+        .find(|a| (!v4 || a.is_ipv4()) && (!v6 || a.is_ipv6()))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Dns,
+                format!("{} has no {} address", ep.host, if v4 { "IPv4" } else { "IPv6" }),
+            )
+        })
+}
+
+fn remembered_kiss(path: &Path, addr: SocketAddr) -> Option<(String, String)> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        let (a, code, when) = (w.next()?, w.next()?, w.next().unwrap_or("earlier"));
+        (a == addr.ip().to_string()).then(|| (code.to_string(), when.to_string()))
+    })
+}
+
+fn remember_kiss(path: &Path, addr: SocketAddr, code: &str) {
+    let line = format!("{} {code} {}\n", addr.ip(), Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let mut text = fs::read_to_string(path).unwrap_or_default();
+    text.push_str(&line);
+    // Best effort: failing to remember only means asking again next time.
+    let _ = fs::write(path, text);
+}
+
+/// One sample in the report.
+#[derive(Debug, Serialize)]
+pub struct SampleReport {
+    /// Offset in seconds.
+    pub offset: f64,
+    /// Round-trip delay in seconds.
+    pub delay: f64,
+}
+
+/// What `sntp` reports: the best sample's figures at the top level.
+#[derive(Debug, Serialize)]
+pub struct SntpReport {
+    /// The server as given.
+    pub server: String,
+    /// The address queried.
+    pub address: String,
+    /// Server time at the moment of the best reply (local + offset), UTC.
+    pub network_time: String,
+    /// Local time when the best reply arrived, UTC.
+    pub local_time: String,
+    /// The same, in the local time zone.
+    pub local_time_zone: String,
+    /// Server clock minus local clock, seconds (best sample).
+    pub offset: f64,
+    /// Round-trip delay, seconds (best sample).
+    pub delay: f64,
+    /// Server stratum.
+    pub stratum: u8,
+    /// Reference ID as text (`LOCL`, `GPS`, an IPv4 address).
+    pub reference: String,
+    /// Leap indicator, 0–3.
+    pub leap: u8,
+    /// `none`, `+1s`, `-1s`, `unsynchronised`.
+    pub leap_text: &'static str,
+    /// Server precision, log2 seconds.
+    pub precision: i8,
+    /// Server root delay, seconds.
+    pub root_delay: f64,
+    /// Server root dispersion, seconds.
+    pub root_dispersion: f64,
+    /// NTP version of the reply.
+    pub version: u8,
+    /// Samples asked for and sent.
+    pub samples_sent: u32,
+    /// Samples with a valid reply.
+    pub samples_answered: u32,
+    /// Index of the best sample.
+    pub best: usize,
+    /// Every sample; `null` where no valid reply came.
+    pub samples: Vec<Option<SampleReport>>,
+    /// Datagrams that were not valid replies.
+    pub bad_replies: u32,
+    /// Replies to another request (stale or forged), ignored.
+    pub stale_replies: u32,
+    /// The server sent a RATE kiss-o'-death.
+    pub rate_limited: bool,
+    /// Ctrl-C cut the run short.
+    pub interrupted: bool,
+    /// Wall time of the whole query, seconds.
+    pub elapsed: f64,
+    #[serde(skip)]
+    verbose: bool,
+}
+
+fn utc(t: SystemTime) -> String {
+    DateTime::<Utc>::from(t).format("%Y-%m-%d %H:%M:%S%.6f UTC").to_string()
+}
+
+impl SntpReport {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        ep: &Endpoint,
+        addr: SocketAddr,
+        samples: &[Option<Sample>],
+        best: Sample,
+        bad: u32,
+        stale: u32,
+        rate_limited: bool,
+        interrupted: bool,
+        start: Instant,
+        verbose: bool,
+    ) -> SntpReport {
+        let offset = best.offset_us as f64 / 1e6;
+        let network = if best.offset_us >= 0 {
+            best.local + Duration::from_micros(best.offset_us.unsigned_abs())
+        } else {
+            best.local - Duration::from_micros(best.offset_us.unsigned_abs())
+        };
+        let h = best.header;
+        SntpReport {
+            server: ep.host.clone(),
+            address: addr.to_string(),
+            network_time: utc(network),
+            local_time: utc(best.local),
+            local_time_zone: DateTime::<Local>::from(best.local).format("%Y-%m-%d %H:%M:%S%.6f %:z").to_string(),
+            offset,
+            delay: best.delay_us as f64 / 1e6,
+            stratum: h.stratum,
+            reference: ntp::ref_id_text(h.stratum, h.ref_id),
+            leap: h.leap,
+            leap_text: match h.leap {
+                0 => "none",
+                1 => "+1s",
+                2 => "-1s",
+                _ => "unsynchronised",
+            },
+            precision: h.precision,
+            root_delay: ntp::short_to_secs(h.root_delay),
+            root_dispersion: ntp::short_to_secs(h.root_dispersion),
+            version: h.version,
+            samples_sent: samples.len() as u32,
+            samples_answered: samples.iter().flatten().count() as u32,
+            best: samples
+                .iter()
+                .position(|s| s.is_some_and(|x| x.delay_us == best.delay_us && x.local == best.local))
+                .unwrap_or(0),
+            samples: samples
+                .iter()
+                .map(|s| s.map(|x| SampleReport { offset: x.offset_us as f64 / 1e6, delay: x.delay_us as f64 / 1e6 }))
+                .collect(),
+            bad_replies: bad,
+            stale_replies: stale,
+            rate_limited,
+            interrupted,
+            elapsed: start.elapsed().as_secs_f64(),
+            verbose,
+        }
+    }
+
+    /// Text form, in the seed's shape.
+    pub fn render(&self, p: &Paint) -> String {
+        let l = |s: &str| p.bold(&format!("{s:<13}"));
+        let mut out = p.bold("--- SNTP Time Synchronization ---");
+        out.push_str(&format!("\n{}: {} ({})", l("NTP Server"), p.cyan(&self.server), self.address));
+        out.push_str(&format!("\n{}: {}", l("Network Time"), self.network_time));
+        out.push_str(&format!("\n{}: {}  ({})", l("Local Time"), self.local_time, self.local_time_zone));
+        let off = format!("{:+.6} s", self.offset);
+        let off = if self.offset.abs() < 0.1 { p.green(&off) } else { p.yellow(&off) };
+        out.push_str(&format!("\n{}: {off}", l("Time Offset")));
+        out.push_str(&format!("\n{}: {:.6} s", l("Round Trip"), self.delay));
+        out.push_str(&format!(
+            "\n{}: {}   Reference: {}   Leap: {}   Precision: 2^{} s",
+            l("Stratum"),
+            self.stratum,
+            self.reference,
+            self.leap_text,
+            self.precision
+        ));
+        out.push_str(&format!(
+            "\n{}: {} sent, {} answered, best #{} (lowest delay){}",
+            l("Samples"),
+            self.samples_sent,
+            self.samples_answered,
+            self.best,
+            if self.rate_limited { p.yellow("; server asked to slow down (RATE)") } else { String::new() }
+        ));
+        if self.verbose {
+            for (i, s) in self.samples.iter().enumerate() {
+                match s {
+                    Some(s) => out.push_str(&format!("\n  #{i}  offset {:+.6} s  delay {:.6} s", s.offset, s.delay)),
+                    None => out.push_str(&format!("\n  #{i}  {}", p.dim("no valid reply"))),
+                }
+            }
+            if self.bad_replies + self.stale_replies > 0 {
+                out.push_str(&format!("\n  ignored: {} bad, {} stale", self.bad_replies, self.stale_replies));
+            }
+        }
+        out.push_str(&format!("\n{}", p.bold("---------------------------------")));
+        out
+    }
+}
