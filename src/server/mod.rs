@@ -13,6 +13,8 @@
 pub mod console;
 pub mod echo;
 pub mod sntp;
+#[cfg(target_os = "linux")]
+mod udp_batch;
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -632,6 +634,12 @@ fn bind_ntp(addrs: &[SocketAddr], port: u16) -> Result<(Vec<UdpSocket>, Vec<Sock
             }
         })?;
         let local = s.local_addr().map_err(|e| Error::io("bind SNTP", addr, &e))?;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // Without kernel timestamps the responder reads the clock instead.
+            let _ = udp_batch::enable_timestamps(s.as_raw_fd());
+        }
         port = local.port();
         socks.push(s);
         bound.push(local);

@@ -5,11 +5,14 @@
 //! ignored), ignores anything that is not a client request, and can
 //! rate-limit a flooding source with a kiss-o'-death `RATE`.
 //!
-//! The receive timestamp is read right after `recv_from` returns and the
-//! transmit timestamp right before `send_to`, the closest a portable program
-//! gets to the socket (kernel timestamps would be closer still).
+//! On Linux requests are read and answered in batches (`recvmmsg`/`sendmmsg`,
+//! see `udp_batch`), and the receive timestamp is the kernel's own
+//! (`SO_TIMESTAMPNS`: when the datagram reached the socket); the transmit
+//! timestamp is read right before the send. Elsewhere it reads the clock
+//! right after `recv_from` and right before `send_to`.
 
 use std::collections::HashMap;
+#[cfg(not(target_os = "linux"))]
 use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -47,6 +50,8 @@ pub struct Responder {
     clock: ServerClock,
     rate: Option<u32>,
     buckets: HashMap<IpAddr, Bucket>,
+    #[cfg(target_os = "linux")]
+    batch: Box<super::udp_batch::Batch>,
 }
 
 impl Responder {
@@ -62,6 +67,8 @@ impl Responder {
             },
             rate: cfg.rate_limit,
             buckets: HashMap::new(),
+            #[cfg(target_os = "linux")]
+            batch: Box::default(),
         }
     }
 
@@ -71,6 +78,48 @@ impl Responder {
     }
 
     /// Answer waiting requests; true if the turn's cap was hit.
+    #[cfg(target_os = "linux")]
+    pub fn serve(&mut self, sock: &UdpSocket, _buf: &mut [u8], stats: &Stats) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = sock.as_raw_fd();
+        for _ in 0..PER_TURN / super::udp_batch::BATCH {
+            let n = match self.batch.recv(fd) {
+                Ok(0) => return false,
+                Ok(n) => n,
+                Err(_) => return false, // a queued ICMP error and the like: next event
+            };
+            let now = SystemTime::now();
+            stats.ntp_requests.fetch_add(n as u64, Ordering::Relaxed);
+            for i in 0..n {
+                let (data, peer, rx) = self.batch.get(i);
+                let receive_ts = ntp::to_ntp(rx.unwrap_or(now));
+                let reply = ntp::reply_to(data, receive_ts, &self.clock);
+                let (Some(reply), Some(peer)) = (reply, peer) else {
+                    stats.ntp_ignored.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                match self.admit(peer.ip()) {
+                    Admit::Yes => self.batch.reply(i, ntp::encode(&reply)),
+                    Admit::Kiss => {
+                        stats.ntp_kod.fetch_add(1, Ordering::Relaxed);
+                        self.batch.reply(i, ntp::encode(&kiss_for(&reply)));
+                    }
+                    Admit::Drop => {
+                        stats.ntp_ignored.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            let sent = self.batch.send(fd, ntp::to_ntp(SystemTime::now()));
+            stats.ntp_replies.fetch_add(sent as u64, Ordering::Relaxed);
+            if n < super::udp_batch::BATCH {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Answer waiting requests one datagram at a time; true if the turn's cap was hit.
+    #[cfg(not(target_os = "linux"))]
     pub fn serve(&mut self, sock: &UdpSocket, buf: &mut [u8], stats: &Stats) -> bool {
         for _ in 0..PER_TURN {
             let (n, peer) = match sock.recv_from(buf) {
@@ -88,13 +137,7 @@ impl Responder {
                 Admit::Yes => ntp::encode(&reply),
                 Admit::Kiss => {
                     stats.ntp_kod.fetch_add(1, Ordering::Relaxed);
-                    let req = ntp::Packet { version: reply.version, transmit_ts: reply.origin_ts, ..Default::default() };
-                    let mut k = ntp::encode(&ntp::kiss_reply(&req, *b"RATE"));
-                    ntp::set_transmit(&mut k, 0);
-                    if sock.send_to(&k, peer).is_ok() {
-                        stats.ntp_replies.fetch_add(1, Ordering::Relaxed);
-                    }
-                    continue;
+                    ntp::encode(&kiss_for(&reply))
                 }
                 Admit::Drop => {
                     stats.ntp_ignored.fetch_add(1, Ordering::Relaxed);
@@ -130,6 +173,12 @@ impl Responder {
             Admit::Drop
         }
     }
+}
+
+/// The RATE kiss-o'-death for the request `reply` answers.
+fn kiss_for(reply: &ntp::Packet) -> ntp::Packet {
+    let req = ntp::Packet { version: reply.version, transmit_ts: reply.origin_ts, ..Default::default() };
+    ntp::kiss_reply(&req, *b"RATE")
 }
 
 enum Admit {
