@@ -30,6 +30,7 @@ pub mod net;
 pub mod paint;
 pub mod proto;
 pub mod report;
+pub mod script;
 pub mod server;
 pub mod session;
 pub mod settings;

@@ -38,6 +38,13 @@ struct Cli {
     #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
     options: Vec<String>,
 
+    /// Run rhai CODE (the same functions as 'run FILE.rhai'), e.g. -e 'print(info().hostname)'
+    #[arg(short = 'e', long = "eval", value_name = "CODE", conflicts_with = "command")]
+    eval: Option<String>,
+
+    #[command(flatten, next_help_heading = "Script limits (for -e)")]
+    limits: netsh::cmd::run::LimitArgs,
+
     /// A command and its arguments; without one, netsh reads commands from the
     /// terminal (interactive shell) or from piped standard input
     #[arg(
@@ -70,7 +77,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let interactive = cli.command.is_empty() && io::stdin().is_terminal();
+    let interactive = cli.command.is_empty() && cli.eval.is_none() && io::stdin().is_terminal();
 
     // Ctrl-C while a command runs sets the flag; commands that loop poll it and
     // stop early. Outside the interactive shell a second Ctrl-C ends netsh
@@ -115,7 +122,15 @@ fn main() -> ExitCode {
     shell::report_warnings(&mut session, &warnings);
     warnings.clear();
 
-    let code = if !cli.command.is_empty() {
+    let code = if let Some(code) = &cli.eval {
+        match netsh::script::run("-e", code, &[], &mut session, cli.limits.limits()) {
+            Ok(c) => c,
+            Err(e) => {
+                shell::report_error(&mut session, "-e", &e);
+                e.exit_code()
+            }
+        }
+    } else if !cli.command.is_empty() {
         match shell::run_words(&cli.command, &mut session) {
             Ok(st) => st.code,
             Err(e) => stdout_failed(&e),

@@ -24,6 +24,8 @@ pub enum Report {
     Echo(cmd::echo::EchoReport),
     /// `sntp`.
     Sntp(cmd::sntp::SntpReport),
+    /// `run FILE.rhai`.
+    Run(cmd::run::RunReport),
     /// `serve`, `serve status`, `serve stop`.
     Serve(cmd::serve::ServeReport),
     /// `exit`: the shell leaves after printing nothing.
@@ -41,6 +43,7 @@ impl Report {
             Report::Serve(r) => r.render(p),
             Report::Echo(r) => r.render(p),
             Report::Sntp(r) => r.render(p),
+            Report::Run(r) => r.render(p),
             Report::Exit => String::new(),
         }
     }
@@ -51,7 +54,17 @@ impl Report {
     pub fn failure(&self) -> Option<crate::error::Error> {
         match self {
             Report::Echo(r) => r.failure(),
+
             _ => None,
+        }
+    }
+
+    /// The exit status the report asks for when it is not an error (a
+    /// script's `exit(code)`).
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            Report::Run(r) => r.exit_code,
+            _ => 0,
         }
     }
 

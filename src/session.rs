@@ -127,6 +127,39 @@ impl Session {
         (session, warnings)
     }
 
+    /// Move the session out, leaving a stand-in with the same settings and
+    /// paths that writes nothing (scripts hold the real one in an `Rc` while
+    /// they run, then [`Session::restore`] puts it back).
+    pub fn detach(&mut self) -> Session {
+        let stand_in = Session {
+            settings: self.settings.clone(),
+            settings_file: SettingsFile::unloaded(&self.paths.settings_file),
+            paths: self.paths.clone(),
+            paint: self.paint,
+            interrupt: Arc::clone(&self.interrupt),
+            streaming: self.streaming,
+            frontend: self.frontend,
+            server: None,
+            sink: Box::new(|_: &str| Ok(())),
+            error_log: self.error_log.clone(),
+            error_log_failed: true,
+        };
+        std::mem::replace(self, stand_in)
+    }
+
+    /// Put back a session taken with [`Session::detach`].
+    pub fn restore(&mut self, s: Session) {
+        *self = s;
+    }
+
+    /// Write a line through the sink even while streaming is off (script `print`).
+    ///
+    /// # Errors
+    /// The sink's error.
+    pub fn write_line(&mut self, line: &str) -> io::Result<()> {
+        (self.sink)(line)
+    }
+
     /// Stop a background server, if one runs (at the end of a session).
     pub fn shutdown(&mut self) {
         if let Some(bg) = self.server.take() {

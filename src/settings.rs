@@ -440,6 +440,11 @@ impl SettingsFile {
         write().map_err(|e| Error::io("write settings", self.path.display(), &e))
     }
 
+    /// A handle on `path` that has not been read (for a session stand-in).
+    pub fn unloaded(path: &Path) -> SettingsFile {
+        SettingsFile { path: path.to_path_buf(), values: BTreeMap::new() }
+    }
+
     /// Where the file lives.
     pub fn path(&self) -> &Path {
         &self.path

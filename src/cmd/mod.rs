@@ -11,6 +11,7 @@ pub mod echo;
 pub mod exit;
 pub mod help;
 pub mod info;
+pub mod run;
 pub mod serve;
 pub mod set;
 pub mod sntp;
@@ -46,6 +47,7 @@ pub static COMMANDS: &[&dyn Command] = &[
     &echo::Echo,
     &sntp::Sntp,
     &serve::Serve,
+    &run::Run,
     &set::Set,
     &set::ShowSettings,
     &help::Help,
@@ -120,9 +122,11 @@ pub fn execute(argv: &[String], s: &mut Session) -> Outcome {
         }
     };
     let json = matches.get_flag("json");
-    s.streaming = !json;
+    // Progress lines are off under --json and in scripts (which set it off).
+    let streaming = s.streaming;
+    s.streaming = streaming && !json;
     let result = cmd.run(&matches, s);
-    s.streaming = true;
+    s.streaming = streaming;
     Outcome { json, result }
 }
 

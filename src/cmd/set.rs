@@ -12,7 +12,7 @@ use crate::cmd::Command;
 use crate::error::{Error, ErrorKind, Result};
 use crate::paint::Paint;
 use crate::report::Report;
-use crate::session::Session;
+use crate::session::{Frontend, Session};
 use crate::settings::{Key, Source};
 
 /// The `set` command.
@@ -56,6 +56,11 @@ impl Command for Set {
             return Ok(Report::Set(SetReport::new(s, key, previous, false, None)));
         };
         s.settings.apply(key, raw, Source::Set)?;
+        if s.frontend == Frontend::Script {
+            // A script's settings are its own: the user's saved ones stay.
+            let note = Some("for this script only; not saved".to_string());
+            return Ok(Report::Set(SetReport::new(s, key, previous, true, note)));
+        }
         let stored = (!raw.trim().eq_ignore_ascii_case("default")).then(|| s.settings.get(key));
         if let Err(e) = s.settings_file.store(key, stored) {
             return Err(Error::new(
@@ -132,6 +137,10 @@ impl SetReport {
     /// Text form.
     pub fn render(&self, p: &Paint) -> String {
         let mut out = format!("{} = {}", p.bold(self.key), p.cyan(&self.text));
+        if self.changed && self.note.as_deref() == Some("for this script only; not saved") {
+            out.push_str(&p.dim(&format!("  (was {}; this script only)", self.previous)));
+            return out;
+        }
         if self.changed {
             if self.previous != self.text {
                 out.push_str(&p.dim(&format!("  (was {}; saved)", self.previous)));

@@ -77,7 +77,7 @@ pub fn run_words(argv: &[String], s: &mut Session) -> io::Result<Status> {
             }
             out.flush()?;
             drop(out);
-            let mut code = 0;
+            let mut code = report.exit_status();
             if let Some(e) = report.failure() {
                 code = e.exit_code();
                 if outcome.json {

@@ -1,0 +1,137 @@
+//! `run FILE.rhai [ARGS…]`: run a rhai script whose functions are netsh's
+//! commands (see [`crate::script`]). The script's arguments arrive as `args`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgMatches, Args, ValueHint};
+use serde::Serialize;
+
+use crate::cmd::{Command, args_of};
+use crate::error::{Error, Result};
+use crate::paint::Paint;
+use crate::report::Report;
+use crate::script::{self, Limits};
+use crate::session::{Frontend, Session};
+use crate::units;
+
+/// Largest script file read.
+const MAX_SCRIPT_BYTES: u64 = 1 << 20;
+
+/// `run` words (the limits are shared with `netsh -e`).
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The script
+    #[arg(value_name = "FILE.rhai", value_hint = ValueHint::FilePath)]
+    file: PathBuf,
+    /// Arguments for the script, as the array `args`
+    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Sandbox limits as flags.
+#[derive(Debug, Args, Clone)]
+pub struct LimitArgs {
+    /// Stop the script after this long: 30s, 5m
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout)]
+    pub script_timeout: Duration,
+    /// Stop the script after this many rhai operations
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_operations)]
+    pub max_operations: u64,
+    /// Deepest nesting of function calls
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub max_call_depth: u16,
+    /// Largest string, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_string_size)]
+    pub max_string_size: usize,
+    /// Largest array, in items
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_array_size)]
+    pub max_array_size: usize,
+    /// Largest map, in entries
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_map_size)]
+    pub max_map_size: usize,
+}
+
+impl LimitArgs {
+    /// The sandbox bounds these flags give.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_operations: self.max_operations,
+            max_call_depth: usize::from(self.max_call_depth),
+            max_string_size: self.max_string_size,
+            max_array_size: self.max_array_size,
+            max_map_size: self.max_map_size,
+            timeout: self.script_timeout,
+        }
+    }
+}
+
+fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
+    let d = units::parse_duration(s)?;
+    if d < Duration::from_millis(1) || d > Duration::from_secs(86_400) {
+        return Err(format!("'{s}' is out of range (1ms-24h)"));
+    }
+    Ok(d)
+}
+
+/// The `run` command.
+pub struct Run;
+
+impl Command for Run {
+    fn name(&self) -> &'static str {
+        "run"
+    }
+    fn summary(&self) -> &'static str {
+        "Run a rhai script whose functions are these commands (scripts/diagnose.rhai, …)"
+    }
+    fn args(&self) -> clap::Command {
+        RunArgs::augment_args(clap::Command::new("run"))
+    }
+    fn run(&self, m: &ArgMatches, s: &mut Session) -> Result<Report> {
+        let a: RunArgs = args_of(m)?;
+        if s.frontend == Frontend::Script {
+            return Err(Error::usage("run: a script cannot run another script").with_hint("call its functions directly"));
+        }
+        let source = read_script(&a.file)?;
+        let name = a.file.display().to_string();
+        let code = script::run(&name, &source, &a.args, s, a.limits.limits())?;
+        Ok(Report::Run(RunReport { script: name, exit_code: code }))
+    }
+}
+
+/// Read a script file, bounded in size, as UTF-8.
+///
+/// # Errors
+/// `io` naming the path; `bad-value` for a file too large or not UTF-8.
+pub fn read_script(path: &std::path::Path) -> Result<String> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io("read script", path.display(), &e))?;
+    if meta.len() > MAX_SCRIPT_BYTES {
+        return Err(Error::bad_value(format!("{} is {} bytes; scripts are at most 1 MiB", path.display(), meta.len())));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io("read script", path.display(), &e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        Error::bad_value(format!("{} is not UTF-8 text (bad byte at offset {})", path.display(), e.utf8_error().valid_up_to()))
+    })
+}
+
+/// What `run` reports.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    /// The script.
+    pub script: String,
+    /// The status it asked for with `exit(code)`, else 0.
+    pub exit_code: i32,
+}
+
+impl RunReport {
+    /// Text form: nothing when all went well (the script printed what it wanted).
+    pub fn render(&self, p: &Paint) -> String {
+        if self.exit_code == 0 {
+            String::new()
+        } else {
+            p.yellow(&format!("{} exited with status {}", self.script, self.exit_code))
+        }
+    }
+}
