@@ -91,10 +91,10 @@ impl Batch {
             return if e.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
         }
         let n = n as usize;
-        for i in 0..n {
-            self.lens[i] = (msgs[i].msg_len as usize).min(REQ_MAX);
-            self.addr_lens[i] = msgs[i].msg_hdr.msg_namelen;
-            self.rx[i] = rx_time(&msgs[i].msg_hdr);
+        for (i, m) in msgs.iter().enumerate().take(n) {
+            self.lens[i] = (m.msg_len as usize).min(REQ_MAX);
+            self.addr_lens[i] = m.msg_hdr.msg_namelen;
+            self.rx[i] = rx_time(&m.msg_hdr);
         }
         self.out_n = 0;
         Ok(n)

@@ -43,7 +43,11 @@ impl Default for Opts {
             max_clients: 1000,
             idle_timeout: Duration::from_secs(60),
             verbosity: Verbosity::Normal,
-            ntp: Some(netsh::server::sntp::NtpConfig { port: 0, stratum: 10, rate_limit: None }),
+            ntp: Some(netsh::server::sntp::NtpConfig {
+                port: 0,
+                stratum: 10,
+                rate_limit: None,
+            }),
         }
     }
 }
@@ -58,7 +62,9 @@ pub fn start_server_with(ip: &str, o: Opts) -> TestServer {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink_lines = Arc::clone(&lines);
     let console = Console::new(
-        Some(Box::new(move |l: &str| sink_lines.lock().unwrap().push(l.to_string()))),
+        Some(Box::new(move |l: &str| {
+            sink_lines.lock().unwrap().push(l.to_string())
+        })),
         None,
         o.verbosity,
     );
@@ -76,7 +82,13 @@ pub fn start_server_with(ip: &str, o: Opts) -> TestServer {
     let ntp_addr = server.ntp_addrs().first().copied();
     let handle = server.handle();
     let thread = std::thread::spawn(move || server.run());
-    TestServer { addr, ntp_addr, handle, lines, thread: Some(thread) }
+    TestServer {
+        addr,
+        ntp_addr,
+        handle,
+        lines,
+        thread: Some(thread),
+    }
 }
 
 impl TestServer {
@@ -89,7 +101,13 @@ impl TestServer {
 
     /// Console lines containing `needle`.
     pub fn lines_with(&self, needle: &str) -> Vec<String> {
-        self.lines.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect()
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
     }
 }
 
@@ -136,9 +154,13 @@ pub struct Output {
 
 /// Run with optional stdin, killing it after `limit`.
 pub fn run(mut c: Command, stdin: Option<&[u8]>, limit: Duration) -> Output {
-    c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    c.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = c.spawn().expect("spawn netsh");
     if let Some(input) = stdin {
         let mut w = child.stdin.take().expect("stdin");
@@ -225,10 +247,18 @@ impl ServerProc {
             let left = end.saturating_duration_since(Instant::now());
             let line = rx.recv_timeout(left).expect("server prints its address");
             if let Some(rest) = line.strip_prefix("[MAIN] Server running on 127.0.0.1:") {
-                break rest.split_whitespace().next().and_then(|p| p.parse().ok()).expect("port");
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("port");
             }
         };
-        ServerProc { child, port, lines: rx }
+        ServerProc {
+            child,
+            port,
+            lines: rx,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -241,7 +271,9 @@ impl ServerProc {
 
     /// Open file descriptors of the server process.
     pub fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     /// Resident memory in KiB.
@@ -286,7 +318,8 @@ impl Drop for ServerProc {
 /// A blocking client with a read timeout, for talking the protocol by hand.
 pub fn client(addr: SocketAddr) -> std::net::TcpStream {
     let s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     s
 }
 
@@ -299,7 +332,10 @@ pub fn read_line(s: &mut std::net::TcpStream) -> Vec<u8> {
             Ok(0) => return line,
             Ok(_) if b[0] == b'\n' => return line,
             Ok(_) => line.push(b[0]),
-            Err(e) => panic!("read_line: {e} (so far {:?})", String::from_utf8_lossy(&line)),
+            Err(e) => panic!(
+                "read_line: {e} (so far {:?})",
+                String::from_utf8_lossy(&line)
+            ),
         }
     }
 }
