@@ -331,17 +331,20 @@ fn probes(
     let mut received = std::collections::HashSet::new();
     let mut udp_buf = vec![0u8; MAX_SIZE + 64];
     for seq in 0..plan.count {
+        if seq > 0 {
+            // Never sleep past the deadline: a probe sent at the deadline
+            // would get no time to answer and be counted lost.
+            let next = start + plan.interval * seq as u32;
+            if let Err(e) = client::sleep_until(end.map_or(next, |e| next.min(e)), ctx) {
+                if e.kind == ErrorKind::Interrupted {
+                    interrupted = true;
+                    break;
+                }
+                return Err(e);
+            }
+        }
         if end.is_some_and(|e| Instant::now() >= e) {
             break;
-        }
-        if seq > 0
-            && let Err(e) = client::sleep_until(start + plan.interval * seq as u32, ctx)
-        {
-            if e.kind == ErrorKind::Interrupted {
-                interrupted = true;
-                break;
-            }
-            return Err(e);
         }
         let sent_at = Instant::now();
         let probe_deadline = end.map_or(sent_at + ctx.timeout, |e| e.min(sent_at + ctx.timeout));

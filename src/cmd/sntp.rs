@@ -105,7 +105,8 @@ impl Command for Sntp {
             opts: SockOpts::from_settings(&s.settings),
             interrupt: &interrupt,
         };
-        s.emit(&format!("[SNTP] Connecting to {} ...", ep.host)).ok();
+        s.emit(&format!("[SNTP] Connecting to {} ...", ep.host))
+            .ok();
         let addr = pick(&ep, a.ipv4, a.ipv6)?;
         let kod_path = s.paths.data_dir.join(KOD_FILE);
         if let Some((code, when)) = remembered_kiss(&kod_path, addr) {
@@ -113,7 +114,10 @@ impl Command for Sntp {
                 ErrorKind::Protocol,
                 format!("{addr} told netsh to stop querying it (kiss-o'-death {code}, {when})"),
             )
-            .with_hint(format!("ask another server, or delete its line in {} to try again", kod_path.display())));
+            .with_hint(format!(
+                "ask another server, or delete its line in {} to try again",
+                kod_path.display()
+            )));
         }
         let sock = sntp::socket(addr)?;
         let mut interval = a.interval;
@@ -123,7 +127,9 @@ impl Command for Sntp {
         let mut interrupted = false;
         let start = Instant::now();
         for i in 0..a.samples {
-            if i > 0 && let Err(e) = client::sleep_until(Instant::now() + interval, ctx) {
+            if i > 0
+                && let Err(e) = client::sleep_until(Instant::now() + interval, ctx)
+            {
                 if e.kind == ErrorKind::Interrupted {
                     interrupted = true;
                     break;
@@ -131,8 +137,16 @@ impl Command for Sntp {
                 return Err(e);
             }
             match sntp::query(&sock, addr, timeout, ctx) {
-                Ok(Outcome::Sample(smp)) => samples.push(Some(smp)),
-                Ok(Outcome::Lost { bad: b, stale: st, last_bad: lb }) => {
+                Ok(Outcome::Sample(smp)) => {
+                    bad += smp.bad;
+                    stale += smp.stale;
+                    samples.push(Some(smp));
+                }
+                Ok(Outcome::Lost {
+                    bad: b,
+                    stale: st,
+                    last_bad: lb,
+                }) => {
                     bad += b;
                     stale += st;
                     last_bad = lb.or(last_bad);
@@ -152,7 +166,9 @@ impl Command for Sntp {
                         b"RATE" => {
                             rate_limited = true;
                             interval = (interval * 2).max(Duration::from_secs(1));
-                            s.emit(&format!("[SNTP] {addr} asks to slow down (RATE): waiting {} between samples", units::format_duration(interval))).ok();
+                            if i + 1 < a.samples {
+                                s.emit(&format!("[SNTP] {addr} asks to slow down (RATE): waiting {} between samples", units::format_duration(interval))).ok();
+                            }
                             samples.push(None);
                         }
                         _ => {
@@ -179,16 +195,34 @@ impl Command for Sntp {
                 samples.len(),
                 units::format_duration(timeout)
             );
+            if rate_limited {
+                msg.push_str("; the server answered kiss-o'-death RATE (rate limited)");
+                return Err(Error::new(ErrorKind::Protocol, msg).with_hint(
+                    "it asks to slow down: wait, then use fewer samples or a longer -i",
+                ));
+            }
             if let Some(b) = &last_bad {
                 msg.push_str(&format!("; {bad} bad packet(s), the last {b}"));
-                return Err(Error::new(ErrorKind::Protocol, msg).with_hint("is that an NTP server? check the port"));
+                return Err(Error::new(ErrorKind::Protocol, msg)
+                    .with_hint("is that an NTP server? check the port"));
             }
             if stale > 0 {
                 msg.push_str(&format!("; {stale} reply(ies) did not match our request"));
             }
             return Err(Error::new(ErrorKind::TimedOut, msg));
         };
-        Ok(Report::Sntp(SntpReport::new(&ep, addr, &samples, best, bad, stale, rate_limited, interrupted, start, a.verbose)))
+        Ok(Report::Sntp(SntpReport::new(
+            &ep,
+            addr,
+            &samples,
+            best,
+            bad,
+            stale,
+            rate_limited,
+            interrupted,
+            start,
+            a.verbose,
+        )))
     }
 }
 
@@ -202,7 +236,11 @@ fn pick(ep: &Endpoint, v4: bool, v6: bool) -> Result<SocketAddr> {
         .ok_or_else(|| {
             Error::new(
                 ErrorKind::Dns,
-                format!("{} has no {} address", ep.host, if v4 { "IPv4" } else { "IPv6" }),
+                format!(
+                    "{} has no {} address",
+                    ep.host,
+                    if v4 { "IPv4" } else { "IPv6" }
+                ),
             )
         })
 }
@@ -217,7 +255,11 @@ fn remembered_kiss(path: &Path, addr: SocketAddr) -> Option<(String, String)> {
 }
 
 fn remember_kiss(path: &Path, addr: SocketAddr, code: &str) {
-    let line = format!("{} {code} {}\n", addr.ip(), Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let line = format!(
+        "{} {code} {}\n",
+        addr.ip(),
+        Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
     let mut text = fs::read_to_string(path).unwrap_or_default();
     text.push_str(&line);
     // Best effort: failing to remember only means asking again next time.
@@ -289,7 +331,9 @@ pub struct SntpReport {
 }
 
 fn utc(t: SystemTime) -> String {
-    DateTime::<Utc>::from(t).format("%Y-%m-%d %H:%M:%S%.6f UTC").to_string()
+    DateTime::<Utc>::from(t)
+        .format("%Y-%m-%d %H:%M:%S%.6f UTC")
+        .to_string()
 }
 
 impl SntpReport {
@@ -318,7 +362,9 @@ impl SntpReport {
             address: addr.to_string(),
             network_time: utc(network),
             local_time: utc(best.local),
-            local_time_zone: DateTime::<Local>::from(best.local).format("%Y-%m-%d %H:%M:%S%.6f %:z").to_string(),
+            local_time_zone: DateTime::<Local>::from(best.local)
+                .format("%Y-%m-%d %H:%M:%S%.6f %:z")
+                .to_string(),
             offset,
             delay: best.delay_us as f64 / 1e6,
             stratum: h.stratum,
@@ -338,11 +384,18 @@ impl SntpReport {
             samples_answered: samples.iter().flatten().count() as u32,
             best: samples
                 .iter()
-                .position(|s| s.is_some_and(|x| x.delay_us == best.delay_us && x.local == best.local))
+                .position(|s| {
+                    s.is_some_and(|x| x.delay_us == best.delay_us && x.local == best.local)
+                })
                 .unwrap_or(0),
             samples: samples
                 .iter()
-                .map(|s| s.map(|x| SampleReport { offset: x.offset_us as f64 / 1e6, delay: x.delay_us as f64 / 1e6 }))
+                .map(|s| {
+                    s.map(|x| SampleReport {
+                        offset: x.offset_us as f64 / 1e6,
+                        delay: x.delay_us as f64 / 1e6,
+                    })
+                })
                 .collect(),
             bad_replies: bad,
             stale_replies: stale,
@@ -357,11 +410,25 @@ impl SntpReport {
     pub fn render(&self, p: &Paint) -> String {
         let l = |s: &str| p.bold(&format!("{s:<13}"));
         let mut out = p.bold("--- SNTP Time Synchronization ---");
-        out.push_str(&format!("\n{}: {} ({})", l("NTP Server"), p.cyan(&self.server), self.address));
+        out.push_str(&format!(
+            "\n{}: {} ({})",
+            l("NTP Server"),
+            p.cyan(&self.server),
+            self.address
+        ));
         out.push_str(&format!("\n{}: {}", l("Network Time"), self.network_time));
-        out.push_str(&format!("\n{}: {}  ({})", l("Local Time"), self.local_time, self.local_time_zone));
+        out.push_str(&format!(
+            "\n{}: {}  ({})",
+            l("Local Time"),
+            self.local_time,
+            self.local_time_zone
+        ));
         let off = format!("{:+.6} s", self.offset);
-        let off = if self.offset.abs() < 0.1 { p.green(&off) } else { p.yellow(&off) };
+        let off = if self.offset.abs() < 0.1 {
+            p.green(&off)
+        } else {
+            p.yellow(&off)
+        };
         out.push_str(&format!("\n{}: {off}", l("Time Offset")));
         out.push_str(&format!("\n{}: {:.6} s", l("Round Trip"), self.delay));
         out.push_str(&format!(
@@ -378,20 +445,33 @@ impl SntpReport {
             self.samples_sent,
             self.samples_answered,
             self.best,
-            if self.rate_limited { p.yellow("; server asked to slow down (RATE)") } else { String::new() }
+            if self.rate_limited {
+                p.yellow("; server asked to slow down (RATE)")
+            } else {
+                String::new()
+            }
         ));
         if self.verbose {
             for (i, s) in self.samples.iter().enumerate() {
                 match s {
-                    Some(s) => out.push_str(&format!("\n  #{i}  offset {:+.6} s  delay {:.6} s", s.offset, s.delay)),
+                    Some(s) => out.push_str(&format!(
+                        "\n  #{i}  offset {:+.6} s  delay {:.6} s",
+                        s.offset, s.delay
+                    )),
                     None => out.push_str(&format!("\n  #{i}  {}", p.dim("no valid reply"))),
                 }
             }
             if self.bad_replies + self.stale_replies > 0 {
-                out.push_str(&format!("\n  ignored: {} bad, {} stale", self.bad_replies, self.stale_replies));
+                out.push_str(&format!(
+                    "\n  ignored: {} bad, {} stale",
+                    self.bad_replies, self.stale_replies
+                ));
             }
         }
-        out.push_str(&format!("\n{}", p.bold("---------------------------------")));
+        out.push_str(&format!(
+            "\n{}",
+            p.bold("---------------------------------")
+        ));
         out
     }
 }

@@ -56,7 +56,10 @@ impl NtpUdpSocket for Adapter<'_> {
         *self.sent.borrow_mut() = buf.to_vec();
         ready(self.sock.send(buf).map_err(|_| sntpc::Error::Network))
     }
-    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = sntpc::Result<(usize, SocketAddr)>> {
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = sntpc::Result<(usize, SocketAddr)>> {
         let r = match self.reply.borrow_mut().take() {
             Some((d, from)) if d.len() <= buf.len() => {
                 buf[..d.len()].copy_from_slice(&d);
@@ -79,6 +82,10 @@ pub struct Sample {
     pub local: SystemTime,
     /// The reply's header.
     pub header: Packet,
+    /// Bad datagrams seen before this reply.
+    pub bad: u32,
+    /// Stale or forged replies seen before this reply.
+    pub stale: u32,
 }
 
 /// What one query produced.
@@ -111,7 +118,8 @@ pub fn socket(addr: SocketAddr) -> Result<UdpSocket> {
         SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
     };
     let s = UdpSocket::bind(local).map_err(|e| Error::io("bind UDP", local, &e))?;
-    s.connect(addr).map_err(|e| Error::io("connect UDP", addr, &e))?;
+    s.connect(addr)
+        .map_err(|e| Error::io("connect UDP", addr, &e))?;
     Ok(s)
 }
 
@@ -120,14 +128,27 @@ pub fn socket(addr: SocketAddr) -> Result<UdpSocket> {
 /// # Errors
 /// `connection-refused` (ICMP port unreachable), `protocol` for an
 /// unsynchronised server, `interrupted`, or the OS error.
-pub fn query(sock: &UdpSocket, addr: SocketAddr, timeout: Duration, ctx: ClientCtx<'_>) -> Result<Outcome> {
+pub fn query(
+    sock: &UdpSocket,
+    addr: SocketAddr,
+    timeout: Duration,
+    ctx: ClientCtx<'_>,
+) -> Result<Outcome> {
     let fixed = Cell::new(None);
-    let context = NtpContext::new(Stamp { fixed: &fixed, now: Duration::ZERO });
-    let adapter = Adapter { sock, sent: RefCell::new(Vec::new()), reply: RefCell::new(None) };
-    let sent = sntpc::sync::sntp_send_request(addr, &adapter, context).map_err(|_| {
-        Error::io("send SNTP request to", addr, &io::Error::last_os_error())
-    })?;
-    let sent_tx = ntp::decode(&adapter.sent.borrow()).map(|p| p.transmit_ts).unwrap_or(0);
+    let context = NtpContext::new(Stamp {
+        fixed: &fixed,
+        now: Duration::ZERO,
+    });
+    let adapter = Adapter {
+        sock,
+        sent: RefCell::new(Vec::new()),
+        reply: RefCell::new(None),
+    };
+    let sent = sntpc::sync::sntp_send_request(addr, &adapter, context)
+        .map_err(|_| Error::io("send SNTP request to", addr, &io::Error::last_os_error()))?;
+    let sent_tx = ntp::decode(&adapter.sent.borrow())
+        .map(|p| p.transmit_ts)
+        .unwrap_or(0);
     let deadline = Instant::now() + timeout;
     let (mut bad, mut stale, mut last_bad) = (0u32, 0u32, None);
     let mut buf = [0u8; MAX_DATAGRAM];
@@ -137,14 +158,25 @@ pub fn query(sock: &UdpSocket, addr: SocketAddr, timeout: Duration, ctx: ClientC
         }
         let now = Instant::now();
         if now >= deadline {
-            return Ok(Outcome::Lost { bad, stale, last_bad });
+            return Ok(Outcome::Lost {
+                bad,
+                stale,
+                last_bad,
+            });
         }
-        sock.set_read_timeout(Some((deadline - now).min(SLICE).max(Duration::from_micros(100))))
-            .map_err(|e| Error::io("set timeout", addr, &e))?;
+        sock.set_read_timeout(Some(
+            (deadline - now).min(SLICE).max(Duration::from_micros(100)),
+        ))
+        .map_err(|e| Error::io("set timeout", addr, &e))?;
         let n = match sock.recv(&mut buf) {
             Ok(n) => n,
             Err(e)
-                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) =>
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
             {
                 continue;
             }
@@ -190,6 +222,8 @@ pub fn query(sock: &UdpSocket, addr: SocketAddr, timeout: Duration, ctx: ClientC
                             delay_us: r.roundtrip(),
                             local: arrived,
                             header: p,
+                            bad,
+                            stale,
                         }));
                     }
                     Err(e) => {

@@ -134,7 +134,11 @@ pub fn to_ntp(t: SystemTime) -> u64 {
 
 /// NTP format to system time, taking the era (136-year wrap) nearest `near`.
 pub fn from_ntp(ts: u64, near: SystemTime) -> SystemTime {
-    let near_secs = near.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() + NTP_UNIX_OFFSET;
+    let near_secs = near
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        + NTP_UNIX_OFFSET;
     let era = near_secs >> 32;
     let secs32 = ts >> 32;
     let best = [era.saturating_sub(1), era, era + 1]
@@ -188,6 +192,10 @@ pub fn check_reply(p: &Packet, sent_tx: u64) -> Verdict {
     }
     if !(1..=4).contains(&p.version) {
         return Verdict::BadVersion(p.version);
+    }
+    // ntpd, chrony and netsh send kisses with LI 3: the code decides.
+    if p.stratum == 0 && matches!(&p.ref_id, b"DENY" | b"RSTR" | b"RATE") {
+        return Verdict::Kiss(p.ref_id);
     }
     if p.leap == 3 && (p.stratum == 0 || p.stratum >= 16) {
         return Verdict::Unsynchronised;
@@ -287,7 +295,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn clock() -> ServerClock {
-        ServerClock { stratum: 10, ref_id: *b"LOCL", precision: -20, ref_ts: 7, root_dispersion: 10 }
+        ServerClock {
+            stratum: 10,
+            ref_id: *b"LOCL",
+            precision: -20,
+            ref_ts: 7,
+            root_dispersion: 10,
+        }
     }
 
     #[test]
@@ -303,9 +317,21 @@ mod tests {
         let mut req = request(42);
         req[0] = 0x1b; // LI 0, VN 3, mode 3 (what ntplib sends)
         let r = reply_to(&req, 99, &clock()).unwrap();
-        assert_eq!((r.version, r.mode, r.stratum, r.origin_ts, r.receive_ts), (3, 4, 10, 42, 99));
+        assert_eq!(
+            (r.version, r.mode, r.stratum, r.origin_ts, r.receive_ts),
+            (3, 4, 10, 42, 99)
+        );
         assert_eq!(&encode(&r)[12..16], b"LOCL");
-        assert_eq!(check_reply(&Packet { transmit_ts: 5, ..r }, 42), Verdict::Good);
+        assert_eq!(
+            check_reply(
+                &Packet {
+                    transmit_ts: 5,
+                    ..r
+                },
+                42
+            ),
+            Verdict::Good
+        );
     }
 
     #[test]
@@ -313,28 +339,81 @@ mod tests {
         assert!(reply_to(&[0u8; 47], 1, &clock()).is_none(), "truncated");
         let mut b = request(1);
         b[0] = 0x24; // mode 4
-        assert!(reply_to(&b, 1, &clock()).is_none(), "a server reply is not answered");
+        assert!(
+            reply_to(&b, 1, &clock()).is_none(),
+            "a server reply is not answered"
+        );
         b[0] = 0x3b; // version 7
         assert!(reply_to(&b, 1, &clock()).is_none());
         let mut long = request(1).to_vec();
         long.extend_from_slice(&[0u8; 100]);
-        assert!(reply_to(&long, 1, &clock()).is_some(), "extension fields are skipped");
+        assert!(
+            reply_to(&long, 1, &clock()).is_some(),
+            "extension fields are skipped"
+        );
     }
 
     #[test]
     fn client_verdicts() {
-        let good = Packet { version: 4, mode: 4, stratum: 2, origin_ts: 7, transmit_ts: 9, ..Packet::default() };
+        let good = Packet {
+            version: 4,
+            mode: 4,
+            stratum: 2,
+            origin_ts: 7,
+            transmit_ts: 9,
+            ..Packet::default()
+        };
         assert_eq!(check_reply(&good, 7), Verdict::Good);
         assert_eq!(check_reply(&good, 8), Verdict::WrongOrigin);
-        assert_eq!(check_reply(&Packet { mode: 3, ..good }, 7), Verdict::WrongMode(3));
-        assert_eq!(check_reply(&Packet { version: 0, ..good }, 7), Verdict::BadVersion(0));
-        assert_eq!(check_reply(&Packet { transmit_ts: 0, ..good }, 7), Verdict::ZeroTransmit);
-        assert_eq!(check_reply(&Packet { stratum: 16, ..good }, 7), Verdict::BadStratum(16));
-        let kod = Packet { stratum: 0, ref_id: *b"RATE", ..good };
+        assert_eq!(
+            check_reply(&Packet { mode: 3, ..good }, 7),
+            Verdict::WrongMode(3)
+        );
+        assert_eq!(
+            check_reply(&Packet { version: 0, ..good }, 7),
+            Verdict::BadVersion(0)
+        );
+        assert_eq!(
+            check_reply(
+                &Packet {
+                    transmit_ts: 0,
+                    ..good
+                },
+                7
+            ),
+            Verdict::ZeroTransmit
+        );
+        assert_eq!(
+            check_reply(
+                &Packet {
+                    stratum: 16,
+                    ..good
+                },
+                7
+            ),
+            Verdict::BadStratum(16)
+        );
+        let kod = Packet {
+            stratum: 0,
+            ref_id: *b"RATE",
+            ..good
+        };
         assert_eq!(check_reply(&kod, 7), Verdict::Kiss(*b"RATE"));
         // chrony with no sources: LI 3, stratum 0, refid 0 — not a kiss.
-        let unsync = Packet { leap: 3, stratum: 0, ref_id: [0; 4], ..good };
+        let unsync = Packet {
+            leap: 3,
+            stratum: 0,
+            ref_id: [0; 4],
+            ..good
+        };
         assert_eq!(check_reply(&unsync, 7), Verdict::Unsynchronised);
+        let kiss3 = Packet {
+            leap: 3,
+            stratum: 0,
+            ref_id: *b"RATE",
+            ..good
+        };
+        assert_eq!(check_reply(&kiss3, 7), Verdict::Kiss(*b"RATE"));
         assert_eq!(ref_id_text(1, *b"GPS\0"), "GPS");
         assert_eq!(ref_id_text(2, [192, 0, 2, 1]), "192.0.2.1");
         assert_eq!(ref_id_text(10, *b"LOCL"), "LOCL");
@@ -353,7 +432,13 @@ mod tests {
         let after = UNIX_EPOCH + Duration::from_secs(2_085_978_496 + 100);
         let wrapped = to_ntp(after);
         assert!(wrapped >> 32 < 1000);
-        assert_eq!(from_ntp(wrapped, after).duration_since(UNIX_EPOCH).unwrap().as_secs(), 2_085_978_596);
+        assert_eq!(
+            from_ntp(wrapped, after)
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            2_085_978_596
+        );
     }
 
     proptest! {

@@ -108,14 +108,13 @@ impl Conn {
             return Next::Close(close_reason(&e));
         }
         let mut again = false;
+        let mut blocked = false;
         if self.mode != Mode::Closing && !self.read_closed {
             let mut reads = 0;
             loop {
                 if self.mode == Mode::Stream && self.queued() >= OUT_CAP {
                     // Back-pressure: resume when the client drains its echo.
-                    // Input may still wait in the socket with no new edge to
-                    // come, so the loop must drive us again (below).
-                    again = true;
+                    blocked = true;
                     break;
                 }
                 if reads == READS_PER_TURN {
@@ -147,6 +146,12 @@ impl Conn {
             if let Err(e) = self.flush(stats) {
                 return Next::Close(close_reason(&e));
             }
+            // Reading stopped at the cap but the flush made room: input may
+            // wait in the socket with no new edge to come, so go again. While
+            // the client reads nothing this stays false: no busy loop.
+            if blocked && self.queued() < OUT_CAP {
+                again = true;
+            }
         }
         if self.read_closed && self.mode == Mode::Lines && !self.inbuf.is_empty() {
             // A last line without a newline (`printf 'ECHO x' | nc`) still counts.
@@ -158,6 +163,10 @@ impl Conn {
         }
         let queued = self.queued();
         if queued == 0 && (self.read_closed || self.mode == Mode::Closing) {
+            // Send our FIN before the close: if the client's bytes are still
+            // unread, the close sends a reset, and a FIN that went first lets
+            // the client read everything we wrote and then a clean EOF.
+            let _ = self.sock.shutdown(std::net::Shutdown::Write);
             return Next::Close(if self.read_closed {
                 "client closed"
             } else {

@@ -194,6 +194,8 @@ pub struct Server {
     cfg_max_clients: usize,
     idle_timeout: Duration,
     console: Console,
+    /// "accept paused" was said for the current out-of-descriptors episode.
+    accept_paused_said: bool,
 }
 
 impl Server {
@@ -265,6 +267,7 @@ impl Server {
             cfg_max_clients: cfg.max_clients.max(1),
             idle_timeout: cfg.idle_timeout,
             console: cfg.console,
+            accept_paused_said: false,
         })
     }
 
@@ -323,6 +326,9 @@ impl Server {
             let now = Instant::now();
             let mut wake = next_sweep;
             if let Some(t) = accept_paused_until {
+                wake = wake.min(t);
+            }
+            if let Some(t) = shutdown_at {
                 wake = wake.min(t);
             }
             let timeout = if !again.is_empty() || retry_accept {
@@ -481,10 +487,13 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Accept::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_resource_exhaustion(&e) => {
-                    self.console.say(
-                        Level::Main,
-                        &format!("[MAIN] accept paused: {e}; retrying when a client leaves"),
-                    );
+                    if !self.accept_paused_said {
+                        self.accept_paused_said = true;
+                        self.console.say(
+                            Level::Main,
+                            &format!("[MAIN] accept paused: {e}; retrying when a client leaves"),
+                        );
+                    }
                     return Accept::OutOfFds;
                 }
                 // ECONNABORTED and friends: that client is gone, try the next.
@@ -494,6 +503,7 @@ impl Server {
             if live >= self.cfg_max_clients {
                 stats.refused.fetch_add(1, Ordering::Relaxed);
                 let _ = sock.write(proto::FULL_REPLY);
+                let _ = sock.shutdown(std::net::Shutdown::Write);
                 self.console
                     .say(Level::Info, &format!("[MAIN] Refused {peer}: server full"));
                 continue;
@@ -513,6 +523,7 @@ impl Server {
                 continue;
             }
             conns[slot] = Some(Conn::new(sock, peer));
+            self.accept_paused_said = false;
             stats.clients.fetch_add(1, Ordering::Relaxed);
             stats.clients_total.fetch_add(1, Ordering::Relaxed);
             self.console
@@ -628,12 +639,16 @@ fn bind_ntp(addrs: &[SocketAddr], port: u16) -> Result<(Vec<UdpSocket>, Vec<Sock
         let s = udp_socket(addr).map_err(|e| {
             let err = bind_error("bind SNTP", addr, &e);
             if e.kind() == io::ErrorKind::PermissionDenied {
-                err.with_hint("port 123 needs privileges: use --ntp-port 5123 (the default) or run as root")
+                err.with_hint(
+                    "port 123 needs privileges: use --ntp-port 5123 (the default) or run as root",
+                )
             } else {
                 err.with_hint("choose another --ntp-port (0 picks a free one), or --no-ntp")
             }
         })?;
-        let local = s.local_addr().map_err(|e| Error::io("bind SNTP", addr, &e))?;
+        let local = s
+            .local_addr()
+            .map_err(|e| Error::io("bind SNTP", addr, &e))?;
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;

@@ -153,20 +153,29 @@ impl Responder {
     }
 
     fn admit(&mut self, ip: IpAddr) -> Admit {
-        let Some(rate) = self.rate else { return Admit::Yes };
+        let Some(rate) = self.rate else {
+            return Admit::Yes;
+        };
         let now = Instant::now();
         if self.buckets.len() >= MAX_TRACKED && !self.buckets.contains_key(&ip) {
             self.buckets.clear();
         }
-        let b = self.buckets.entry(ip).or_insert(Bucket { tokens: f64::from(rate), last: now, last_kod: None });
-        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * f64::from(rate)).min(f64::from(rate));
+        let b = self.buckets.entry(ip).or_insert(Bucket {
+            tokens: f64::from(rate),
+            last: now,
+            last_kod: None,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * f64::from(rate))
+            .min(f64::from(rate));
         b.last = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
             return Admit::Yes;
         }
         // Over the limit: one RATE kiss per second, silence otherwise.
-        if b.last_kod.is_none_or(|t| now.duration_since(t).as_secs_f64() >= 1.0) {
+        if b.last_kod
+            .is_none_or(|t| now.duration_since(t).as_secs_f64() >= 1.0)
+        {
             b.last_kod = Some(now);
             Admit::Kiss
         } else {
@@ -177,7 +186,11 @@ impl Responder {
 
 /// The RATE kiss-o'-death for the request `reply` answers.
 fn kiss_for(reply: &ntp::Packet) -> ntp::Packet {
-    let req = ntp::Packet { version: reply.version, transmit_ts: reply.origin_ts, ..Default::default() };
+    let req = ntp::Packet {
+        version: reply.version,
+        transmit_ts: reply.origin_ts,
+        ..Default::default()
+    };
     ntp::kiss_reply(&req, *b"RATE")
 }
 
@@ -221,13 +234,20 @@ mod tests {
 
     #[test]
     fn rate_limit_kisses_once_then_drops() {
-        let mut r = Responder::new(&NtpConfig { port: 0, stratum: 10, rate_limit: Some(2) });
+        let mut r = Responder::new(&NtpConfig {
+            port: 0,
+            stratum: 10,
+            rate_limit: Some(2),
+        });
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         assert!(matches!(r.admit(ip), Admit::Yes));
         assert!(matches!(r.admit(ip), Admit::Yes));
         assert!(matches!(r.admit(ip), Admit::Kiss));
         assert!(matches!(r.admit(ip), Admit::Drop));
         let other: IpAddr = "127.0.0.2".parse().unwrap();
-        assert!(matches!(r.admit(other), Admit::Yes), "limits are per source");
+        assert!(
+            matches!(r.admit(other), Admit::Yes),
+            "limits are per source"
+        );
     }
 }

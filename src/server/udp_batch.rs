@@ -44,7 +44,11 @@ pub fn enable_timestamps(fd: RawFd) -> io::Result<()> {
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 impl Batch {
@@ -84,11 +88,21 @@ impl Batch {
         // SAFETY: every pointer in msgs points into buffers owned by self or
         // by this stack frame, sized as declared, alive for the call.
         let n = unsafe {
-            libc::recvmmsg(fd, msgs.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
         if n < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
+            return if e.kind() == io::ErrorKind::WouldBlock {
+                Ok(0)
+            } else {
+                Err(e)
+            };
         }
         let n = n as usize;
         for (i, m) in msgs.iter().enumerate().take(n) {
@@ -102,7 +116,11 @@ impl Batch {
 
     /// The i-th request: bytes, sender, kernel receive time.
     pub fn get(&self, i: usize) -> (&[u8], Option<SocketAddr>, Option<SystemTime>) {
-        (&self.bufs[i][..self.lens[i]], to_addr(&self.addrs[i]), self.rx[i])
+        (
+            &self.bufs[i][..self.lens[i]],
+            to_addr(&self.addrs[i]),
+            self.rx[i],
+        )
     }
 
     /// Queue a reply to the sender of request `i`.
@@ -136,7 +154,8 @@ impl Batch {
             h.msg_iovlen = 1;
         }
         // SAFETY: as in recv: every pointer is into live buffers of the declared size.
-        let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
+        let sent =
+            unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
         self.out_n = 0;
         sent.max(0) as usize
     }
@@ -170,7 +189,8 @@ fn to_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match s.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in.
-            let a: libc::sockaddr_in = unsafe { std::ptr::read_unaligned((s as *const libc::sockaddr_storage).cast()) };
+            let a: libc::sockaddr_in =
+                unsafe { std::ptr::read_unaligned((s as *const libc::sockaddr_storage).cast()) };
             Some(SocketAddr::V4(SocketAddrV4::new(
                 Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
                 u16::from_be(a.sin_port),
@@ -178,7 +198,8 @@ fn to_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
         }
         libc::AF_INET6 => {
             // SAFETY: the family says the storage holds a sockaddr_in6.
-            let a: libc::sockaddr_in6 = unsafe { std::ptr::read_unaligned((s as *const libc::sockaddr_storage).cast()) };
+            let a: libc::sockaddr_in6 =
+                unsafe { std::ptr::read_unaligned((s as *const libc::sockaddr_storage).cast()) };
             Some(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(a.sin6_addr.s6_addr),
                 u16::from_be(a.sin6_port),
