@@ -166,6 +166,12 @@ impl Command for Echo {
                 result: r?,
             })
         } else if let (Some(msg), None) = (&message, a.count) {
+            if a.udp {
+                return Err(
+                    Error::usage("a message is echoed over TCP; --udp is for probe mode")
+                        .with_hint("echo HOST[:PORT] --udp -c 10"),
+                );
+            }
             single(&ep, msg, ctx, s)?
         } else {
             if message.is_some() {

@@ -65,26 +65,40 @@ fn raise(e: &Error) -> Box<EvalAltResult> {
     let mut m = Map::new();
     m.insert("code".into(), e.code().into());
     m.insert("message".into(), e.message.clone().into());
-    m.insert("hint".into(), e.hint.clone().map_or(Dynamic::UNIT, Into::into));
+    m.insert(
+        "hint".into(),
+        e.hint.clone().map_or(Dynamic::UNIT, Into::into),
+    );
     EvalAltResult::ErrorRuntime(m.into(), Position::NONE).into()
 }
 
 /// Words for one script argument; a map becomes flags.
-fn words(name: &str, i: usize, arg: &Dynamic, last: bool) -> std::result::Result<Vec<String>, Box<EvalAltResult>> {
+fn words(
+    name: &str,
+    i: usize,
+    arg: &Dynamic,
+    last: bool,
+) -> std::result::Result<Vec<String>, Box<EvalAltResult>> {
     if arg.is_unit() {
         return Ok(Vec::new());
     }
     if let Some(m) = arg.read_lock::<Map>() {
         if !last {
-            return Err(raise(&Error::usage(format!(
-                "{name}(): the options map must be the last argument (argument {} is a map)",
-                i + 1
-            ))
-            .with_hint(format!("e.g. {name}(\"127.0.0.1:5050\", #{{count: 5}})"))));
+            return Err(raise(
+                &Error::usage(format!(
+                    "{name}(): the options map must be the last argument (argument {} is a map)",
+                    i + 1
+                ))
+                .with_hint(format!("e.g. {name}(\"127.0.0.1:5050\", #{{count: 5}})")),
+            ));
         }
         let mut out = Vec::new();
         for (k, v) in m.iter() {
-            let flag = if k.len() == 1 { format!("-{k}") } else { format!("--{}", k.replace('_', "-")) };
+            let flag = if k.len() == 1 {
+                format!("-{k}")
+            } else {
+                format!("--{}", k.replace('_', "-"))
+            };
             if let Some(b) = v.clone().try_cast::<bool>() {
                 if b {
                     out.push(flag);
@@ -114,7 +128,11 @@ fn words(name: &str, i: usize, arg: &Dynamic, last: bool) -> std::result::Result
 }
 
 /// Run `name` with script arguments through the registry; the report as a map.
-fn call(session: &Rc<RefCell<Session>>, name: &str, args: &[Dynamic]) -> std::result::Result<Dynamic, Box<EvalAltResult>> {
+fn call(
+    session: &Rc<RefCell<Session>>,
+    name: &str,
+    args: &[Dynamic],
+) -> std::result::Result<Dynamic, Box<EvalAltResult>> {
     let mut argv = vec![name.to_string()];
     for (i, a) in args.iter().enumerate() {
         argv.extend(words(name, i, a, i + 1 == args.len())?);
@@ -123,7 +141,8 @@ fn call(session: &Rc<RefCell<Session>>, name: &str, args: &[Dynamic]) -> std::re
     let outcome = cmd::execute(&argv, &mut s);
     match outcome.result {
         Ok(report) => {
-            let value = serde_json::to_value(&report).map_err(|e| raise(&Error::new(ErrorKind::Script, e.to_string())))?;
+            let value = serde_json::to_value(&report)
+                .map_err(|e| raise(&Error::new(ErrorKind::Script, e.to_string())))?;
             rhai::serde::to_dynamic(&value)
         }
         Err(e) => {
@@ -164,7 +183,9 @@ fn build_engine(session: &Rc<RefCell<Session>>, limits: Limits, started: Instant
     });
     let out = Rc::clone(session);
     engine.on_debug(move |text, _, pos| {
-        let _ = out.borrow_mut().write_line(&format!("[debug {pos}] {text}"));
+        let _ = out
+            .borrow_mut()
+            .write_line(&format!("[debug {pos}] {text}"));
     });
 
     // Every command, at every arity, from the registry: no second list.
@@ -192,10 +213,18 @@ fn build_engine(session: &Rc<RefCell<Session>>, limits: Limits, started: Instant
     engine.register_fn("sleep", move |ms: f64| pause(ms, started, limits));
     // Formatting helpers: rhai's own `pad` works in place and rounding needs
     // a feature netsh does not build.
-    engine.register_fn("fixed", |x: f64, digits: i64| format!("{x:.*}", digits.clamp(0, 12) as usize));
-    engine.register_fn("fixed", |x: i64, digits: i64| format!("{:.*}", digits.clamp(0, 12) as usize, x as f64));
-    engine.register_fn("pad_right", |v: Dynamic, width: i64| format!("{:<w$}", v.to_string(), w = width.clamp(0, 200) as usize));
-    engine.register_fn("pad_left", |v: Dynamic, width: i64| format!("{:>w$}", v.to_string(), w = width.clamp(0, 200) as usize));
+    engine.register_fn("fixed", |x: f64, digits: i64| {
+        format!("{x:.*}", digits.clamp(0, 12) as usize)
+    });
+    engine.register_fn("fixed", |x: i64, digits: i64| {
+        format!("{:.*}", digits.clamp(0, 12) as usize, x as f64)
+    });
+    engine.register_fn("pad_right", |v: Dynamic, width: i64| {
+        format!("{:<w$}", v.to_string(), w = width.clamp(0, 200) as usize)
+    });
+    engine.register_fn("pad_left", |v: Dynamic, width: i64| {
+        format!("{:>w$}", v.to_string(), w = width.clamp(0, 200) as usize)
+    });
     engine.register_fn("now", || -> f64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -204,11 +233,14 @@ fn build_engine(session: &Rc<RefCell<Session>>, limits: Limits, started: Instant
     engine.register_fn("to_json", |v: Dynamic| -> String {
         serde_json::to_string(&v).unwrap_or_else(|e| format!("\"<{e}>\""))
     });
-    engine.register_fn("exit", |code: i64| -> std::result::Result<(), Box<EvalAltResult>> {
-        let mut m = Map::new();
-        m.insert("exit".into(), code.clamp(0, 255).into());
-        Err(EvalAltResult::ErrorTerminated(m.into(), Position::NONE).into())
-    });
+    engine.register_fn(
+        "exit",
+        |code: i64| -> std::result::Result<(), Box<EvalAltResult>> {
+            let mut m = Map::new();
+            m.insert("exit".into(), code.clamp(0, 255).into());
+            Err(EvalAltResult::ErrorTerminated(m.into(), Position::NONE).into())
+        },
+    );
     engine.register_fn("exit", || -> std::result::Result<(), Box<EvalAltResult>> {
         let mut m = Map::new();
         m.insert("exit".into(), Dynamic::from(0_i64));
@@ -236,7 +268,46 @@ fn pause(ms: f64, started: Instant, limits: Limits) -> std::result::Result<(), B
 /// # Errors
 /// `script` errors naming the file, line and column (parse errors, uncaught
 /// errors, limits), or the uncaught netsh error of a command.
-pub fn run(name: &str, source: &str, args: &[String], s: &mut Session, limits: Limits) -> Result<i32> {
+pub fn run(
+    name: &str,
+    source: &str,
+    args: &[String],
+    s: &mut Session,
+    limits: Limits,
+) -> Result<i32> {
+    // Deep script recursion needs more stack than the main thread has (a
+    // debug build needs ~200 KiB per rhai call level); the stack is only
+    // reserved, and used as it grows.
+    std::thread::scope(|sc| {
+        std::thread::Builder::new()
+            .name("netsh-script".into())
+            .stack_size(SCRIPT_STACK)
+            .spawn_scoped(sc, || run_here(name, source, args, s, limits))
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Script,
+                    format!("{name}: cannot start the script thread: {e}"),
+                )
+            })?
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// Stack reserved for the script thread.
+const SCRIPT_STACK: usize = 1 << 30;
+
+fn run_here(
+    name: &str,
+    source: &str,
+    args: &[String],
+    s: &mut Session,
+    limits: Limits,
+) -> Result<i32> {
+    // What the script changes is its own: settings and a server it started
+    // end with it.
+    let settings = s.settings.clone();
+    let had_server = s.server.is_some();
     let started = Instant::now();
     let mut owned = s.detach();
     owned.frontend = Frontend::Script;
@@ -249,7 +320,13 @@ pub fn run(name: &str, source: &str, args: &[String], s: &mut Session, limits: L
         let argv: rhai::Array = args.iter().map(|a| Dynamic::from(a.clone())).collect();
         scope.push("args", argv);
         match engine.compile(source) {
-            Err(e) => Err(located(name, source, e.position(), &e.err_type().to_string(), None)),
+            Err(e) => Err(located(
+                name,
+                source,
+                e.position(),
+                &e.err_type().to_string(),
+                None,
+            )),
             Ok(ast) => match engine.run_ast_with_scope(&mut scope, &ast) {
                 Ok(()) => Ok(0),
                 Err(e) => outcome(name, source, *e, &limits),
@@ -261,6 +338,10 @@ pub fn run(name: &str, source: &str, args: &[String], s: &mut Session, limits: L
         Err(rc) => rc.borrow_mut().detach(),
     };
     s.restore(back);
+    s.settings = settings;
+    if !had_server {
+        s.shutdown();
+    }
     s.frontend = frontend;
     s.streaming = true;
     result
@@ -274,7 +355,11 @@ fn outcome(name: &str, source: &str, e: EvalAltResult, limits: &Limits) -> Resul
     while let EvalAltResult::ErrorInFunctionCall(_, _, cause, _) = inner {
         inner = cause;
     }
-    let pos = if inner.position().is_none() { pos } else { inner.position() };
+    let pos = if inner.position().is_none() {
+        pos
+    } else {
+        inner.position()
+    };
     match inner {
         EvalAltResult::ErrorTerminated(token, _) => {
             if let Some(m) = token.read_lock::<Map>()
@@ -283,13 +368,19 @@ fn outcome(name: &str, source: &str, e: EvalAltResult, limits: &Limits) -> Resul
                 return Ok(code as i32);
             }
             if token.to_string() == "interrupted" {
-                return Err(Error::new(ErrorKind::Interrupted, format!("{name}: stopped by Ctrl-C")));
+                return Err(Error::new(
+                    ErrorKind::Interrupted,
+                    format!("{name}: stopped by Ctrl-C"),
+                ));
             }
             Err(located(
                 name,
                 source,
                 pos,
-                &format!("the script ran longer than {} (the wall-clock limit)", crate::units::format_duration(limits.timeout)),
+                &format!(
+                    "the script ran longer than {} (the wall-clock limit)",
+                    crate::units::format_duration(limits.timeout)
+                ),
                 Some("raise it with --script-timeout".into()),
             ))
         }
@@ -308,20 +399,32 @@ fn outcome(name: &str, source: &str, e: EvalAltResult, limits: &Limits) -> Resul
             name,
             source,
             pos,
-            &format!("the script ran more than {} operations (the operation limit)", limits.max_operations),
+            &format!(
+                "the script ran more than {} operations (the operation limit)",
+                limits.max_operations
+            ),
             Some("raise it with --max-operations".into()),
         )),
         EvalAltResult::ErrorStackOverflow(_) => Err(located(
             name,
             source,
             pos,
-            &format!("calls nested deeper than {} (the call-depth limit)", limits.max_call_depth),
+            &format!(
+                "calls nested deeper than {} (the call-depth limit)",
+                limits.max_call_depth
+            ),
             Some("raise it with --max-call-depth".into()),
         )),
         EvalAltResult::ErrorDataTooLarge(what, _) => {
             let (limit, flag) = match what.as_str() {
-                w if w.contains("ength of string") || w.contains("tring") => (format!("{} bytes", limits.max_string_size), "--max-string-size"),
-                w if w.contains("rray") => (format!("{} items", limits.max_array_size), "--max-array-size"),
+                w if w.contains("ength of string") || w.contains("tring") => (
+                    format!("{} bytes", limits.max_string_size),
+                    "--max-string-size",
+                ),
+                w if w.contains("rray") => (
+                    format!("{} items", limits.max_array_size),
+                    "--max-array-size",
+                ),
                 _ => (format!("{} entries", limits.max_map_size), "--max-map-size"),
             };
             Err(located(
@@ -332,10 +435,26 @@ fn outcome(name: &str, source: &str, e: EvalAltResult, limits: &Limits) -> Resul
                 Some(format!("raise it with {flag}")),
             ))
         }
+        EvalAltResult::ErrorTooManyModules(_) | EvalAltResult::ErrorModuleNotFound(..) => {
+            Err(located(
+                name,
+                source,
+                pos,
+                "modules cannot be imported in netsh scripts",
+                Some("put the code in the script itself".into()),
+            ))
+        }
         EvalAltResult::ErrorFunctionNotFound(sig, _) => {
             let fname = sig.split([' ', '(']).next().unwrap_or(sig);
-            let hint = cmd::suggest(fname).map(|c| format!("did you mean '{c}'? ('netsh help' lists the commands)"));
-            Err(located(name, source, pos, &format!("no function {sig}"), hint))
+            let hint = cmd::suggest(fname)
+                .map(|c| format!("did you mean '{c}'? ('netsh help' lists the commands)"));
+            Err(located(
+                name,
+                source,
+                pos,
+                &format!("no function {sig}"),
+                hint,
+            ))
         }
         other => {
             let text = other.to_string();
@@ -350,15 +469,34 @@ fn outcome(name: &str, source: &str, e: EvalAltResult, limits: &Limits) -> Resul
 
 fn kind_of(code: &str) -> Option<ErrorKind> {
     use ErrorKind::*;
-    [Usage, UnknownCommand, BadValue, Dns, ConnectionRefused, TimedOut, AddrInUse, Unreachable, Protocol, Mismatch, Settings, Io, Interrupted, Script]
-        .into_iter()
-        .find(|k| k.code() == code)
+    [
+        Usage,
+        UnknownCommand,
+        BadValue,
+        Dns,
+        ConnectionRefused,
+        TimedOut,
+        AddrInUse,
+        Unreachable,
+        Protocol,
+        Mismatch,
+        Settings,
+        Io,
+        Interrupted,
+        Script,
+    ]
+    .into_iter()
+    .find(|k| k.code() == code)
 }
 
 /// `FILE:LINE:COL: message — hint`, then the source line and a caret.
 fn located(name: &str, source: &str, pos: Position, msg: &str, hint: Option<String>) -> Error {
     let (line, col) = (pos.line().unwrap_or(0), pos.position().unwrap_or(0));
-    let mut message = if line > 0 { format!("{name}:{line}:{col}: {msg}") } else { format!("{name}: {msg}") };
+    let mut message = if line > 0 {
+        format!("{name}:{line}:{col}: {msg}")
+    } else {
+        format!("{name}: {msg}")
+    };
     // The fix goes on the first line; the source and the caret follow.
     if let Some(h) = &hint {
         message.push_str(&format!(" — {h}"));
@@ -367,7 +505,10 @@ fn located(name: &str, source: &str, pos: Position, msg: &str, hint: Option<Stri
         && let Some(src) = source.lines().nth(line - 1)
     {
         let shown = crate::proto::line::escape_controls(src);
-        message.push_str(&format!("\n{line:>5} | {shown}\n      | {}^", " ".repeat(col.saturating_sub(1))));
+        message.push_str(&format!(
+            "\n{line:>5} | {shown}\n      | {}^",
+            " ".repeat(col.saturating_sub(1))
+        ));
     }
     let mut e = Error::new(ErrorKind::Script, message);
     e.hint = None;
@@ -387,8 +528,14 @@ mod tests {
         m.insert("c".into(), Dynamic::from(2_i64));
         m.insert("idle_timeout".into(), Dynamic::from("5s"));
         let w = words("echo", 1, &Dynamic::from(m), true).unwrap();
-        assert_eq!(w, ["-c", "2", "--count", "10", "--idle-timeout", "5s", "--udp"]);
+        assert_eq!(
+            w,
+            ["-c", "2", "--count", "10", "--idle-timeout", "5s", "--udp"]
+        );
         assert!(words("echo", 0, &Dynamic::from(rhai::Array::new()), false).is_err());
-        assert_eq!(words("echo", 0, &Dynamic::from(1.5_f64), false).unwrap(), ["1.5"]);
+        assert_eq!(
+            words("echo", 0, &Dynamic::from(1.5_f64), false).unwrap(),
+            ["1.5"]
+        );
     }
 }
