@@ -39,7 +39,12 @@ struct Cli {
     options: Vec<String>,
 
     /// Run rhai CODE (the same functions as 'run FILE.rhai'), e.g. -e 'print(info().hostname)'
-    #[arg(short = 'e', long = "eval", value_name = "CODE", conflicts_with = "command")]
+    #[arg(
+        short = 'e',
+        long = "eval",
+        value_name = "CODE",
+        conflicts_with = "command"
+    )]
     eval: Option<String>,
 
     #[command(flatten, next_help_heading = "Script limits (for -e)")]

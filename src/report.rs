@@ -24,6 +24,8 @@ pub enum Report {
     Echo(cmd::echo::EchoReport),
     /// `sntp`.
     Sntp(cmd::sntp::SntpReport),
+    /// `chat`.
+    Chat(cmd::chat::ChatReport),
     /// `run FILE.rhai`.
     Run(cmd::run::RunReport),
     /// `serve`, `serve status`, `serve stop`.
@@ -44,6 +46,7 @@ impl Report {
             Report::Echo(r) => r.render(p),
             Report::Sntp(r) => r.render(p),
             Report::Run(r) => r.render(p),
+            Report::Chat(r) => r.render(p),
             Report::Exit => String::new(),
         }
     }

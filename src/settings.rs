@@ -442,7 +442,10 @@ impl SettingsFile {
 
     /// A handle on `path` that has not been read (for a session stand-in).
     pub fn unloaded(path: &Path) -> SettingsFile {
-        SettingsFile { path: path.to_path_buf(), values: BTreeMap::new() }
+        SettingsFile {
+            path: path.to_path_buf(),
+            values: BTreeMap::new(),
+        }
     }
 
     /// Where the file lives.

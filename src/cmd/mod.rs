@@ -7,6 +7,7 @@
 //! whether the words came from the keyboard, from argv, or from a script.
 //! [`execute`] adds the `--json` flag every command has.
 
+pub mod chat;
 pub mod echo;
 pub mod exit;
 pub mod help;
@@ -46,6 +47,7 @@ pub static COMMANDS: &[&dyn Command] = &[
     &info::Info,
     &echo::Echo,
     &sntp::Sntp,
+    &chat::Chat,
     &serve::Serve,
     &run::Run,
     &set::Set,

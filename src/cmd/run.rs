@@ -25,7 +25,11 @@ struct RunArgs {
     #[arg(value_name = "FILE.rhai", value_hint = ValueHint::FilePath)]
     file: PathBuf,
     /// Arguments for the script, as the array `args`
-    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     args: Vec<String>,
     #[command(flatten)]
     limits: LimitArgs,
@@ -92,12 +96,16 @@ impl Command for Run {
     fn run(&self, m: &ArgMatches, s: &mut Session) -> Result<Report> {
         let a: RunArgs = args_of(m)?;
         if s.frontend == Frontend::Script {
-            return Err(Error::usage("run: a script cannot run another script").with_hint("call its functions directly"));
+            return Err(Error::usage("run: a script cannot run another script")
+                .with_hint("call its functions directly"));
         }
         let source = read_script(&a.file)?;
         let name = a.file.display().to_string();
         let code = script::run(&name, &source, &a.args, s, a.limits.limits())?;
-        Ok(Report::Run(RunReport { script: name, exit_code: code }))
+        Ok(Report::Run(RunReport {
+            script: name,
+            exit_code: code,
+        }))
     }
 }
 
@@ -108,11 +116,19 @@ impl Command for Run {
 pub fn read_script(path: &std::path::Path) -> Result<String> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io("read script", path.display(), &e))?;
     if meta.len() > MAX_SCRIPT_BYTES {
-        return Err(Error::bad_value(format!("{} is {} bytes; scripts are at most 1 MiB", path.display(), meta.len())));
+        return Err(Error::bad_value(format!(
+            "{} is {} bytes; scripts are at most 1 MiB",
+            path.display(),
+            meta.len()
+        )));
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io("read script", path.display(), &e))?;
     String::from_utf8(bytes).map_err(|e| {
-        Error::bad_value(format!("{} is not UTF-8 text (bad byte at offset {})", path.display(), e.utf8_error().valid_up_to()))
+        Error::bad_value(format!(
+            "{} is not UTF-8 text (bad byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
     })
 }
 
@@ -131,7 +147,10 @@ impl RunReport {
         if self.exit_code == 0 {
             String::new()
         } else {
-            p.yellow(&format!("{} exited with status {}", self.script, self.exit_code))
+            p.yellow(&format!(
+                "{} exited with status {}",
+                self.script, self.exit_code
+            ))
         }
     }
 }

@@ -49,6 +49,10 @@ struct ServeArgs {
     /// Answer at most N SNTP requests per second per source; beyond, a RATE kiss-o'-death
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     ntp_rate_limit: Option<u32>,
+    /// Chat lines replayed to someone who joins
+    #[arg(long, value_name = "N", default_value_t = crate::server::chat::DEFAULT_REPLAY as u32,
+          value_parser = clap::value_parser!(u32).range(0..=1000))]
+    chat_history: u32,
     /// Clients beyond this many get "ERR server full"
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CLIENTS as u32,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -145,10 +149,16 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         ntp: (!a.no_ntp).then_some(NtpConfig {
             // With --port 0 (tests, several servers on one machine) the
             // responder picks a free port too unless one was asked for.
-            port: if a.port == 0 && a.ntp_port == DEFAULT_NTP_PORT { 0 } else { a.ntp_port },
+            port: if a.port == 0 && a.ntp_port == DEFAULT_NTP_PORT {
+                0
+            } else {
+                a.ntp_port
+            },
             stratum: a.stratum,
             rate_limit: a.ntp_rate_limit,
         }),
+        chat_log_dir: Some(s.paths.logs_dir.join("chat")),
+        chat_replay: a.chat_history as usize,
         console: Console::new(sink, Some(log.clone()), verbosity(&a)),
     };
     let server = Server::bind(cfg)?;
@@ -156,6 +166,25 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
     let ntp_addrs: Vec<String> = server.ntp_addrs().iter().map(ToString::to_string).collect();
     let started = Instant::now();
     if foreground {
+        // The console's operator is in the chat room: lines typed on stdin
+        // are its messages (the seed's two-way chat). At end of input the
+        // server goes on serving.
+        let handle = server.handle();
+        let _operator = handle.attach_operator();
+        if stdin_is_ours() {
+            let h = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("netsh-operator".into())
+                .spawn(move || {
+                    use std::io::BufRead;
+                    for line in std::io::stdin().lock().lines() {
+                        let Ok(line) = line else { break };
+                        if !line.trim().is_empty() && !h.operator_say(&line) {
+                            break;
+                        }
+                    }
+                });
+        }
         let stats = server.run()?;
         return Ok(Report::Serve(ServeReport {
             action: "stopped",
@@ -190,6 +219,18 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         stats: None,
         log: log.path().display().to_string(),
     }))
+}
+
+/// Whether reading stdin is safe: not a terminal, or a terminal whose
+/// foreground process group is ours (a background job reading its terminal
+/// would be stopped by SIGTTIN, and the server with it).
+fn stdin_is_ours() -> bool {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return true;
+    }
+    // SAFETY: plain queries on fd 0 and this process; no pointers.
+    unsafe { libc::tcgetpgrp(0) == libc::getpgrp() }
 }
 
 fn list(addrs: &[std::net::SocketAddr]) -> String {
@@ -285,7 +326,10 @@ impl ServeReport {
                     self.log
                 );
                 if !self.ntp_addresses.is_empty() {
-                    t.push_str(&format!("\nSNTP on {}", p.cyan(&self.ntp_addresses.join(", "))));
+                    t.push_str(&format!(
+                        "\nSNTP on {}",
+                        p.cyan(&self.ntp_addresses.join(", "))
+                    ));
                 }
                 t
             }

@@ -193,9 +193,10 @@ pub fn run(
         }
         let tick = Duration::from_millis(100);
         if let Err(e) = poll.poll(&mut events, Some(tick))
-            && e.kind() != io::ErrorKind::Interrupted {
-                return Err(Error::io("poll", "bulk", &e));
-            }
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            return Err(Error::io("poll", "bulk", &e));
+        }
         for (k, st) in streams.iter_mut().enumerate() {
             // Events are hints: try both directions on every stream each turn.
             while !st.write_done {

@@ -10,9 +10,11 @@ use std::time::Instant;
 use mio::Interest;
 use mio::net::TcpStream;
 
+use crate::proto::chat::{self as chat_proto, MAX_CHAT_LINE};
 use crate::proto::echo::{self as proto, Frame, Request};
 use crate::proto::line::display_bytes;
 use crate::server::Stats;
+use crate::server::chat::ChatIn;
 use crate::server::console::{Console, Level};
 
 /// Output bytes queued for one client before it counts as "not reading":
@@ -31,6 +33,8 @@ pub enum Mode {
     Lines,
     /// Raw echo of every byte (after `STREAM`).
     Stream,
+    /// A chat room member: each line is a message (see `server::chat`).
+    Chat,
     /// Sending what is queued, then closing.
     Closing,
 }
@@ -60,10 +64,14 @@ pub struct Conn {
     pub closing_since: Option<Instant>,
     /// The interest currently registered with the poll.
     pub registered: Interest,
+    /// Room events from this connection, for the server to handle.
+    pub events: Vec<crate::server::chat::ChatIn>,
     inbuf: Vec<u8>,
     out: Vec<u8>,
     out_pos: usize,
     read_closed: bool,
+    /// Dropping the rest of an over-long chat line.
+    discarding: bool,
 }
 
 impl Conn {
@@ -76,15 +84,24 @@ impl Conn {
             last_active: Instant::now(),
             closing_since: None,
             registered: Interest::READABLE,
+            events: Vec::new(),
             inbuf: Vec::new(),
             out: Vec::new(),
             out_pos: 0,
             read_closed: false,
+            discarding: false,
         }
     }
 
-    fn queued(&self) -> usize {
+    /// Output bytes not yet written.
+    pub fn queued(&self) -> usize {
         self.out.len() - self.out_pos
+    }
+
+    /// Queue a line (a newline is added) for the room.
+    pub fn queue_line(&mut self, line: &str) {
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.push(b'\n');
     }
 
     /// Queue bytes and switch to closing (used for shutdown and limits).
@@ -153,10 +170,19 @@ impl Conn {
                 again = true;
             }
         }
-        if self.read_closed && self.mode == Mode::Lines && !self.inbuf.is_empty() {
+        if self.read_closed
+            && matches!(self.mode, Mode::Lines | Mode::Chat)
+            && !self.inbuf.is_empty()
+        {
             // A last line without a newline (`printf 'ECHO x' | nc`) still counts.
             let rest = std::mem::take(&mut self.inbuf);
-            self.line(&rest, stats, console);
+            if self.mode == Mode::Chat {
+                if !self.discarding && rest.len() <= MAX_CHAT_LINE {
+                    self.events.push(ChatIn::Line(rest));
+                }
+            } else {
+                self.line(&rest, stats, console);
+            }
             if let Err(e) = self.flush(stats) {
                 return Next::Close(close_reason(&e));
             }
@@ -221,12 +247,12 @@ impl Conn {
         match self.mode {
             Mode::Stream => self.out.extend_from_slice(data),
             Mode::Closing => {}
-            Mode::Lines => {
+            Mode::Lines | Mode::Chat => {
                 if self.inbuf.is_empty() {
                     let used = self.lines(data, stats, console);
                     if self.mode == Mode::Stream {
                         self.out.extend_from_slice(&data[used..]);
-                    } else if self.mode == Mode::Lines {
+                    } else if matches!(self.mode, Mode::Lines | Mode::Chat) {
                         self.inbuf.extend_from_slice(&data[used..]);
                     }
                 } else {
@@ -235,7 +261,7 @@ impl Conn {
                     let used = self.lines(&buf, stats, console);
                     if self.mode == Mode::Stream {
                         self.out.extend_from_slice(&buf[used..]);
-                    } else if self.mode == Mode::Lines {
+                    } else if matches!(self.mode, Mode::Lines | Mode::Chat) {
                         buf.drain(..used);
                         self.inbuf = buf;
                         if self.inbuf.is_empty() && self.inbuf.capacity() > 4096 {
@@ -250,13 +276,42 @@ impl Conn {
     /// Answer every whole line at the front of `buf`; returns the bytes used.
     fn lines(&mut self, buf: &[u8], stats: &Stats, console: &mut Console) -> usize {
         let mut used = 0;
-        while self.mode == Mode::Lines {
-            match proto::next_line(&buf[used..], proto::MAX_LINE) {
+        while matches!(self.mode, Mode::Lines | Mode::Chat) {
+            if self.discarding {
+                // The rest of an over-long chat line: skip to its end.
+                match buf[used..].iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        used += i + 1;
+                        self.discarding = false;
+                    }
+                    None => return buf.len(),
+                }
+                continue;
+            }
+            let max = if self.mode == Mode::Chat {
+                MAX_CHAT_LINE
+            } else {
+                proto::MAX_LINE
+            };
+            match proto::next_line(&buf[used..], max) {
                 Frame::Line(line, n) => {
                     used += n;
-                    self.line(line, stats, console);
+                    if self.mode == Mode::Chat {
+                        stats.add_request();
+                        self.events.push(ChatIn::Line(line.to_vec()));
+                    } else {
+                        self.line(line, stats, console);
+                    }
                 }
                 Frame::Incomplete => break,
+                Frame::TooLong if self.mode == Mode::Chat => {
+                    // Refuse the line, keep the member: drop bytes up to its newline.
+                    self.out.extend_from_slice(
+                        format!("ERR line too long (max {MAX_CHAT_LINE} bytes); not sent\n")
+                            .as_bytes(),
+                    );
+                    self.discarding = true;
+                }
                 Frame::TooLong => {
                     console.say(
                         Level::Main,
@@ -297,9 +352,18 @@ impl Conn {
                 self.start_closing();
             }
             Request::Empty => {}
-            Request::Chat(_) => self
-                .out
-                .extend_from_slice(b"ERR chat is not available on this server yet\n"),
+            Request::Chat(nick) => {
+                let nick = String::from_utf8_lossy(nick).trim().to_string();
+                match chat_proto::valid_nick(&nick) {
+                    Ok(()) => {
+                        self.mode = Mode::Chat;
+                        self.events.push(ChatIn::Join(nick));
+                    }
+                    Err(why) => self
+                        .out
+                        .extend_from_slice(format!("ERR {why}\n").as_bytes()),
+                }
+            }
             Request::Unknown(word) => {
                 console.say(
                     Level::Debug,

@@ -10,16 +10,20 @@
 //! retried when a connection closes or after `ACCEPT_RETRY` (never a busy
 //! loop: mio is edge-triggered, see CRATES.md finding 7).
 
+pub mod chat;
 pub mod console;
 pub mod echo;
 pub mod sntp;
 #[cfg(target_os = "linux")]
 mod udp_batch;
 
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, UdpSocket};
@@ -29,8 +33,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::{Error, Result};
 use crate::proto::echo as proto;
+use chat::{ChatIn, Deliver, OPERATOR, Room};
 use console::{Console, Level};
-use echo::{Conn, Next};
+use echo::{Conn, Mode, Next};
 
 /// Listener tokens: `LISTEN + i` for the i-th bound address.
 const LISTEN: usize = 0;
@@ -76,6 +81,10 @@ pub struct ServerConfig {
     pub handle_signals: bool,
     /// The SNTP responder; `None` turns it off.
     pub ntp: Option<sntp::NtpConfig>,
+    /// Where the chat room logs (`logs/chat`); `None`: no chat log.
+    pub chat_log_dir: Option<PathBuf>,
+    /// Lines replayed to someone joining the chat.
+    pub chat_replay: usize,
     /// Console and log output.
     pub console: Console,
 }
@@ -163,11 +172,25 @@ pub struct StatsSnapshot {
     pub ntp_kod: u64,
 }
 
-/// Stops a running server from another thread.
+/// What the operator (console or shell) hands to the loop.
+#[derive(Default)]
+struct OperatorBox {
+    /// Lines the operator typed.
+    inbox: VecDeque<String>,
+    /// A pending change of attachment: `Some(Some(tx))` join, `Some(None)` leave.
+    attach: Option<Option<Sender<String>>>,
+}
+
+/// Lines the operator may queue before the loop takes them.
+const OPERATOR_INBOX_MAX: usize = 1024;
+
+/// Stops a running server from another thread, reads its counters, and
+/// lets the operator take part in the chat room.
 #[derive(Clone)]
 pub struct Handle {
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
+    operator: Arc<Mutex<OperatorBox>>,
     /// Live counters.
     pub stats: Arc<Stats>,
 }
@@ -177,6 +200,37 @@ impl Handle {
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
+    }
+
+    /// Join the chat room as the operator; room lines arrive on the receiver.
+    pub fn attach_operator(&self) -> Receiver<String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Ok(mut b) = self.operator.lock() {
+            b.attach = Some(Some(tx));
+        }
+        let _ = self.waker.wake();
+        rx
+    }
+
+    /// Leave the chat room as the operator.
+    pub fn detach_operator(&self) {
+        if let Ok(mut b) = self.operator.lock() {
+            b.attach = Some(None);
+        }
+        let _ = self.waker.wake();
+    }
+
+    /// Say a line in the room as the operator (`/me`, `/who` … work too).
+    /// Returns false if the server is not taking lines (gone or flooded).
+    pub fn operator_say(&self, line: &str) -> bool {
+        let ok = match self.operator.lock() {
+            Ok(mut b) if b.inbox.len() < OPERATOR_INBOX_MAX => {
+                b.inbox.push_back(line.to_string());
+                true
+            }
+            _ => false,
+        };
+        ok && self.waker.wake().is_ok()
     }
 }
 
@@ -196,6 +250,11 @@ pub struct Server {
     console: Console,
     /// "accept paused" was said for the current out-of-descriptors episode.
     accept_paused_said: bool,
+    room: Room,
+    /// Deliveries produced outside a round (operator joins), sent with the next.
+    early: Vec<Deliver>,
+    /// Room events waiting to be handled: member, its address, the event.
+    chat_events: Vec<(usize, Option<SocketAddr>, ChatIn)>,
 }
 
 impl Server {
@@ -261,6 +320,7 @@ impl Server {
             handle: Handle {
                 waker: Arc::new(waker),
                 stop: Arc::new(AtomicBool::new(false)),
+                operator: Arc::new(Mutex::new(OperatorBox::default())),
                 stats: Arc::new(Stats::default()),
             },
             signals,
@@ -268,6 +328,9 @@ impl Server {
             idle_timeout: cfg.idle_timeout,
             console: cfg.console,
             accept_paused_said: false,
+            room: Room::new(cfg.chat_log_dir.clone(), cfg.chat_replay),
+            chat_events: Vec::new(),
+            early: Vec::new(),
         })
     }
 
@@ -292,6 +355,13 @@ impl Server {
     /// # Errors
     /// Only when the poll itself fails; a bad client never stops the server.
     pub fn run(mut self) -> Result<StatsSnapshot> {
+        self.room.open_log();
+        if self.room.take_log_failure() {
+            self.console.say(
+                Level::Main,
+                "[CHAT] cannot write the chat log under logs/chat; the room goes on without it",
+            );
+        }
         for a in &self.addrs {
             self.console.say(
                 Level::Main,
@@ -359,6 +429,11 @@ impl Server {
                             continue;
                         };
                         let next = conn.drive(&mut scratch, &stats, &mut self.console);
+                        if !conn.events.is_empty() {
+                            let peer = conn.peer;
+                            self.chat_events
+                                .extend(conn.events.drain(..).map(|e| (slot, Some(peer), e)));
+                        }
                         match next {
                             Next::Keep(i) | Next::Again(i) => {
                                 if conn.registered != i {
@@ -411,7 +486,7 @@ impl Server {
                             again.push(token);
                         }
                     }
-                    _ if token == WAKER => {}
+                    _ if token == WAKER => self.take_operator(),
                     _ if token == SIGNALS => {
                         if let Some(s) = self.signals.as_mut()
                             && s.pending().next().is_some()
@@ -420,6 +495,13 @@ impl Server {
                         }
                     }
                     _ => {}
+                }
+            }
+
+            // ---- the chat room: log, then deliver; touched connections flush next turn
+            if !self.chat_events.is_empty() || !self.early.is_empty() {
+                for slot in self.chat_round(&mut conns, &mut free) {
+                    again.push(Token(FIRST_CONN + slot));
                 }
             }
 
@@ -467,7 +549,12 @@ impl Server {
                         Some(c) if c.closing_since.is_some_and(|t| now - t > CLOSE_GRACE) => {
                             Some("did not take its last bytes in time")
                         }
-                        Some(c) if now - c.last_active > self.idle_timeout => Some("idle timeout"),
+                        // Chat members may listen quietly for hours; the room is bounded.
+                        Some(c)
+                            if c.mode != Mode::Chat && now - c.last_active > self.idle_timeout =>
+                        {
+                            Some("idle timeout")
+                        }
                         _ => None,
                     };
                     if let Some(why) = why {
@@ -476,6 +563,135 @@ impl Server {
                     }
                 }
             }
+        }
+    }
+
+    /// Take what the operator typed and any change of attachment.
+    fn take_operator(&mut self) {
+        let (lines, attach) = match self.handle.operator.lock() {
+            Ok(mut b) => (std::mem::take(&mut b.inbox), b.attach.take()),
+            Err(_) => return,
+        };
+        if let Some(out) = attach {
+            let mut deliver = Vec::new();
+            if let Some(line) = self.room.set_operator(out, &mut deliver) {
+                self.console.say(Level::Info, &format!("[CHAT] {line}"));
+            }
+            self.pending_deliveries(deliver);
+        }
+        for l in lines {
+            if self.room.contains(OPERATOR) {
+                self.chat_events
+                    .push((OPERATOR, None, ChatIn::Line(l.into_bytes())));
+            }
+        }
+    }
+
+    fn pending_deliveries(&mut self, d: Vec<Deliver>) {
+        // Attachment notices are delivered with the next round.
+        self.early.extend(d);
+    }
+
+    /// Handle queued room events; returns the connection slots that got output.
+    /// Each event's lines go to the members of that moment, so a member who
+    /// says something and leaves in one read still gets its own line.
+    fn chat_round(&mut self, conns: &mut [Option<Conn>], free: &mut Vec<usize>) -> BTreeSet<usize> {
+        let mut touched = BTreeSet::new();
+        let mut deliver: Vec<Deliver> = std::mem::take(&mut self.early);
+        let mut members: Vec<usize> = Vec::new();
+        self.apply(&mut deliver, &mut members, conns, &mut touched);
+        // Bounded: leaves caused by drops feed back at most a few rounds.
+        for _ in 0..4 {
+            for (who, addr, ev) in std::mem::take(&mut self.chat_events) {
+                if let Some(line) = self.room.handle(who, addr, ev, &mut deliver) {
+                    self.console.say(Level::Info, &format!("[CHAT] {line}"));
+                }
+                self.apply(&mut deliver, &mut members, conns, &mut touched);
+            }
+            if self.room.take_log_failure() {
+                self.console.say(
+                    Level::Main,
+                    "[CHAT] cannot write the chat log under logs/chat; the room goes on without it",
+                );
+            }
+            // Members that stopped reading: dropped, and the others told.
+            let slow: Vec<usize> = touched
+                .iter()
+                .copied()
+                .filter(|&s| {
+                    self.room.contains(s)
+                        && conns
+                            .get(s)
+                            .and_then(|c| c.as_ref())
+                            .is_some_and(|c| c.queued() > chat::MEMBER_OUT_CAP)
+                })
+                .collect();
+            for slot in slow {
+                if let Some(line) = self.room.drop_slow(slot, &mut deliver) {
+                    self.console.say(Level::Main, &format!("[CHAT] {line}"));
+                }
+                self.close(conns, free, slot, "not reading");
+                touched.remove(&slot);
+                self.apply(&mut deliver, &mut members, conns, &mut touched);
+            }
+            if self.chat_events.is_empty() {
+                break;
+            }
+        }
+        touched
+    }
+
+    /// Send out what the room produced for one event, to the members now in it.
+    fn apply(
+        &mut self,
+        deliver: &mut Vec<Deliver>,
+        members: &mut Vec<usize>,
+        conns: &mut [Option<Conn>],
+        touched: &mut BTreeSet<usize>,
+    ) {
+        if deliver.is_empty() {
+            return;
+        }
+        members.clear();
+        members.extend(self.room.member_slots());
+        for d in deliver.drain(..) {
+            match d {
+                Deliver::One(OPERATOR, line) => self.send_operator(line),
+                Deliver::One(slot, line) => {
+                    if let Some(Some(c)) = conns.get_mut(slot) {
+                        c.queue_line(&line);
+                        touched.insert(slot);
+                    }
+                }
+                Deliver::All(line) => {
+                    for &slot in members.iter() {
+                        if let Some(Some(c)) = conns.get_mut(slot) {
+                            c.queue_line(&line);
+                            touched.insert(slot);
+                        }
+                    }
+                    self.send_operator(line);
+                }
+                Deliver::Close(slot) => {
+                    if let Some(Some(c)) = conns.get_mut(slot) {
+                        c.close_with(b"");
+                        touched.insert(slot);
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_operator(&mut self, line: String) {
+        if let Some(tx) = &self.room.operator_out
+            && tx.send(line).is_err()
+        {
+            // The operator's side went away without detaching: leave for it.
+            let mut d = Vec::new();
+            if let Some(l) = self.room.set_operator(None, &mut d) {
+                self.console.say(Level::Info, &format!("[CHAT] {l}"));
+            }
+            self.early.extend(d);
         }
     }
 
@@ -535,6 +751,11 @@ impl Server {
     fn close(&mut self, conns: &mut [Option<Conn>], free: &mut Vec<usize>, slot: usize, why: &str) {
         if let Some(mut c) = conns[slot].take() {
             let _ = self.poll.registry().deregister(&mut c.sock);
+            if self.room.contains(slot) {
+                let why = if why == "client closed" { "left" } else { why };
+                self.chat_events
+                    .push((slot, Some(c.peer), ChatIn::Gone(static_reason(why))));
+            }
             self.handle.stats.clients.fetch_sub(1, Ordering::Relaxed);
             free.push(slot);
             self.console.say(
@@ -574,6 +795,19 @@ enum Accept {
     Drained,
     More,
     OutOfFds,
+}
+
+/// Close reasons as `'static` text for room notices.
+fn static_reason(why: &str) -> &'static str {
+    match why {
+        "left" => "left",
+        "idle timeout" => "idle timeout",
+        "not reading" => "not reading",
+        "server shutting down" => "server shutting down",
+        "connection reset by client" => "connection reset",
+        "client went away" => "connection lost",
+        _ => "connection closed",
+    }
 }
 
 /// EMFILE, ENFILE, ENOBUFS, ENOMEM: the machine, not the client, is out of something.

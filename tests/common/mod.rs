@@ -35,6 +35,10 @@ pub struct Opts {
     pub verbosity: Verbosity,
     /// SNTP responder (on a free port by default).
     pub ntp: Option<netsh::server::sntp::NtpConfig>,
+    /// Chat log directory (none by default).
+    pub chat_log_dir: Option<std::path::PathBuf>,
+    /// Chat lines replayed to newcomers.
+    pub chat_replay: usize,
 }
 
 impl Default for Opts {
@@ -48,6 +52,8 @@ impl Default for Opts {
                 stratum: 10,
                 rate_limit: None,
             }),
+            chat_log_dir: None,
+            chat_replay: 20,
         }
     }
 }
@@ -75,6 +81,8 @@ pub fn start_server_with(ip: &str, o: Opts) -> TestServer {
         idle_timeout: o.idle_timeout,
         handle_signals: false,
         ntp: o.ntp,
+        chat_log_dir: o.chat_log_dir,
+        chat_replay: o.chat_replay,
         console,
     })
     .expect("bind test server");

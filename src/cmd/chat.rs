@@ -1,0 +1,530 @@
+//! `chat [HOST[:PORT]] [--nick NAME]`: join the chat room of a netsh server.
+//!
+//! - On a terminal, incoming lines appear above the prompt while you type
+//!   (rustyline's external printer); Enter sends; `exit`, `/quit`, Ctrl-D or
+//!   Ctrl-C leave. A dropped connection is reported and the shell goes on.
+//! - With `serve` running in this shell and no HOST, you join as the
+//!   server's operator, in-process.
+//! - Otherwise (pipes, scripts, `--send`): send each line, print what
+//!   arrives, then leave once the room has answered `/quit` with `BYE` —
+//!   which it does only after every earlier line was logged and delivered.
+//!
+//! The session is also logged on this side, in `logs/chat-client/DATE.log`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{ArgMatches, Args};
+use serde::Serialize;
+
+use crate::cmd::{Command, args_of};
+use crate::error::{Error, ErrorKind, Result};
+use crate::log::AppendLog;
+use crate::net::Endpoint;
+use crate::net::client::{self, ClientCtx, LineReader, ReadLine};
+use crate::net::sockopt::SockOpts;
+use crate::paint::Paint;
+use crate::proto::chat::{MAX_CHAT_LINE, valid_nick};
+use crate::proto::line::escape_controls;
+use crate::report::Report;
+use crate::session::{Frontend, Session};
+use crate::settings::DEFAULT_PORT;
+use crate::units;
+
+/// Lines sent from one non-interactive run.
+const MAX_SEND: usize = 10_000;
+/// Size cap of one day's client log.
+const CLIENT_LOG_CAP: u64 = 16 << 20;
+
+/// `chat` words.
+#[derive(Debug, Args)]
+struct ChatArgs {
+    /// Server [default: the shell's own server as operator, else 'set server']
+    #[arg(value_name = "HOST[:PORT]")]
+    server: Option<String>,
+    /// Nickname (1-32 of letters, digits, _ - .) [default: $USER]
+    #[arg(short = 'n', long, value_name = "NAME")]
+    nick: Option<String>,
+    /// Send this line and leave (repeatable); no interactive prompt
+    #[arg(short = 's', long = "send", value_name = "LINE")]
+    send: Vec<String>,
+    /// Stay this long before leaving, printing what arrives (non-interactive)
+    #[arg(short = 'w', long, value_name = "DURATION", default_value = "0", value_parser = parse_wait)]
+    wait: Duration,
+}
+
+fn parse_wait(s: &str) -> std::result::Result<Duration, String> {
+    let d = units::parse_duration(s)?;
+    if d > Duration::from_secs(3600) {
+        return Err(format!("'{s}' is out of range (0-1h)"));
+    }
+    Ok(d)
+}
+
+/// The `chat` command.
+pub struct Chat;
+
+impl Command for Chat {
+    fn name(&self) -> &'static str {
+        "chat"
+    }
+    fn summary(&self) -> &'static str {
+        "Join a netsh server's chat room (exit leaves); lines arrive while you type"
+    }
+    fn args(&self) -> clap::Command {
+        ChatArgs::augment_args(clap::Command::new("chat"))
+    }
+    fn run(&self, m: &ArgMatches, s: &mut Session) -> Result<Report> {
+        let a: ChatArgs = args_of(m)?;
+        let nick = a
+            .nick
+            .clone()
+            .or_else(|| std::env::var("USER").ok().filter(|u| valid_nick(u).is_ok()))
+            .unwrap_or_else(|| "guest".into());
+        valid_nick(&nick).map_err(|why| {
+            Error::bad_value(format!("nickname '{}': {why}", escape_controls(&nick)))
+        })?;
+        for l in &a.send {
+            check_line(l)?;
+        }
+        let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+        let interactive =
+            a.send.is_empty() && terminal && s.frontend != Frontend::Script && s.streaming;
+        let log = AppendLog::new(
+            s.paths
+                .logs_dir
+                .join("chat-client")
+                .join(format!("{}.log", chrono::Local::now().format("%Y-%m-%d"))),
+            CLIENT_LOG_CAP,
+        );
+
+        // The shell's own server: join as its operator.
+        if a.server.is_none()
+            && let Some(bg) = &s.server
+        {
+            let handle = bg.handle.clone();
+            return operator(handle, interactive, &a, s, &log);
+        }
+        let ep = match &a.server {
+            Some(w) => Endpoint::parse(w, DEFAULT_PORT)?,
+            None => s.settings.server.clone(),
+        };
+        let interrupt = Arc::clone(&s.interrupt);
+        let ctx = ClientCtx {
+            timeout: s.settings.timeout,
+            retries: s.settings.retries,
+            opts: SockOpts {
+                nodelay: true,
+                ..SockOpts::from_settings(&s.settings)
+            },
+            interrupt: &interrupt,
+        };
+        let (mut sock, addr, _) = client::connect(&ep, ctx)?;
+        client::write_all(&mut sock, format!("CHAT {nick}\n").as_bytes(), ctx)?;
+        let mut reader = LineReader::new(MAX_CHAT_LINE * 2);
+        let joined = match reader.read_line(&mut sock, Instant::now() + ctx.timeout, ctx)? {
+            ReadLine::Line(l) if l.starts_with(b"OK joined as ") => {
+                String::from_utf8_lossy(&l).into_owned()
+            }
+            ReadLine::Line(l) => {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "{addr} answered CHAT with '{}'",
+                        crate::proto::line::display_bytes(&l[..l.len().min(120)])
+                    ),
+                )
+                .with_hint("is it a netsh server? ('netsh serve')"));
+            }
+            ReadLine::TimedOut => {
+                return Err(Error::new(
+                    ErrorKind::TimedOut,
+                    format!("{addr} did not answer CHAT"),
+                ));
+            }
+            ReadLine::Closed => {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("{addr} closed the connection on CHAT"),
+                ));
+            }
+        };
+        let me = joined
+            .strip_prefix("OK joined as ")
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or(&nick)
+            .to_string();
+        let _ = log.append(&format!("{} joined {addr} as {me}", stamp()));
+        s.emit(&joined).ok();
+        if interactive {
+            interactive_tcp(sock, reader, &me, &addr.to_string(), &log, s)
+        } else {
+            let lines = if a.send.is_empty()
+                && s.frontend == Frontend::OneShot
+                && !std::io::stdin().is_terminal()
+            {
+                read_stdin_lines()?
+            } else {
+                a.send.clone()
+            };
+            scripted_tcp(
+                sock,
+                reader,
+                &me,
+                &addr.to_string(),
+                &lines,
+                a.wait,
+                ctx,
+                &log,
+                s,
+            )
+        }
+    }
+}
+
+fn stamp() -> String {
+    chrono::Local::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
+        .to_string()
+}
+
+fn read_stdin_lines() -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        let line = line.map_err(|e| Error::io("read", "stdin", &e))?;
+        if out.len() >= MAX_SEND {
+            return Err(Error::bad_value(format!(
+                "more than {MAX_SEND} lines to send"
+            )));
+        }
+        out.push(line);
+    }
+    Ok(out)
+}
+
+fn check_line(line: &str) -> Result<()> {
+    if line.len() > MAX_CHAT_LINE {
+        return Err(Error::bad_value(format!(
+            "a chat line is at most {MAX_CHAT_LINE} bytes; this one is {}",
+            line.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Non-interactive: send, then `/quit`, then read until `BYE`.
+#[allow(clippy::too_many_arguments)]
+fn scripted_tcp(
+    mut sock: TcpStream,
+    mut reader: LineReader,
+    me: &str,
+    addr: &str,
+    lines: &[String],
+    wait: Duration,
+    ctx: ClientCtx<'_>,
+    log: &AppendLog,
+    s: &mut Session,
+) -> Result<Report> {
+    let mut received = Vec::new();
+    for l in lines {
+        check_line(l)?;
+        client::write_all(&mut sock, format!("{l}\n").as_bytes(), ctx)?;
+        let _ = log.append(&format!("{} > {}", stamp(), escape_controls(l)));
+    }
+    if !wait.is_zero() {
+        let until = Instant::now() + wait;
+        loop {
+            match reader.read_line(&mut sock, until, ctx)? {
+                ReadLine::Line(l) => take(&l, &mut received, log, s),
+                ReadLine::TimedOut => break,
+                ReadLine::Closed => return Err(dropped(addr)),
+            }
+        }
+    }
+    client::write_all(&mut sock, b"/quit\n", ctx)?;
+    // Every earlier line is handled before the room answers /quit.
+    let deadline = Instant::now() + ctx.timeout + Duration::from_millis(lines.len() as u64);
+    loop {
+        match reader.read_line(&mut sock, deadline, ctx)? {
+            ReadLine::Line(l) if l == b"BYE" => break,
+            ReadLine::Line(l) => take(&l, &mut received, log, s),
+            ReadLine::TimedOut => {
+                return Err(Error::new(
+                    ErrorKind::TimedOut,
+                    format!("{addr} did not confirm the lines sent (no BYE)"),
+                ));
+            }
+            ReadLine::Closed => return Err(dropped(addr)),
+        }
+    }
+    let _ = log.append(&format!("{} left {addr}", stamp()));
+    Ok(Report::Chat(ChatReport {
+        server: addr.to_string(),
+        nick: me.to_string(),
+        sent: lines.len() as u64,
+        received,
+    }))
+}
+
+fn take(l: &[u8], received: &mut Vec<String>, log: &AppendLog, s: &mut Session) {
+    let line = crate::proto::line::display_bytes(l);
+    let _ = log.append(&format!("{} < {line}", stamp()));
+    s.emit(&line).ok();
+    received.push(line);
+}
+
+fn dropped(addr: &str) -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        format!("{addr} closed the chat connection"),
+    )
+    .with_hint("the server went away or dropped this client; 'chat' joins again")
+}
+
+/// Interactive over TCP: a reader thread prints through the external printer.
+fn interactive_tcp(
+    sock: TcpStream,
+    mut reader: LineReader,
+    me: &str,
+    addr: &str,
+    log: &AppendLog,
+    s: &mut Session,
+) -> Result<Report> {
+    let mut rl = editor()?;
+    let mut printer = rl
+        .create_external_printer()
+        .map_err(|e| Error::new(ErrorKind::Io, format!("terminal printer: {e}")))?;
+    let closed = Arc::new(AtomicBool::new(false));
+    let mut rsock = sock
+        .try_clone()
+        .map_err(|e| Error::io("clone socket", addr, &e))?;
+    let (closed2, log2, addr2) = (Arc::clone(&closed), log.clone(), addr.to_string());
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let received = Arc::new(std::sync::Mutex::new(0u64));
+    let received2 = Arc::clone(&received);
+    let thread = std::thread::spawn(move || {
+        use rustyline::ExternalPrinter;
+        let ctx = ClientCtx {
+            timeout: Duration::from_secs(1),
+            retries: 0,
+            opts: SockOpts {
+                nodelay: true,
+                keepalive: false,
+                sndbuf: None,
+                rcvbuf: None,
+            },
+            interrupt: &stop2,
+        };
+        loop {
+            match reader.read_line(&mut rsock, Instant::now() + Duration::from_millis(200), ctx) {
+                Ok(ReadLine::Line(l)) => {
+                    let line = crate::proto::line::display_bytes(&l);
+                    let _ = log2.append(&format!("{} < {line}", stamp()));
+                    if let Ok(mut n) = received2.lock() {
+                        *n += 1;
+                    }
+                    let bye = line == "BYE";
+                    let _ = printer.print(format!("{line}\n"));
+                    if bye {
+                        break;
+                    }
+                }
+                Ok(ReadLine::TimedOut) => {}
+                Ok(ReadLine::Closed) | Err(_) => {
+                    if !stop2.load(Ordering::Relaxed) {
+                        let _ = printer.print(format!(
+                            "[chat] {addr2} closed the connection; press Enter\n"
+                        ));
+                    }
+                    closed2.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    });
+    let mut wsock = sock;
+    let mut sent = 0u64;
+    let mut failure = None;
+    loop {
+        if closed.load(Ordering::Relaxed) {
+            failure = Some(dropped(addr));
+            break;
+        }
+        match rl.readline("chat> ") {
+            Ok(line) => {
+                if closed.load(Ordering::Relaxed) {
+                    failure = Some(dropped(addr));
+                    break;
+                }
+                if let Err(e) = check_line(&line) {
+                    let _ = writeln!(std::io::stderr(), "{e}");
+                    continue;
+                }
+                let quit = matches!(line.trim(), "exit" | "/quit");
+                let out = if quit {
+                    "/quit\n".to_string()
+                } else {
+                    format!("{line}\n")
+                };
+                if wsock.write_all(out.as_bytes()).is_err() {
+                    failure = Some(dropped(addr));
+                    break;
+                }
+                let _ = log.append(&format!("{} > {}", stamp(), escape_controls(&line)));
+                if quit {
+                    break;
+                }
+                sent += 1;
+            }
+            Err(_) => {
+                let _ = wsock.write_all(b"/quit\n");
+                break;
+            }
+        }
+    }
+    // Give the reader a moment to print BYE, then stop it.
+    let end = Instant::now() + Duration::from_secs(2);
+    while !thread.is_finished() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = wsock.shutdown(std::net::Shutdown::Both);
+    let _ = thread.join();
+    let _ = log.append(&format!("{} left {addr}", stamp()));
+    let _ = s;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let n = received.lock().map(|n| *n).unwrap_or(0);
+    Ok(Report::Chat(ChatReport {
+        server: addr.to_string(),
+        nick: me.to_string(),
+        sent,
+        received: vec![format!("{n} line(s) received")],
+    }))
+}
+
+/// As the operator of this shell's own server.
+fn operator(
+    handle: crate::server::Handle,
+    interactive: bool,
+    a: &ChatArgs,
+    s: &mut Session,
+    log: &AppendLog,
+) -> Result<Report> {
+    let rx = handle.attach_operator();
+    let mut received = Vec::new();
+    let mut sent = 0u64;
+    let result = if interactive {
+        let mut rl = editor()?;
+        let mut printer = rl
+            .create_external_printer()
+            .map_err(|e| Error::new(ErrorKind::Io, format!("terminal printer: {e}")))?;
+        let log2 = log.clone();
+        let thread = std::thread::spawn(move || {
+            use rustyline::ExternalPrinter;
+            // Ends when the server drops the sender (detach or shutdown).
+            while let Ok(line) = rx.recv() {
+                let line = escape_controls(&line).into_owned();
+                let _ = log2.append(&format!("{} < {line}", stamp()));
+                let _ = printer.print(format!("{line}\n"));
+            }
+        });
+        while let Ok(line) = rl.readline("chat (operator)> ") {
+            if matches!(line.trim(), "exit" | "/quit") {
+                break;
+            }
+            if let Err(e) = check_line(&line) {
+                let _ = writeln!(std::io::stderr(), "{e}");
+                continue;
+            }
+            if !handle.operator_say(&line) {
+                break;
+            }
+            let _ = log.append(&format!("{} > {}", stamp(), escape_controls(&line)));
+            sent += 1;
+        }
+        handle.detach_operator();
+        let end = Instant::now() + Duration::from_secs(2);
+        while !thread.is_finished() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    } else {
+        for l in &a.send {
+            check_line(l)?;
+            handle.operator_say(l);
+            sent += 1;
+        }
+        // The operator's own lines come back once handled: wait for the last.
+        let want = a.send.last().cloned();
+        let until = Instant::now() + a.wait.max(Duration::from_millis(200)) + s.settings.timeout;
+        let quiet_after = Instant::now() + a.wait;
+        let mut seen_last = want.is_none();
+        while Instant::now() < until && !(seen_last && Instant::now() >= quiet_after) {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) => {
+                    if want
+                        .as_ref()
+                        .is_some_and(|w| line.ends_with(&escape_controls(w).into_owned()))
+                    {
+                        seen_last = true;
+                    }
+                    let line = escape_controls(&line).into_owned();
+                    s.emit(&line).ok();
+                    received.push(line);
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => break,
+            }
+        }
+        handle.detach_operator();
+        if seen_last {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::TimedOut,
+                "the room did not confirm the operator's lines",
+            ))
+        }
+    };
+    result?;
+    Ok(Report::Chat(ChatReport {
+        server: "this shell's server".into(),
+        nick: "operator".into(),
+        sent,
+        received,
+    }))
+}
+
+fn editor() -> Result<rustyline::DefaultEditor> {
+    rustyline::DefaultEditor::new()
+        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start the line editor: {e}")))
+}
+
+/// What `chat` reports.
+#[derive(Debug, Serialize)]
+pub struct ChatReport {
+    /// The server.
+    pub server: String,
+    /// The nickname used (the room may have added a number).
+    pub nick: String,
+    /// Lines sent.
+    pub sent: u64,
+    /// Lines received (non-interactive), escaped for display.
+    pub received: Vec<String>,
+}
+
+impl ChatReport {
+    /// Text form: received lines were already printed as they came.
+    pub fn render(&self, p: &Paint) -> String {
+        p.dim(&format!(
+            "left the chat on {} as {} ({} line(s) sent)",
+            self.server, self.nick, self.sent
+        ))
+    }
+}

@@ -1,0 +1,411 @@
+//! The chat room on the server's loop. Members are connections that sent
+//! `CHAT <nick>` (see [`crate::proto::chat`]) plus the operator (the console
+//! of `netsh serve`, or `chat` in the shell that runs the server). Each line
+//! is written to `logs/chat/DATE.jsonl` before anyone is sent it, so a crash
+//! after a line was delivered still has it on disk; then it goes to every
+//! member, the sender included (that copy is the sender's acknowledgement),
+//! prefix and text in one buffer so the whole line leaves in one write.
+//!
+//! Bounds: member count ([`MAX_MEMBERS`]), line length (4 KiB, over-long
+//! lines are refused and dropped), output queue per member ([`MEMBER_OUT_CAP`]:
+//! a member that stops reading is dropped with a notice to the others), and
+//! the replay kept for newcomers.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+
+use serde::Serialize;
+
+use crate::proto::chat::{self, Action};
+
+/// Most members at once (the operator included).
+pub const MAX_MEMBERS: usize = 1000;
+/// Output queued for one member before it counts as not reading.
+pub const MEMBER_OUT_CAP: usize = 256 * 1024;
+/// Lines replayed to a newcomer by default.
+pub const DEFAULT_REPLAY: usize = 20;
+/// Size of one day's chat log before it rotates to `.1`.
+const LOG_CAP: u64 = 64 << 20;
+/// The operator's member id (connections use their slot number).
+pub const OPERATOR: usize = usize::MAX;
+
+/// What a connection (or the operator) did in the room.
+#[derive(Debug, Clone)]
+pub enum ChatIn {
+    /// `CHAT <nick>`, already checked for syntax.
+    Join(String),
+    /// A line from a member.
+    Line(Vec<u8>),
+    /// The member's connection went away.
+    Gone(&'static str),
+}
+
+/// Where the room sends a line.
+#[derive(Debug)]
+pub enum Deliver {
+    /// To one connection (by slot).
+    One(usize, String),
+    /// To everyone in the room.
+    All(String),
+    /// Close this connection after what it was sent.
+    Close(usize),
+}
+
+/// One chat log record (JSON line).
+#[derive(Debug, Serialize)]
+struct Record<'a> {
+    time: String,
+    nick: &'a str,
+    addr: String,
+    kind: &'a str,
+    text: String,
+}
+
+struct Member {
+    nick: String,
+    addr: Option<SocketAddr>,
+}
+
+/// The room.
+pub struct Room {
+    members: BTreeMap<usize, Member>,
+    replay: VecDeque<String>,
+    replay_max: usize,
+    log_dir: Option<PathBuf>,
+    log: Option<(String, File)>,
+    log_failed: bool,
+    log_warned: bool,
+    /// Lines for the operator (the shell's `chat`, or the console).
+    pub operator_out: Option<Sender<String>>,
+    operator_nick: String,
+}
+
+impl Room {
+    /// An empty room logging under `log_dir` (none: no log).
+    pub fn new(log_dir: Option<PathBuf>, replay_max: usize) -> Room {
+        Room {
+            members: BTreeMap::new(),
+            replay: VecDeque::new(),
+            replay_max,
+            log_dir,
+            log: None,
+            log_failed: false,
+            log_warned: false,
+            operator_out: None,
+            operator_nick: "operator".into(),
+        }
+    }
+
+    /// Members in the room now.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// True when nobody is in the room.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Whether `slot` is a member.
+    pub fn contains(&self, slot: usize) -> bool {
+        self.members.contains_key(&slot)
+    }
+
+    /// Slots of the connected members (not the operator).
+    pub fn member_slots(&self) -> impl Iterator<Item = usize> + '_ {
+        self.members.keys().copied().filter(|k| *k != OPERATOR)
+    }
+
+    /// Let the operator in (or out with `None`); says so to the room.
+    pub fn set_operator(
+        &mut self,
+        out: Option<Sender<String>>,
+        deliver: &mut Vec<Deliver>,
+    ) -> Option<String> {
+        let was = self.operator_out.is_some() || self.members.contains_key(&OPERATOR);
+        self.operator_out = out;
+        let now = self.operator_out.is_some();
+        match (was, now) {
+            (false, true) => {
+                let nick = self.operator_nick.clone();
+                self.members.insert(
+                    OPERATOR,
+                    Member {
+                        nick: nick.clone(),
+                        addr: None,
+                    },
+                );
+                Some(self.notice(
+                    &nick,
+                    None,
+                    "join",
+                    "joined (the server's operator)",
+                    deliver,
+                ))
+            }
+            (true, false) => {
+                let nick = self
+                    .members
+                    .remove(&OPERATOR)
+                    .map(|m| m.nick)
+                    .unwrap_or_default();
+                Some(self.notice(&nick, None, "leave", "left", deliver))
+            }
+            _ => None,
+        }
+    }
+
+    /// Handle one event from member `who` at `addr`. Deliveries are appended
+    /// to `out`; the returned line (if any) is for the console.
+    pub fn handle(
+        &mut self,
+        who: usize,
+        addr: Option<SocketAddr>,
+        ev: ChatIn,
+        out: &mut Vec<Deliver>,
+    ) -> Option<String> {
+        match ev {
+            ChatIn::Join(nick) => {
+                if self.members.len() >= MAX_MEMBERS {
+                    out.push(Deliver::One(
+                        who,
+                        format!("ERR room full ({MAX_MEMBERS} members)"),
+                    ));
+                    out.push(Deliver::Close(who));
+                    return None;
+                }
+                let nick = self.unique(&nick);
+                self.members.insert(
+                    who,
+                    Member {
+                        nick: nick.clone(),
+                        addr,
+                    },
+                );
+                out.push(Deliver::One(
+                    who,
+                    format!("OK joined as {nick} ({} in room)", self.members.len()),
+                ));
+                for l in &self.replay {
+                    out.push(Deliver::One(who, l.clone()));
+                }
+                Some(self.notice(&nick, addr, "join", "joined", out))
+            }
+            ChatIn::Gone(why) => {
+                let m = self.members.remove(&who)?;
+                let text = if why == "left" {
+                    "left".to_string()
+                } else {
+                    format!("left ({why})")
+                };
+                Some(self.notice(&m.nick, m.addr, "leave", &text, out))
+            }
+            ChatIn::Line(bytes) => {
+                let nick = self.members.get(&who)?.nick.clone();
+                match chat::parse(&bytes) {
+                    Action::Nothing => None,
+                    Action::Say(text) => {
+                        let t = now();
+                        let line = chat::say_line(&t, &nick, &text);
+                        self.record(&nick, addr, "say", &text);
+                        self.remember(&line);
+                        out.push(Deliver::All(line.clone()));
+                        Some(line)
+                    }
+                    Action::Me(text) => Some(self.notice(&nick, addr, "me", &text, out)),
+                    Action::Who => {
+                        let mut nicks: Vec<&str> =
+                            self.members.values().map(|m| m.nick.as_str()).collect();
+                        nicks.sort_unstable();
+                        out.push(Deliver::One(
+                            who,
+                            format!(
+                                "[{}] * in the room ({}): {}",
+                                now(),
+                                nicks.len(),
+                                nicks.join(", ")
+                            ),
+                        ));
+                        None
+                    }
+                    Action::Help => {
+                        out.push(Deliver::One(who, chat::HELP.to_string()));
+                        None
+                    }
+                    Action::Nick(new) => {
+                        if let Err(why) = chat::valid_nick(&new) {
+                            out.push(Deliver::One(who, format!("ERR {why}")));
+                            return None;
+                        }
+                        if self.members.values().any(|m| m.nick == new) {
+                            out.push(Deliver::One(who, format!("ERR nickname {new} is taken")));
+                            return None;
+                        }
+                        if let Some(m) = self.members.get_mut(&who) {
+                            m.nick = new.clone();
+                        }
+                        if who == OPERATOR {
+                            self.operator_nick = new.clone();
+                        }
+                        Some(self.notice(
+                            &nick,
+                            addr,
+                            "nick",
+                            &format!("is now known as {new}"),
+                            out,
+                        ))
+                    }
+                    Action::Quit => {
+                        self.members.remove(&who);
+                        let line = self.notice(&nick, addr, "leave", "left", out);
+                        out.push(Deliver::One(who, "BYE".into()));
+                        out.push(Deliver::Close(who));
+                        Some(line)
+                    }
+                    Action::Unknown(w) => {
+                        out.push(Deliver::One(
+                            who,
+                            format!("ERR unknown command /{} (try /help)", chat::clean(&w)),
+                        ));
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// A member dropped because it stopped reading.
+    pub fn drop_slow(&mut self, who: usize, out: &mut Vec<Deliver>) -> Option<String> {
+        let m = self.members.remove(&who)?;
+        Some(self.notice(&m.nick, m.addr, "drop", "was dropped (not reading)", out))
+    }
+
+    fn notice(
+        &mut self,
+        nick: &str,
+        addr: Option<SocketAddr>,
+        kind: &str,
+        text: &str,
+        out: &mut Vec<Deliver>,
+    ) -> String {
+        let line = chat::notice_line(&now(), nick, text);
+        self.record(nick, addr, kind, text);
+        self.remember(&line);
+        out.push(Deliver::All(line.clone()));
+        line
+    }
+
+    fn remember(&mut self, line: &str) {
+        if self.replay_max == 0 {
+            return;
+        }
+        if self.replay.len() == self.replay_max {
+            self.replay.pop_front();
+        }
+        self.replay.push_back(line.to_string());
+    }
+
+    fn unique(&self, want: &str) -> String {
+        let taken = |n: &str| {
+            self.members.values().any(|m| m.nick == n) || (n == self.operator_nick && want != n)
+        };
+        if !taken(want) && want != "operator" {
+            return want.to_string();
+        }
+        (2..)
+            .map(|i| format!("{want}{i}"))
+            .find(|n| !taken(n))
+            .unwrap_or_else(|| want.to_string())
+    }
+
+    /// Append a record to today's log before the line goes out; a failure
+    /// is remembered for [`Room::take_log_failure`] and the room goes on.
+    fn record(&mut self, nick: &str, addr: Option<SocketAddr>, kind: &str, text: &str) {
+        let Some(dir) = self.log_dir.clone() else {
+            return;
+        };
+        let now = chrono::Utc::now();
+        let day = now.format("%Y-%m-%d").to_string();
+        let rec = Record {
+            time: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            nick,
+            addr: addr.map_or_else(|| "operator".into(), |a| a.to_string()),
+            kind,
+            text: chat::clean(text),
+        };
+        let Ok(mut line) = serde_json::to_string(&rec) else {
+            return;
+        };
+        line.push('\n');
+        let res = self
+            .ensure_log(&dir, &day)
+            .and_then(|()| match &mut self.log {
+                // One write per record, unbuffered: on disk (in the kernel)
+                // before the line is sent to anyone.
+                Some((_, f)) => f.write_all(line.as_bytes()),
+                None => Ok(()),
+            });
+        if res.is_err() {
+            self.log = None;
+            self.log_failed = true;
+        }
+    }
+
+    /// Open today's log now (at server start), so a problem shows at once
+    /// and the file descriptor count is steady from the first line.
+    pub fn open_log(&mut self) {
+        if let Some(dir) = self.log_dir.clone() {
+            let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+            if self.ensure_log(&dir, &day).is_err() {
+                self.log = None;
+                self.log_failed = true;
+            }
+        }
+    }
+
+    /// Today's log file open for appending, rotated past its size cap.
+    fn ensure_log(&mut self, dir: &std::path::Path, day: &str) -> std::io::Result<()> {
+        let path = dir.join(format!("{day}.jsonl"));
+        let reopen = match &self.log {
+            Some((d, _)) => d != day,
+            None => true,
+        };
+        if reopen {
+            fs::create_dir_all(dir)?;
+            self.log = Some((
+                day.to_string(),
+                OpenOptions::new().create(true).append(true).open(&path)?,
+            ));
+        }
+        if let Some((_, f)) = &self.log
+            && f.metadata().map(|m| m.len()).unwrap_or(0) >= LOG_CAP
+        {
+            let mut old = path.clone().into_os_string();
+            old.push(".1");
+            fs::rename(&path, old)?;
+            self.log = Some((
+                day.to_string(),
+                OpenOptions::new().create(true).append(true).open(&path)?,
+            ));
+        }
+        Ok(())
+    }
+
+    /// True once, the first time the log failed, so it is reported once;
+    /// the room keeps trying (the disk may get room again) and keeps working.
+    pub fn take_log_failure(&mut self) -> bool {
+        if self.log_failed && !self.log_warned {
+            self.log_warned = true;
+            return true;
+        }
+        false
+    }
+}
+
+fn now() -> String {
+    chrono::Local::now().format("%H:%M:%S").to_string()
+}
