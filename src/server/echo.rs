@@ -72,6 +72,10 @@ pub struct Conn {
     read_closed: bool,
     /// Dropping the rest of an over-long chat line.
     discarding: bool,
+    /// The room is congested: do not read this member's lines for now.
+    pub paused: bool,
+    /// Last time a write took bytes (how a slow member is told from a busy one).
+    pub last_progress: Instant,
 }
 
 impl Conn {
@@ -90,6 +94,8 @@ impl Conn {
             out_pos: 0,
             read_closed: false,
             discarding: false,
+            paused: false,
+            last_progress: Instant::now(),
         }
     }
 
@@ -126,7 +132,7 @@ impl Conn {
         }
         let mut again = false;
         let mut blocked = false;
-        if self.mode != Mode::Closing && !self.read_closed {
+        if self.mode != Mode::Closing && !self.read_closed && !self.paused {
             let mut reads = 0;
             loop {
                 if self.mode == Mode::Stream && self.queued() >= OUT_CAP {
@@ -201,6 +207,7 @@ impl Conn {
         }
         let reading = self.mode != Mode::Closing
             && !self.read_closed
+            && !self.paused
             && !(self.mode == Mode::Stream && queued >= OUT_CAP);
         let interest = match (reading, queued > 0) {
             (true, true) => Interest::READABLE | Interest::WRITABLE,
@@ -223,6 +230,7 @@ impl Conn {
                     self.out_pos += n;
                     stats.add_out(n);
                     self.last_active = Instant::now();
+                    self.last_progress = self.last_active;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -251,6 +251,8 @@ pub struct Server {
     /// "accept paused" was said for the current out-of-descriptors episode.
     accept_paused_said: bool,
     room: Room,
+    /// Flow control: members' lines are not read while a member is congested.
+    room_paused: bool,
     /// Deliveries produced outside a round (operator joins), sent with the next.
     early: Vec<Deliver>,
     /// Room events waiting to be handled: member, its address, the event.
@@ -331,6 +333,7 @@ impl Server {
             room: Room::new(cfg.chat_log_dir.clone(), cfg.chat_replay),
             chat_events: Vec::new(),
             early: Vec::new(),
+            room_paused: false,
         })
     }
 
@@ -503,6 +506,13 @@ impl Server {
                 for slot in self.chat_round(&mut conns, &mut free) {
                     again.push(Token(FIRST_CONN + slot));
                 }
+                for slot in self.room_flow(&mut conns, &mut free) {
+                    again.push(Token(FIRST_CONN + slot));
+                }
+            } else if self.room_paused {
+                for slot in self.room_flow(&mut conns, &mut free) {
+                    again.push(Token(FIRST_CONN + slot));
+                }
             }
 
             // ---- shutdown: stop accepting, say goodbye, give clients a moment
@@ -614,8 +624,8 @@ impl Server {
                     "[CHAT] cannot write the chat log under logs/chat; the room goes on without it",
                 );
             }
-            // Members that stopped reading: dropped, and the others told.
-            let slow: Vec<usize> = touched
+            // Members past the hard cap: dropped at once, and the others told.
+            let over: Vec<usize> = touched
                 .iter()
                 .copied()
                 .filter(|&s| {
@@ -623,14 +633,11 @@ impl Server {
                         && conns
                             .get(s)
                             .and_then(|c| c.as_ref())
-                            .is_some_and(|c| c.queued() > chat::MEMBER_OUT_CAP)
+                            .is_some_and(|c| c.queued() > chat::MEMBER_HARD_CAP)
                 })
                 .collect();
-            for slot in slow {
-                if let Some(line) = self.room.drop_slow(slot, &mut deliver) {
-                    self.console.say(Level::Main, &format!("[CHAT] {line}"));
-                }
-                self.close(conns, free, slot, "not reading");
+            for slot in over {
+                self.drop_member(conns, free, slot, &mut deliver);
                 touched.remove(&slot);
                 self.apply(&mut deliver, &mut members, conns, &mut touched);
             }
@@ -639,6 +646,67 @@ impl Server {
             }
         }
         touched
+    }
+
+    /// Drop a member that stopped reading; the notice goes into `deliver`.
+    fn drop_member(
+        &mut self,
+        conns: &mut [Option<Conn>],
+        free: &mut Vec<usize>,
+        slot: usize,
+        deliver: &mut Vec<Deliver>,
+    ) {
+        if let Some(line) = self.room.drop_slow(slot, deliver) {
+            self.console.say(Level::Main, &format!("[CHAT] {line}"));
+        }
+        self.close(conns, free, slot, "not reading");
+    }
+
+    /// Flow control for the room: stop reading members' lines while any
+    /// member has more than [`chat::MEMBER_OUT_CAP`] queued; resume (and
+    /// drive every member, since input may wait with no new edge) once all
+    /// are below half of it. Members stalled over the cap are dropped.
+    /// Returns the slots to drive again.
+    fn room_flow(&mut self, conns: &mut [Option<Conn>], free: &mut Vec<usize>) -> Vec<usize> {
+        let now = Instant::now();
+        let mut most = 0;
+        let mut stalled = Vec::new();
+        for slot in self.room.member_slots() {
+            if let Some(Some(c)) = conns.get(slot) {
+                let q = c.queued();
+                most = most.max(q);
+                if q > chat::MEMBER_OUT_CAP
+                    && now.duration_since(c.last_progress) > chat::MEMBER_STALL
+                {
+                    stalled.push(slot);
+                }
+            }
+        }
+        for slot in stalled {
+            let mut d = Vec::new();
+            self.drop_member(conns, free, slot, &mut d);
+            self.early.extend(d);
+        }
+        let congested = most > chat::MEMBER_OUT_CAP;
+        let calm = most <= chat::MEMBER_OUT_CAP / 2;
+        let mut wake = Vec::new();
+        if congested && !self.room_paused {
+            self.room_paused = true;
+            for slot in self.room.member_slots() {
+                if let Some(Some(c)) = conns.get_mut(slot) {
+                    c.paused = true;
+                }
+            }
+        } else if calm && self.room_paused {
+            self.room_paused = false;
+            for slot in self.room.member_slots() {
+                if let Some(Some(c)) = conns.get_mut(slot) {
+                    c.paused = false;
+                    wake.push(slot);
+                }
+            }
+        }
+        wake
     }
 
     /// Send out what the room produced for one event, to the members now in it.
