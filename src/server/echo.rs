@@ -208,7 +208,7 @@ impl Conn {
         let reading = self.mode != Mode::Closing
             && !self.read_closed
             && !self.paused
-            && !(self.mode == Mode::Stream && queued >= OUT_CAP);
+            && (self.mode != Mode::Stream || queued < OUT_CAP);
         let interest = match (reading, queued > 0) {
             (true, true) => Interest::READABLE | Interest::WRITABLE,
             (false, true) => Interest::WRITABLE,
