@@ -141,9 +141,8 @@ fn call(
     let outcome = cmd::execute(&argv, &mut s);
     match outcome.result {
         Ok(report) => {
-            let value = serde_json::to_value(&report)
-                .map_err(|e| raise(&Error::new(ErrorKind::Script, e.to_string())))?;
-            rhai::serde::to_dynamic(&value)
+            // Straight from the report's serde form: the same fields as --json.
+            rhai::serde::to_dynamic(&report)
         }
         Err(e) => {
             let _ = s.log_error(&argv.join(" "), &e);
