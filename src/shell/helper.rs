@@ -119,6 +119,22 @@ pub fn complete(line: &str) -> Completion {
     c
 }
 
+/// `scripts/*.rhai` under the current directory whose path starts with `prefix`.
+pub fn script_files(prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("scripts")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.ends_with(".rhai"))
+                .map(|n| format!("scripts/{n}"))
+                .filter(|p| p.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 fn takes_value(a: &clap::Arg) -> bool {
     a.get_num_args().is_some_and(|n| n.takes_values())
         || matches!(
@@ -202,9 +218,22 @@ impl Completer for ShellHelper {
             .collect();
         let mut start = c.start;
         if c.files {
+            // Scripts first: `run ⇥` offers scripts/*.rhai before other files.
+            let prefix = &line[c.start..pos];
+            if line.trim_start().starts_with("run") {
+                out.extend(script_files(prefix).into_iter().map(|f| Pair {
+                    display: f.clone(),
+                    replacement: format!("{f} "),
+                }));
+            }
             let (fstart, files) = self.files.complete_path(line, pos)?;
-            start = fstart;
-            out.extend(files);
+            if out.is_empty() {
+                start = fstart;
+                out.extend(files);
+            } else if fstart == c.start {
+                let have: Vec<String> = out.iter().map(|o| o.display.clone()).collect();
+                out.extend(files.into_iter().filter(|f| !have.contains(&f.replacement)));
+            }
         }
         Ok((start, out))
     }
@@ -294,6 +323,16 @@ mod tests {
     fn flags() {
         assert_eq!(complete("info --j").words, ["--json"]);
         assert!(complete("info -").words.contains(&"--help".to_string()));
+    }
+
+    #[test]
+    fn run_completes_files() {
+        let c = complete("run ");
+        assert!(c.files, "run takes a file");
+        assert_eq!(c.start, 4);
+        // Tests run in the crate root, where scripts/ holds the shipped scripts.
+        assert!(script_files("").contains(&"scripts/diagnose.rhai".to_string()));
+        assert_eq!(script_files("scripts/dia"), ["scripts/diagnose.rhai"]);
     }
 
     #[test]
