@@ -1,6 +1,8 @@
 //! The interactive shell on a real pseudo-terminal (rexpect): Tab completion,
 //! history across restarts, Ctrl-C at the prompt, Ctrl-D to leave.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -117,4 +119,24 @@ fn ctrl_c_clears_the_line_and_keeps_the_shell() {
         !conf.contains("retries"),
         "the cleared line did not run: {conf:?}"
     );
+}
+
+#[test]
+fn ctrl_c_stops_a_running_command_and_keeps_the_shell() {
+    let srv = common::start_server("127.0.0.1");
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = shell(dir.path());
+    // 1,000 probes 100 ms apart would take 100 s; Ctrl-C ends it like ping.
+    p.send_line(&format!("echo {} -c 1000 -i 100ms", srv.addr))
+        .unwrap();
+    p.exp_string("seq=2 ").expect("probes running");
+    p.send_control('c').unwrap();
+    p.exp_string("(interrupted)")
+        .expect("the run stops with its summary");
+    p.exp_string(PROMPT).expect("the shell is still there");
+    p.send_line("settings").unwrap();
+    p.exp_string("SETTING").unwrap();
+    p.exp_string(PROMPT).unwrap();
+    p.send_control('d').unwrap();
+    exits_zero(&mut p);
 }
