@@ -4,7 +4,8 @@
 //! the offset: it never sets the system clock.
 //!
 //! Kiss-o'-death DENY/RSTR stop queries to that address and are remembered
-//! across runs (in `sntp-kod.list` under the data directory); RATE doubles
+//! across runs, per server address (in `sntp-kod.list` under the data
+//! directory); RATE doubles
 //! the interval for the remaining samples.
 
 use std::fs;
@@ -250,14 +251,14 @@ fn remembered_kiss(path: &Path, addr: SocketAddr) -> Option<(String, String)> {
     text.lines().find_map(|l| {
         let mut w = l.split_whitespace();
         let (a, code, when) = (w.next()?, w.next()?, w.next().unwrap_or("earlier"));
-        (a == addr.ip().to_string()).then(|| (code.to_string(), when.to_string()))
+        (a == addr.to_string()).then(|| (code.to_string(), when.to_string()))
     })
 }
 
 fn remember_kiss(path: &Path, addr: SocketAddr, code: &str) {
     let line = format!(
         "{} {code} {}\n",
-        addr.ip(),
+        addr,
         Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
     let mut text = fs::read_to_string(path).unwrap_or_default();
