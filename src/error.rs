@@ -49,6 +49,29 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, for looking one up by its code.
+    pub const ALL: [ErrorKind; 14] = [
+        ErrorKind::Usage,
+        ErrorKind::UnknownCommand,
+        ErrorKind::BadValue,
+        ErrorKind::Dns,
+        ErrorKind::ConnectionRefused,
+        ErrorKind::TimedOut,
+        ErrorKind::AddrInUse,
+        ErrorKind::Unreachable,
+        ErrorKind::Protocol,
+        ErrorKind::Mismatch,
+        ErrorKind::Settings,
+        ErrorKind::Io,
+        ErrorKind::Interrupted,
+        ErrorKind::Script,
+    ];
+
+    /// The kind with this code.
+    pub fn from_code(code: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.code() == code)
+    }
+
     /// The stable machine-readable code, as printed in `error[CODE]`.
     pub fn code(self) -> &'static str {
         match self {

@@ -32,6 +32,27 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Parse a duration and check it lies in `min..=max`.
+///
+/// # Errors
+/// A message naming the value and the allowed range.
+pub fn duration_in(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < min || d > max {
+        let lo = if min.is_zero() {
+            "0".to_string()
+        } else {
+            format_duration(min)
+        };
+        return Err(format!(
+            "'{}' is out of range ({lo}-{})",
+            s.escape_debug(),
+            format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
 /// Print a duration the way `parse_duration` reads it back (`500ms`, `2.5s`).
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1e3;
@@ -109,6 +130,20 @@ mod tests {
         for d in ["500ms", "2.5s", "3s", "250us"] {
             assert_eq!(format_duration(parse_duration(d).unwrap()), d);
         }
+    }
+
+    #[test]
+    fn ranges() {
+        let (lo, hi) = (Duration::from_millis(1), Duration::from_secs(60));
+        assert_eq!(duration_in("2s", lo, hi).unwrap(), Duration::from_secs(2));
+        assert_eq!(
+            duration_in("61s", lo, hi).unwrap_err(),
+            "'61s' is out of range (1ms-60s)"
+        );
+        assert_eq!(
+            duration_in("2h", Duration::ZERO, Duration::from_secs(3600)).unwrap_err(),
+            "'2h' is out of range (0-3600s)"
+        );
     }
 
     #[test]

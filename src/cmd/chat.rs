@@ -57,11 +57,7 @@ struct ChatArgs {
 }
 
 fn parse_wait(s: &str) -> std::result::Result<Duration, String> {
-    let d = units::parse_duration(s)?;
-    if d > Duration::from_secs(3600) {
-        return Err(format!("'{s}' is out of range (0-1h)"));
-    }
-    Ok(d)
+    units::duration_in(s, Duration::ZERO, Duration::from_secs(3600))
 }
 
 /// The `chat` command.

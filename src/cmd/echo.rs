@@ -76,27 +76,15 @@ struct EchoArgs {
 }
 
 fn parse_interval(s: &str) -> std::result::Result<Duration, String> {
-    let d = units::parse_duration(s)?;
-    if d > Duration::from_secs(3600) {
-        return Err(format!("'{s}' is out of range (0-1h)"));
-    }
-    Ok(d)
+    units::duration_in(s, Duration::ZERO, Duration::from_secs(3600))
 }
 
 fn parse_deadline(s: &str) -> std::result::Result<Duration, String> {
-    let d = units::parse_duration(s)?;
-    if d < Duration::from_millis(1) || d > Duration::from_secs(86_400) {
-        return Err(format!("'{s}' is out of range (1ms-24h)"));
-    }
-    Ok(d)
+    units::duration_in(s, Duration::from_millis(1), Duration::from_secs(86_400))
 }
 
 fn parse_bulk_time(s: &str) -> std::result::Result<Duration, String> {
-    let d = units::parse_duration(s)?;
-    if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
-        return Err(format!("'{s}' is out of range (0.1s-1h)"));
-    }
-    Ok(d)
+    units::duration_in(s, Duration::from_millis(100), Duration::from_secs(3600))
 }
 
 fn parse_bulk_bytes(s: &str) -> std::result::Result<u64, String> {
@@ -453,13 +441,7 @@ fn probes(
                                 _ => {}
                             }
                         }
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                std::io::ErrorKind::WouldBlock
-                                    | std::io::ErrorKind::TimedOut
-                                    | std::io::ErrorKind::Interrupted
-                            ) => {}
+                        Err(e) if client::is_wait(&e) => {}
                         Err(e) => {
                             return Err(Error::io("receive UDP echo from", addr, &e).with_hint(
                                 "nothing answers UDP there: is 'netsh serve' running on that port?",

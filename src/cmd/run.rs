@@ -73,11 +73,7 @@ impl LimitArgs {
 }
 
 fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
-    let d = units::parse_duration(s)?;
-    if d < Duration::from_millis(1) || d > Duration::from_secs(86_400) {
-        return Err(format!("'{s}' is out of range (1ms-24h)"));
-    }
-    Ok(d)
+    units::duration_in(s, Duration::from_millis(1), Duration::from_secs(86_400))
 }
 
 /// The `run` command.

@@ -80,11 +80,7 @@ enum Action {
 }
 
 fn parse_idle(s: &str) -> std::result::Result<Duration, String> {
-    let d = units::parse_duration(s)?;
-    if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
-        return Err(format!("'{s}' is out of range (1s-24h)"));
-    }
-    Ok(d)
+    units::duration_in(s, Duration::from_secs(1), Duration::from_secs(86_400))
 }
 
 /// The `serve` command.

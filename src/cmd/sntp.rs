@@ -64,19 +64,11 @@ struct SntpArgs {
 }
 
 fn parse_interval(s: &str) -> std::result::Result<Duration, String> {
-    let d = units::parse_duration(s)?;
-    if d > Duration::from_secs(600) {
-        return Err(format!("'{s}' is out of range (0-10m)"));
-    }
-    Ok(d)
+    units::duration_in(s, Duration::ZERO, Duration::from_secs(600))
 }
 
 fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
-    let d = units::parse_duration(s)?;
-    if d < Duration::from_millis(1) || d > Duration::from_secs(60) {
-        return Err(format!("'{s}' is out of range (1ms-60s)"));
-    }
-    Ok(d)
+    units::duration_in(s, Duration::from_millis(1), Duration::from_secs(60))
 }
 
 /// The `sntp` command.

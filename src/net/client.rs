@@ -35,6 +35,15 @@ impl ClientCtx<'_> {
     }
 }
 
+/// A read that ended without data because its time slice ran out (or a
+/// signal came): not an error, wait on.
+pub fn is_wait(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
 /// The error for Ctrl-C.
 pub fn interrupted() -> Error {
     Error::new(ErrorKind::Interrupted, "interrupted")
@@ -150,13 +159,7 @@ impl LineReader {
             match s.read(&mut chunk) {
                 Ok(0) => return Ok(ReadLine::Closed),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if is_wait(&e) => {}
                 Err(e) => {
                     let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
                     return Err(Error::io("read from", peer, &e));

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sntpc::{NtpContext, NtpTimestampGenerator, NtpUdpSocket};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::net::client::{ClientCtx, SLICE, interrupted};
+use crate::net::client::{self, ClientCtx, SLICE, interrupted};
 use crate::proto::ntp::{self, Packet, Verdict};
 
 /// Largest datagram read (replies with extension fields included).
@@ -170,14 +170,7 @@ pub fn query(
         .map_err(|e| Error::io("set timeout", addr, &e))?;
         let n = match sock.recv(&mut buf) {
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
+            Err(e) if client::is_wait(&e) => {
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {

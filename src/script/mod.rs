@@ -389,7 +389,7 @@ fn outcome(name: &str, source: &str, e: EvalAltResult, limits: &Limits) -> Resul
             let code = get("code").unwrap_or_else(|| "script".into());
             let msg = get("message").unwrap_or_else(|| v.to_string());
             let mut err = located(name, source, pos, &msg, get("hint"));
-            if let Some(kind) = kind_of(&code) {
+            if let Some(kind) = ErrorKind::from_code(&code) {
                 err.kind = kind;
             }
             Err(err)
@@ -464,28 +464,6 @@ fn outcome(name: &str, source: &str, e: EvalAltResult, limits: &Limits) -> Resul
             Err(located(name, source, pos, &text, None))
         }
     }
-}
-
-fn kind_of(code: &str) -> Option<ErrorKind> {
-    use ErrorKind::*;
-    [
-        Usage,
-        UnknownCommand,
-        BadValue,
-        Dns,
-        ConnectionRefused,
-        TimedOut,
-        AddrInUse,
-        Unreachable,
-        Protocol,
-        Mismatch,
-        Settings,
-        Io,
-        Interrupted,
-        Script,
-    ]
-    .into_iter()
-    .find(|k| k.code() == code)
 }
 
 /// `FILE:LINE:COL: message — hint`, then the source line and a caret.
