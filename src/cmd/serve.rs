@@ -166,7 +166,12 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         // are its messages (the seed's two-way chat). At end of input the
         // server goes on serving.
         let handle = server.handle();
-        let _operator = handle.attach_operator();
+        // The console shows the room's lines already; drain the channel so
+        // nothing piles up in it.
+        let room_lines = handle.attach_operator();
+        let _ = std::thread::Builder::new()
+            .name("netsh-operator-out".into())
+            .spawn(move || for _ in room_lines {});
         if stdin_is_ours() {
             let h = handle.clone();
             let _ = std::thread::Builder::new()

@@ -50,6 +50,9 @@ pub enum ChatIn {
     Line(Vec<u8>),
     /// The member's connection went away.
     Gone(&'static str),
+    /// A line of the member's was refused (too long); the reason, for it
+    /// alone, in order with the room's answers to its earlier lines.
+    Refused(String),
 }
 
 /// Where the room sends a line.
@@ -203,6 +206,10 @@ impl Room {
                 }
                 Some(self.notice(&nick, addr, "join", "joined", out))
             }
+            ChatIn::Refused(why) => {
+                out.push(Deliver::One(who, why));
+                None
+            }
             ChatIn::Gone(why) => {
                 let m = self.members.remove(&who)?;
                 let text = if why == "left" {
@@ -247,6 +254,13 @@ impl Room {
                     Action::Nick(new) => {
                         if let Err(why) = chat::valid_nick(&new) {
                             out.push(Deliver::One(who, format!("ERR {why}")));
+                            return None;
+                        }
+                        if (new == "operator" || new == self.operator_nick) && who != OPERATOR {
+                            out.push(Deliver::One(
+                                who,
+                                format!("ERR nickname {new} is reserved for the server's operator"),
+                            ));
                             return None;
                         }
                         if self.members.values().any(|m| m.nick == new) {

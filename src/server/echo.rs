@@ -314,10 +314,9 @@ impl Conn {
                 Frame::Incomplete => break,
                 Frame::TooLong if self.mode == Mode::Chat => {
                     // Refuse the line, keep the member: drop bytes up to its newline.
-                    self.out.extend_from_slice(
-                        format!("ERR line too long (max {MAX_CHAT_LINE} bytes); not sent\n")
-                            .as_bytes(),
-                    );
+                    self.events.push(ChatIn::Refused(format!(
+                        "ERR line too long (max {MAX_CHAT_LINE} bytes); not sent"
+                    )));
                     self.discarding = true;
                 }
                 Frame::TooLong => {

@@ -675,9 +675,14 @@ impl Server {
             if let Some(Some(c)) = conns.get(slot) {
                 let q = c.queued();
                 most = most.max(q);
-                if q > chat::MEMBER_OUT_CAP
-                    && now.duration_since(c.last_progress) > chat::MEMBER_STALL
-                {
+                // While the room is paused, a member that holds it above the
+                // resume mark and takes nothing is as stuck as one over the cap.
+                let mark = if self.room_paused {
+                    chat::MEMBER_OUT_CAP / 2
+                } else {
+                    chat::MEMBER_OUT_CAP
+                };
+                if q > mark && now.duration_since(c.last_progress) > chat::MEMBER_STALL {
                     stalled.push(slot);
                 }
             }
