@@ -731,14 +731,19 @@ impl Server {
             match d {
                 Deliver::One(OPERATOR, line) => self.send_operator(line),
                 Deliver::One(slot, line) => {
-                    if let Some(Some(c)) = conns.get_mut(slot) {
+                    // A slot freed and reused in this turn is not the member.
+                    if let Some(Some(c)) = conns.get_mut(slot)
+                        && c.mode == Mode::Chat
+                    {
                         c.queue_line(&line);
                         touched.insert(slot);
                     }
                 }
                 Deliver::All(line) => {
                     for &slot in members.iter() {
-                        if let Some(Some(c)) = conns.get_mut(slot) {
+                        if let Some(Some(c)) = conns.get_mut(slot)
+                            && c.mode == Mode::Chat
+                        {
                             c.queue_line(&line);
                             touched.insert(slot);
                         }
