@@ -1021,7 +1021,8 @@ fn kod_deny_is_remembered() {
     assert_eq!(fake.count(), 1, "queries stopped after DENY");
     let text = std::fs::read_to_string(&list).expect("sntp-kod.list written");
     assert!(
-        text.lines().any(|l| l.starts_with(&format!("{} DENY", fake.target()))),
+        text.lines()
+            .any(|l| l.starts_with(&format!("{} DENY", fake.target()))),
         "{text:?}"
     );
 
