@@ -26,7 +26,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -34,7 +34,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use common::{Opts, Output, ServerProc, TestServer, netsh, run, start_server_with, wait_for};
+use common::{
+    Opts, Output, ServerProc, TestServer, line_channel, netsh, run, start_server_with, wait_for,
+};
 use serde_json::Value;
 
 /// Longest any single netsh run may take.
@@ -281,20 +283,6 @@ fn kill_9(pid: u32) {
         .status()
         .expect("run kill");
     assert!(st.success(), "kill -KILL {pid}");
-}
-
-/// Stdout lines of a child, on a channel.
-fn line_channel(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// The next line containing `needle` from `rx`; what came before is kept in `seen`.

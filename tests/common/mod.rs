@@ -208,6 +208,20 @@ pub fn run(mut c: Command, stdin: Option<&[u8]>, limit: Duration) -> Output {
     }
 }
 
+/// Lines a child prints, on a channel (read on a thread until EOF).
+pub fn line_channel(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// `netsh serve --port 0 …` as its own process; killed (by PID) on drop.
 pub struct ServerProc {
     pub child: Child,
@@ -240,16 +254,7 @@ impl ServerProc {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn netsh serve");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = line_channel(child.stdout.take().expect("stdout"));
         let end = Instant::now() + Duration::from_secs(10);
         let port = loop {
             let left = end.saturating_duration_since(Instant::now());
