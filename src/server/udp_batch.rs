@@ -29,7 +29,17 @@ pub struct Batch {
     out: Box<[[u8; 48]; BATCH]>,
     out_to: [usize; BATCH],
     out_n: usize,
+    /// Replies regrouped by destination, each group contiguous.
+    packed: Box<[[u8; 48]; BATCH]>,
+    group_first: [usize; BATCH],
+    group_len: [usize; BATCH],
+    gso_ctrl: Box<[GsoCtrl; BATCH]>,
+    gso: bool,
+    gso_sends: u64,
 }
+
+/// Room for one `UDP_SEGMENT` control message, aligned for `cmsghdr`.
+type GsoCtrl = [u64; 4];
 
 /// Ask the kernel to timestamp arriving datagrams.
 pub fn enable_timestamps(fd: RawFd) -> io::Result<()> {
@@ -65,6 +75,12 @@ impl Batch {
             out: Box::new([[0; 48]; BATCH]),
             out_to: [0; BATCH],
             out_n: 0,
+            packed: Box::new([[0; 48]; BATCH]),
+            group_first: [0; BATCH],
+            group_len: [0; BATCH],
+            gso_ctrl: Box::new([[0; 4]; BATCH]),
+            gso: true,
+            gso_sends: 0,
         }
     }
 
@@ -134,30 +150,173 @@ impl Batch {
 
     /// Stamp every queued reply with `tx` and send them; returns how many
     /// left (the rest are dropped, as UDP may).
+    ///
+    /// Replies to the same address go out as one UDP GSO datagram
+    /// (`UDP_SEGMENT` = 48): the kernel routes, builds and delivers one
+    /// buffer and splits it into separate 48-byte datagrams only at the
+    /// receiving socket (or the NIC), so a batch of replies to one busy
+    /// client costs about one send instead of one per reply. The receiver
+    /// sees ordinary datagrams. Where the kernel or device refuses GSO, it
+    /// is switched off for good and the replies go one per message.
     pub fn send(&mut self, fd: RawFd, tx: u64) -> usize {
         let n = self.out_n;
+        self.out_n = 0;
         if n == 0 {
             return 0;
         }
+        for reply in self.out.iter_mut().take(n) {
+            crate::proto::ntp::set_transmit(reply, tx);
+        }
+        // Group the replies by destination, keeping their order within a group.
+        let mut group_of = [0usize; BATCH];
+        let mut groups = 0;
+        for (k, group) in group_of.iter_mut().enumerate().take(n) {
+            let g = if self.gso {
+                (0..groups)
+                    .find(|&g| self.same_peer(self.out_to[self.group_first[g]], self.out_to[k]))
+                    .unwrap_or(groups)
+            } else {
+                groups // no grouping: one message per reply
+            };
+            if g == groups {
+                self.group_first[g] = k;
+                self.group_len[g] = 0;
+                groups += 1;
+            }
+            self.group_len[g] += 1;
+            *group = g;
+        }
+        let mut start = [0usize; BATCH];
+        for g in 1..groups {
+            start[g] = start[g - 1] + self.group_len[g - 1];
+        }
+        let mut fill = start;
+        for (k, &g) in group_of.iter().enumerate().take(n) {
+            self.packed[fill[g]] = self.out[k];
+            fill[g] += 1;
+        }
+        let mut sent_replies = 0;
+        let mut g0 = 0;
+        // Each pass sends at least one group or stops; at most BATCH + 1 passes.
+        while g0 < groups {
+            match self.send_groups(fd, g0, groups, &start) {
+                Ok(m) => {
+                    sent_replies += (g0..g0 + m).map(|g| self.group_len[g]).sum::<usize>();
+                    g0 += m;
+                }
+                Err(e) if self.gso && gso_refused(&e) => {
+                    // Resend what is left one reply per message.
+                    self.gso = false;
+                    let (mut first, mut len, mut at) = ([0; BATCH], [0; BATCH], [0; BATCH]);
+                    let mut k = 0;
+                    for (g, &from) in start.iter().enumerate().take(groups).skip(g0) {
+                        for i in 0..self.group_len[g] {
+                            (first[k], len[k], at[k]) = (self.group_first[g], 1, from + i);
+                            k += 1;
+                        }
+                    }
+                    (self.group_first, self.group_len, start) = (first, len, at);
+                    groups = k;
+                    g0 = 0;
+                }
+                Err(_) => break, // full socket buffer and the like: UDP may drop
+            }
+        }
+        sent_replies
+    }
+
+    /// Send groups `from..to` (replies packed from `start[g]`) with one
+    /// `sendmmsg`; returns how many groups left, or the error of the first.
+    fn send_groups(
+        &mut self,
+        fd: RawFd,
+        from: usize,
+        to: usize,
+        start: &[usize; BATCH],
+    ) -> io::Result<usize> {
         // SAFETY: plain old data; zero is valid.
         let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        for k in 0..n {
-            crate::proto::ntp::set_transmit(&mut self.out[k], tx);
-            let i = self.out_to[k];
-            iovs[k].iov_base = self.out[k].as_mut_ptr().cast();
-            iovs[k].iov_len = 48;
-            let h = &mut msgs[k].msg_hdr;
-            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = self.addr_lens[i];
-            h.msg_iov = &mut iovs[k];
+        let packed = self.packed.as_flattened_mut();
+        let m = to - from;
+        for j in 0..m {
+            let g = from + j;
+            let len = self.group_len[g];
+            let peer = self.out_to[self.group_first[g]];
+            iovs[j].iov_base = packed[start[g] * 48..].as_mut_ptr().cast();
+            iovs[j].iov_len = len * 48;
+            let h = &mut msgs[j].msg_hdr;
+            h.msg_name = (&mut self.addrs[peer] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = self.addr_lens[peer];
+            h.msg_iov = &mut iovs[j];
             h.msg_iovlen = 1;
+            if len > 1 {
+                let ctrl = &mut self.gso_ctrl[j];
+                h.msg_control = ctrl.as_mut_ptr().cast();
+                // SAFETY: CMSG_SPACE is a pure size computation.
+                h.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as _;
+                // SAFETY: ctrl is 8-byte aligned and holds CMSG_SPACE(2)
+                // bytes; CMSG_FIRSTHDR/CMSG_DATA stay inside it.
+                unsafe {
+                    let c = libc::CMSG_FIRSTHDR(h);
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = libc::UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), 48);
+                }
+            }
         }
-        // SAFETY: as in recv: every pointer is into live buffers of the declared size.
-        let sent =
-            unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
-        self.out_n = 0;
-        sent.max(0) as usize
+        // SAFETY: every pointer in msgs is into buffers owned by self or by
+        // this frame, of the declared sizes, alive for the call.
+        let r =
+            unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), m as libc::c_uint, libc::MSG_DONTWAIT) };
+        if r > 0 {
+            let r = r as usize;
+            self.gso_sends += (from..from + r).filter(|&g| self.group_len[g] > 1).count() as u64;
+            Ok(r)
+        } else if r == 0 {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Whether requests `a` and `b` came from the same address and port.
+    fn same_peer(&self, a: usize, b: usize) -> bool {
+        let len = self.addr_lens[a] as usize;
+        len == self.addr_lens[b] as usize
+            && len <= size_of::<libc::sockaddr_storage>()
+            && addr_bytes(&self.addrs[a])[..len] == addr_bytes(&self.addrs[b])[..len]
+    }
+
+    /// Datagrams sent as one GSO buffer of several replies, so far.
+    #[cfg(test)]
+    pub fn gso_sends(&self) -> u64 {
+        self.gso_sends
+    }
+
+    /// Send one reply per message from now on (as after a refusal).
+    #[cfg(test)]
+    pub fn disable_gso(&mut self) {
+        self.gso = false;
+    }
+}
+
+/// Errors that mean "no UDP GSO here" rather than "this datagram failed".
+fn gso_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
+}
+
+fn addr_bytes(s: &libc::sockaddr_storage) -> &[u8] {
+    // SAFETY: sockaddr_storage is plain old data of this size.
+    unsafe {
+        std::slice::from_raw_parts(
+            (s as *const libc::sockaddr_storage).cast::<u8>(),
+            size_of::<libc::sockaddr_storage>(),
+        )
     }
 }
 
@@ -208,5 +367,184 @@ fn to_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
             )))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Real sockets on loopback: requests are queued before `recv`, so one
+    //! batch holds them all, and every reply must arrive as its own 48-byte
+    //! datagram, in order, at the right client.
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    fn request(tag: u8) -> [u8; 48] {
+        let mut b = [0u8; 48];
+        b[0] = 0x23; // v4 client
+        b[40..48].copy_from_slice(&[tag; 8]);
+        b
+    }
+
+    /// Each client sends its tags (interleaved by the caller's order) and the
+    /// batch answers every request with its tag in byte 24.
+    /// What the clients received, and what the batch did.
+    struct Outcome {
+        got: Vec<Vec<Vec<u8>>>,
+        gso_sends: u64,
+        gso_on: bool,
+    }
+
+    fn round_trip(local: &str, order: &[(usize, u8)], clients: usize, gso: bool) -> Outcome {
+        round_trip_on(
+            UdpSocket::bind(local).expect("bind server"),
+            order,
+            clients,
+            gso,
+        )
+    }
+
+    /// As `round_trip`, on a given server socket; also says whether GSO is still on.
+    fn round_trip_on(
+        server: UdpSocket,
+        order: &[(usize, u8)],
+        clients: usize,
+        gso: bool,
+    ) -> Outcome {
+        let local = server.local_addr().expect("addr");
+        let local = SocketAddr::new(local.ip(), 0);
+        server.set_nonblocking(true).expect("nonblocking");
+        let cs: Vec<UdpSocket> = (0..clients)
+            .map(|_| {
+                let c = UdpSocket::bind(local).expect("bind client");
+                c.connect(server.local_addr().expect("addr"))
+                    .expect("connect");
+                c.set_read_timeout(Some(Duration::from_secs(2)))
+                    .expect("timeout");
+                c
+            })
+            .collect();
+        for &(c, tag) in order {
+            cs[c].send(&request(tag)).expect("send");
+        }
+        let mut batch = Batch::new();
+        if !gso {
+            batch.disable_gso();
+        }
+        let n = batch.recv(server.as_raw_fd()).expect("recv");
+        assert_eq!(n, order.len(), "every queued request in one batch");
+        for i in 0..n {
+            let (data, peer, _) = batch.get(i);
+            assert_eq!(data.len(), 48);
+            assert!(peer.is_some());
+            let mut reply = [0u8; 48];
+            reply[0] = 0x24;
+            reply[24..32].copy_from_slice(&data[40..48]);
+            batch.reply(i, reply);
+        }
+        assert_eq!(batch.send(server.as_raw_fd(), 0x0102_0304_0506_0708), n);
+        let mut got = vec![Vec::new(); clients];
+        for &(c, _) in order {
+            let mut buf = [0u8; 512];
+            let len = cs[c].recv(&mut buf).expect("a reply for every request");
+            got[c].push(buf[..len].to_vec());
+        }
+        for c in &cs {
+            c.set_nonblocking(true).expect("nonblocking");
+            let mut buf = [0u8; 512];
+            assert!(c.recv(&mut buf).is_err(), "no extra datagrams");
+        }
+        Outcome {
+            got,
+            gso_sends: batch.gso_sends(),
+            gso_on: batch.gso,
+        }
+    }
+
+    fn check(got: &[Vec<Vec<u8>>], order: &[(usize, u8)]) {
+        for (c, replies) in got.iter().enumerate() {
+            let want: Vec<u8> = order.iter().filter(|o| o.0 == c).map(|o| o.1).collect();
+            let tags: Vec<u8> = replies.iter().map(|r| r[24]).collect();
+            assert_eq!(tags, want, "client {c}: replies in request order");
+            for r in replies {
+                assert_eq!(r.len(), 48, "each reply is its own 48-byte datagram");
+                assert_eq!(r[0], 0x24);
+                assert_eq!(r[24..32], [r[24]; 8]);
+                assert_eq!(
+                    r[40..48],
+                    0x0102_0304_0506_0708u64.to_be_bytes(),
+                    "transmit stamped"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn replies_to_one_client_go_out_as_one_gso_datagram() {
+        let order: Vec<(usize, u8)> = (1..=BATCH as u8).map(|t| (0, t)).collect();
+        let Outcome { got, gso_sends, .. } = round_trip("127.0.0.1:0", &order, 1, true);
+        check(&got, &order);
+        assert_eq!(gso_sends, 1, "{BATCH} replies to one address: one send");
+    }
+
+    #[test]
+    fn interleaved_clients_are_grouped_per_address_in_order() {
+        let order = [(0, 1), (1, 2), (0, 3), (2, 4), (1, 5), (0, 6), (2, 7)];
+        let Outcome { got, gso_sends, .. } = round_trip("127.0.0.1:0", &order, 3, true);
+        check(&got, &order);
+        assert_eq!(gso_sends, 3);
+    }
+
+    #[test]
+    fn ipv6_replies_are_grouped_too() {
+        if UdpSocket::bind("[::1]:0").is_err() {
+            return; // no IPv6 loopback here
+        }
+        let order = [(0, 9), (1, 8), (0, 7), (0, 6)];
+        let Outcome { got, gso_sends, .. } = round_trip("[::1]:0", &order, 2, true);
+        check(&got, &order);
+        assert_eq!(
+            gso_sends, 1,
+            "the lone reply to client 1 goes as a plain datagram"
+        );
+    }
+
+    #[test]
+    fn without_gso_every_reply_is_its_own_message() {
+        let order = [(0, 1), (0, 2), (1, 3), (0, 4)];
+        let Outcome { got, gso_sends, .. } = round_trip("127.0.0.1:0", &order, 2, false);
+        check(&got, &order);
+        assert_eq!(gso_sends, 0);
+    }
+
+    #[test]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn a_kernel_refusal_of_gso_falls_back_to_one_reply_per_message() {
+        // With UDP checksums off (SO_NO_CHECK, 11 on these arches) the kernel
+        // refuses UDP_SEGMENT with EINVAL: a real refusal, as on a device
+        // without checksum offload (EIO).
+        const SO_NO_CHECK: libc::c_int = 11;
+        let server = UdpSocket::bind("127.0.0.1:0").expect("bind server");
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket and a c_int option value we own.
+        let r = unsafe {
+            libc::setsockopt(
+                server.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_NO_CHECK,
+                (&on as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "SO_NO_CHECK: {}", io::Error::last_os_error());
+        let order = [(0, 1), (0, 2), (1, 3), (0, 4), (1, 5)];
+        let Outcome {
+            got,
+            gso_sends,
+            gso_on,
+        } = round_trip_on(server, &order, 2, true);
+        check(&got, &order);
+        assert_eq!(gso_sends, 0);
+        assert!(!gso_on, "GSO is off after the refusal");
     }
 }
