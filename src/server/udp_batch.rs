@@ -35,11 +35,14 @@ pub struct Batch {
     group_len: [usize; BATCH],
     gso_ctrl: Box<[GsoCtrl; BATCH]>,
     gso: bool,
+    gso_checked: bool,
     gso_sends: u64,
 }
 
 /// Room for one `UDP_SEGMENT` control message, aligned for `cmsghdr`.
 type GsoCtrl = [u64; 4];
+// CMSG_SPACE(2) is 24 bytes on 64-bit targets, 16 on 32-bit.
+const _: () = assert!(size_of::<GsoCtrl>() >= size_of::<libc::cmsghdr>() + 8);
 
 /// Ask the kernel to timestamp arriving datagrams.
 pub fn enable_timestamps(fd: RawFd) -> io::Result<()> {
@@ -80,6 +83,7 @@ impl Batch {
             group_len: [0; BATCH],
             gso_ctrl: Box::new([[0; 4]; BATCH]),
             gso: true,
+            gso_checked: false,
             gso_sends: 0,
         }
     }
@@ -152,17 +156,23 @@ impl Batch {
     /// left (the rest are dropped, as UDP may).
     ///
     /// Replies to the same address go out as one UDP GSO datagram
-    /// (`UDP_SEGMENT` = 48): the kernel routes, builds and delivers one
-    /// buffer and splits it into separate 48-byte datagrams only at the
-    /// receiving socket (or the NIC), so a batch of replies to one busy
-    /// client costs about one send instead of one per reply. The receiver
-    /// sees ordinary datagrams. Where the kernel or device refuses GSO, it
-    /// is switched off for good and the replies go one per message.
+    /// (`UDP_SEGMENT` = 48): the kernel routes and builds one buffer and
+    /// splits it into separate 48-byte datagrams late (on loopback at the
+    /// receiving socket, otherwise in the NIC or just before it), so a batch
+    /// of replies to one busy client costs about one send instead of one per
+    /// reply. Clients see ordinary datagrams. GSO is used only where the
+    /// kernel says it has it (`getsockopt UDP_SEGMENT`, Linux 4.18+); if a
+    /// GSO send is refused and the same replies then go out one by one, it
+    /// is switched off for good.
     pub fn send(&mut self, fd: RawFd, tx: u64) -> usize {
         let n = self.out_n;
         self.out_n = 0;
         if n == 0 {
             return 0;
+        }
+        if !self.gso_checked {
+            self.gso_checked = true;
+            self.gso = self.gso && gso_supported(fd);
         }
         for reply in self.out.iter_mut().take(n) {
             crate::proto::ntp::set_transmit(reply, tx);
@@ -197,29 +207,50 @@ impl Batch {
         }
         let mut sent_replies = 0;
         let mut g0 = 0;
-        // Each pass sends at least one group or stops; at most BATCH + 1 passes.
-        while g0 < groups {
-            match self.send_groups(fd, g0, groups, &start) {
+        // errno of a refused GSO send, until its first reply, resent alone,
+        // shows whether GSO or the route was at fault.
+        let mut probing: Option<i32> = None;
+        // Every pass sends, skips or splits; splitting happens at most once.
+        for _ in 0..4 * BATCH {
+            if g0 >= groups {
+                break;
+            }
+            let e = match self.send_groups(fd, g0, groups, &start) {
                 Ok(m) => {
+                    probing = None; // alone it went: GSO itself was refused
                     sent_replies += (g0..g0 + m).map(|g| self.group_len[g]).sum::<usize>();
                     g0 += m;
+                    continue;
                 }
-                Err(e) if self.gso && gso_refused(&e) => {
-                    // Resend what is left one reply per message.
-                    self.gso = false;
-                    let (mut first, mut len, mut at) = ([0; BATCH], [0; BATCH], [0; BATCH]);
-                    let mut k = 0;
-                    for (g, &from) in start.iter().enumerate().take(groups).skip(g0) {
-                        for i in 0..self.group_len[g] {
-                            (first[k], len[k], at[k]) = (self.group_first[g], 1, from + i);
-                            k += 1;
-                        }
+                Err(e) => e,
+            };
+            let errno = e.raw_os_error();
+            if probing.take().is_some_and(|refused| errno == Some(refused)) {
+                self.gso = true; // the destination fails alone too: not GSO's fault
+            }
+            if self.gso && self.group_len[g0] > 1 && gso_refused(&e) {
+                // Send what is left one reply per message, and watch the first.
+                self.gso = false;
+                probing = errno;
+                let (mut first, mut len, mut at) = ([0; BATCH], [0; BATCH], [0; BATCH]);
+                let mut k = 0;
+                for (g, &from) in start.iter().enumerate().take(groups).skip(g0) {
+                    for i in 0..self.group_len[g] {
+                        (first[k], len[k], at[k]) = (self.group_first[g], 1, from + i);
+                        k += 1;
                     }
-                    (self.group_first, self.group_len, start) = (first, len, at);
-                    groups = k;
-                    g0 = 0;
                 }
-                Err(_) => break, // full socket buffer and the like: UDP may drop
+                (self.group_first, self.group_len, start) = (first, len, at);
+                groups = k;
+                g0 = 0;
+                continue;
+            }
+            match errno {
+                // The socket itself is full or short of memory: UDP may drop the rest.
+                Some(libc::EAGAIN | libc::ENOBUFS | libc::ENOMEM) => break,
+                Some(libc::EINTR) => {}
+                // This destination only (unreachable, blackholed, port 0…): skip it.
+                _ => g0 += 1,
             }
         }
         sent_replies
@@ -237,28 +268,35 @@ impl Batch {
         // SAFETY: plain old data; zero is valid.
         let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        let packed = self.packed.as_flattened_mut();
+        // Raw pointers taken once, so no later borrow invalidates earlier ones.
+        let packed = self.packed.as_mut_ptr().cast::<u8>();
+        let addrs = self.addrs.as_mut_ptr();
+        let ctrls = self.gso_ctrl.as_mut_ptr();
         let m = to - from;
         for j in 0..m {
             let g = from + j;
             let len = self.group_len[g];
             let peer = self.out_to[self.group_first[g]];
-            iovs[j].iov_base = packed[start[g] * 48..].as_mut_ptr().cast();
+            // SAFETY: start[g] + len <= BATCH (the groups partition the
+            // packed replies), so the range lies inside `packed`.
+            iovs[j].iov_base = unsafe { packed.add(start[g] * 48) }.cast();
             iovs[j].iov_len = len * 48;
             let h = &mut msgs[j].msg_hdr;
-            h.msg_name = (&mut self.addrs[peer] as *mut libc::sockaddr_storage).cast();
+            // SAFETY: peer < BATCH.
+            h.msg_name = unsafe { addrs.add(peer) }.cast();
             h.msg_namelen = self.addr_lens[peer];
             h.msg_iov = &mut iovs[j];
             h.msg_iovlen = 1;
             if len > 1 {
-                let ctrl = &mut self.gso_ctrl[j];
-                h.msg_control = ctrl.as_mut_ptr().cast();
-                // SAFETY: CMSG_SPACE is a pure size computation.
-                h.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as _;
-                // SAFETY: ctrl is 8-byte aligned and holds CMSG_SPACE(2)
-                // bytes; CMSG_FIRSTHDR/CMSG_DATA stay inside it.
+                // SAFETY: j < BATCH; each control buffer is 8-byte aligned
+                // and holds CMSG_SPACE(2) bytes (checked below), set as the
+                // length before CMSG_FIRSTHDR, so the header and its data
+                // stay inside it.
                 unsafe {
+                    h.msg_control = ctrls.add(j).cast();
+                    h.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as _;
                     let c = libc::CMSG_FIRSTHDR(h);
+                    debug_assert!(!c.is_null());
                     (*c).cmsg_level = libc::SOL_UDP;
                     (*c).cmsg_type = libc::UDP_SEGMENT;
                     (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
@@ -302,7 +340,26 @@ impl Batch {
     }
 }
 
-/// Errors that mean "no UDP GSO here" rather than "this datagram failed".
+/// Whether this kernel has UDP GSO: older ones ignore the control message
+/// silently (and would send one big datagram), so ask first.
+fn gso_supported(fd: RawFd) -> bool {
+    let mut v: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: fd is an open socket; v and len are ours and sized as declared.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0
+}
+
+/// Errors a GSO send gets where the kernel or device cannot segment
+/// (no checksum offload, IPsec, UDP checksums off, path MTU).
 fn gso_refused(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -386,8 +443,6 @@ mod tests {
         b
     }
 
-    /// Each client sends its tags (interleaved by the caller's order) and the
-    /// batch answers every request with its tag in byte 24.
     /// What the clients received, and what the batch did.
     struct Outcome {
         got: Vec<Vec<Vec<u8>>>,
@@ -395,21 +450,21 @@ mod tests {
         gso_on: bool,
     }
 
+    /// Each client sends its tags (interleaved by the caller's order) and the
+    /// batch answers every request with its tag in byte 24.
     fn round_trip(local: &str, order: &[(usize, u8)], clients: usize, gso: bool) -> Outcome {
-        round_trip_on(
-            UdpSocket::bind(local).expect("bind server"),
-            order,
-            clients,
-            gso,
-        )
+        let server = UdpSocket::bind(local).expect("bind server");
+        round_trip_on(server, order, clients, gso, None)
     }
 
-    /// As `round_trip`, on a given server socket; also says whether GSO is still on.
+    /// As `round_trip`, on a given server socket; replies meant for client
+    /// `dead` are addressed to port 0, which the kernel refuses (EINVAL).
     fn round_trip_on(
         server: UdpSocket,
         order: &[(usize, u8)],
         clients: usize,
         gso: bool,
+        dead: Option<usize>,
     ) -> Outcome {
         let local = server.local_addr().expect("addr");
         let local = SocketAddr::new(local.ip(), 0);
@@ -433,7 +488,13 @@ mod tests {
         }
         let n = batch.recv(server.as_raw_fd()).expect("recv");
         assert_eq!(n, order.len(), "every queued request in one batch");
+        let dead_addr = dead.map(|d| cs[d].local_addr().expect("addr"));
+        let mut dead_n = 0;
         for i in 0..n {
+            if batch.get(i).1.is_some() && batch.get(i).1 == dead_addr {
+                set_port_zero(&mut batch.addrs[i]);
+                dead_n += 1;
+            }
             let (data, peer, _) = batch.get(i);
             assert_eq!(data.len(), 48);
             assert!(peer.is_some());
@@ -442,9 +503,12 @@ mod tests {
             reply[24..32].copy_from_slice(&data[40..48]);
             batch.reply(i, reply);
         }
-        assert_eq!(batch.send(server.as_raw_fd(), 0x0102_0304_0506_0708), n);
+        assert_eq!(
+            batch.send(server.as_raw_fd(), 0x0102_0304_0506_0708),
+            n - dead_n
+        );
         let mut got = vec![Vec::new(); clients];
-        for &(c, _) in order {
+        for &(c, _) in order.iter().filter(|o| Some(o.0) != dead) {
             let mut buf = [0u8; 512];
             let len = cs[c].recv(&mut buf).expect("a reply for every request");
             got[c].push(buf[..len].to_vec());
@@ -461,9 +525,25 @@ mod tests {
         }
     }
 
+    fn set_port_zero(a: &mut libc::sockaddr_storage) {
+        // SAFETY: the family says which sockaddr the storage holds; the port
+        // sits at the same offset (2) in sockaddr_in and sockaddr_in6.
+        let p = (a as *mut libc::sockaddr_storage).cast::<u8>();
+        unsafe { p.add(2).cast::<u16>().write_unaligned(0) };
+    }
+
     fn check(got: &[Vec<Vec<u8>>], order: &[(usize, u8)]) {
+        check_except(got, order, None);
+    }
+
+    /// Every client but `dead` got its replies, whole and in order.
+    fn check_except(got: &[Vec<Vec<u8>>], order: &[(usize, u8)], dead: Option<usize>) {
         for (c, replies) in got.iter().enumerate() {
-            let want: Vec<u8> = order.iter().filter(|o| o.0 == c).map(|o| o.1).collect();
+            let want: Vec<u8> = order
+                .iter()
+                .filter(|o| o.0 == c && Some(c) != dead)
+                .map(|o| o.1)
+                .collect();
             let tags: Vec<u8> = replies.iter().map(|r| r[24]).collect();
             assert_eq!(tags, want, "client {c}: replies in request order");
             for r in replies {
@@ -537,14 +617,31 @@ mod tests {
             )
         };
         assert_eq!(r, 0, "SO_NO_CHECK: {}", io::Error::last_os_error());
-        let order = [(0, 1), (0, 2), (1, 3), (0, 4), (1, 5)];
+        // Client 1's lone reply goes first, plainly; then client 0's GSO
+        // send is refused and the rest go one by one.
+        let order = [(1, 3), (0, 1), (0, 2), (2, 7), (0, 4), (2, 8), (1, 5)];
         let Outcome {
             got,
             gso_sends,
             gso_on,
-        } = round_trip_on(server, &order, 2, true);
+        } = round_trip_on(server, &order, 3, true, None);
         check(&got, &order);
         assert_eq!(gso_sends, 0);
         assert!(!gso_on, "GSO is off after the refusal");
+    }
+
+    #[test]
+    fn a_destination_the_kernel_refuses_costs_only_its_own_replies() {
+        // Replies to port 0 fail with EINVAL, grouped or alone: that is the
+        // destination's fault, so GSO stays on and everyone else is answered.
+        let server = UdpSocket::bind("127.0.0.1:0").expect("bind server");
+        let order = [(0, 1), (1, 2), (0, 3), (2, 4), (1, 5), (2, 6)];
+        let Outcome { got, gso_on, .. } = round_trip_on(server, &order, 3, true, Some(0));
+        check_except(&got, &order, Some(0));
+        assert!(got[0].is_empty());
+        assert!(gso_on, "a bad destination does not turn GSO off");
+        let server = UdpSocket::bind("127.0.0.1:0").expect("bind server");
+        let Outcome { got, .. } = round_trip_on(server, &order, 3, false, Some(1));
+        check_except(&got, &order, Some(1));
     }
 }
