@@ -637,7 +637,7 @@ fn map_growth_hits_the_map_limit() {
 
 #[test]
 #[ignore = "upstream rhai 1.27 bug (src/eval/chaining.rs checks only the assigned item): `m[key] = v` \
-            grows a map past --max-map-size; netsh's operation and time limits still stop the script"]
+            grows a map past --max-map-size; netsh's memory, operation and time limits still stop the script"]
 fn map_index_assignment_hits_the_map_limit() {
     // Bounded by --max-operations so the bug shows as a wrong error, quickly,
     // instead of 100M operations and gigabytes later.
@@ -647,6 +647,27 @@ fn map_index_assignment_hits_the_map_limit() {
         "over the limit of 100 entries",
         "--max-map-size",
     );
+}
+
+#[test]
+fn a_script_that_grows_the_process_is_stopped_at_the_memory_limit() {
+    // The map-index path that rhai's map limit misses (above): the memory
+    // limit stops it long before the operation limit would.
+    hits_limit(
+        "let m = #{}; let i = 0; loop { m[`k${i}`] = `value ${i}`; i += 1; }\n",
+        &["--max-memory", "16MiB"],
+        "memory grew by more than 16MiB",
+        "--max-memory",
+    );
+}
+
+#[test]
+fn a_memory_limit_under_a_mebibyte_is_refused_before_running() {
+    let env = Env::new();
+    let o = env.script("print(\"ran\")", &["--max-memory", "10k"]);
+    assert_eq!(o.code, Some(2), "a bad flag is a usage error: {}", dump(&o));
+    assert!(o.stdout.is_empty(), "the script must not run: {}", dump(&o));
+    assert!(o.stderr.contains("--max-memory"), "{}", dump(&o));
 }
 
 #[test]

@@ -56,6 +56,9 @@ pub struct LimitArgs {
     /// Largest map, in entries
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_map_size)]
     pub max_map_size: usize,
+    /// Most the process's memory may grow while the script runs: 512MiB, 2GiB
+    #[arg(long, value_name = "BYTES", default_value = "1GiB", value_parser = parse_memory)]
+    pub max_memory: u64,
 }
 
 impl LimitArgs {
@@ -67,8 +70,19 @@ impl LimitArgs {
             max_string_size: self.max_string_size,
             max_array_size: self.max_array_size,
             max_map_size: self.max_map_size,
+            max_memory: self.max_memory,
             timeout: self.script_timeout,
         }
+    }
+}
+
+fn parse_memory(s: &str) -> std::result::Result<u64, String> {
+    match units::parse_bytes(s)? {
+        n if n >= 1 << 20 => Ok(n),
+        _ => Err(format!(
+            "'{}' is under 1MiB, too little to run a script",
+            s.escape_debug()
+        )),
     }
 }
 

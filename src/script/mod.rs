@@ -7,8 +7,8 @@
 //! error the script can catch: `catch (e) { e.code, e.message, e.hint }`.
 //!
 //! A script is untrusted input: the engine runs with explicit limits
-//! (operations, call depth, expression depth, string/array/map sizes, wall
-//! clock), Ctrl-C stops it, `eval` is off and modules cannot be imported.
+//! (operations, call depth, expression depth, string/array/map sizes, growth
+//! of the process's memory, wall clock), Ctrl-C stops it, `eval` is off and modules cannot be imported.
 //! Each limit, when hit, names itself and the flag that raises it.
 //!
 //! Besides the commands: `sleep(ms)`, `now()` (Unix seconds), `to_json(x)`,
@@ -39,6 +39,11 @@ pub struct Limits {
     pub max_array_size: usize,
     /// Entries in one map.
     pub max_map_size: usize,
+    /// Growth of the process's resident memory while the script runs: the
+    /// per-object limits above do not bound the total (100,000 strings of
+    /// 1 MiB each), and rhai 1.27 does not check `m[k] = v` against the
+    /// map limit.
+    pub max_memory: u64,
     /// Wall-clock time for the whole script.
     pub timeout: Duration,
 }
@@ -51,6 +56,7 @@ impl Default for Limits {
             max_string_size: 1 << 20,
             max_array_size: 100_000,
             max_map_size: 10_000,
+            max_memory: 1 << 30,
             timeout: Duration::from_secs(300),
         }
     }
@@ -151,6 +157,17 @@ fn call(
     }
 }
 
+/// How often a running script's memory is looked at.
+const MEMORY_CHECK_EVERY: Duration = Duration::from_millis(2);
+
+/// This process's resident memory, where the system says (Linux).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
 /// Build an engine bound to `session` with `limits`.
 fn build_engine(session: &Rc<RefCell<Session>>, limits: Limits, started: Instant) -> Engine {
     let mut engine = Engine::new();
@@ -167,11 +184,22 @@ fn build_engine(session: &Rc<RefCell<Session>>, limits: Limits, started: Instant
         .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new())
         .disable_symbol("eval");
     let interrupt = session.borrow().interrupt.clone();
+    let rss_at_start = resident_bytes();
+    let next_memory_check = std::cell::Cell::new(Duration::ZERO);
     engine.on_progress(move |_| {
+        let elapsed = started.elapsed();
         if interrupt.load(std::sync::atomic::Ordering::Relaxed) {
             Some("interrupted".into())
-        } else if started.elapsed() > limits.timeout {
+        } else if elapsed > limits.timeout {
             Some("timeout".into())
+        } else if elapsed >= next_memory_check.get() {
+            // Every 2 ms (a /proc read costs a few µs): at memcpy speed a
+            // script can add only some tens of MB between two looks.
+            next_memory_check.set(elapsed + MEMORY_CHECK_EVERY);
+            let grown = rss_at_start
+                .zip(resident_bytes())
+                .map_or(0, |(a, b)| b.saturating_sub(a));
+            (grown > limits.max_memory).then(|| "memory".into())
         } else {
             None
         }
@@ -370,6 +398,18 @@ fn outcome(name: &str, source: &str, e: EvalAltResult, limits: &Limits) -> Resul
                 return Err(Error::new(
                     ErrorKind::Interrupted,
                     format!("{name}: stopped by Ctrl-C"),
+                ));
+            }
+            if token.to_string() == "memory" {
+                return Err(located(
+                    name,
+                    source,
+                    pos,
+                    &format!(
+                        "the script's memory grew by more than {} (the memory limit)",
+                        crate::units::format_bytes(limits.max_memory)
+                    ),
+                    Some("raise it with --max-memory".into()),
                 ));
             }
             Err(located(
