@@ -12,6 +12,13 @@ use rexpect::session::{PtySession, spawn_command};
 const PROMPT: &str = "netsh 127.0.0.1:5050> ";
 
 fn shell(data: &Path) -> PtySession {
+    let mut p = spawn_shell(data);
+    p.exp_string(PROMPT).expect("first prompt");
+    p
+}
+
+/// The shell on a pty, before its first prompt.
+fn spawn_shell(data: &Path) -> PtySession {
     // A fresh pty has a 0x0 window, which no real terminal has: give it one.
     let mut c = Command::new("sh");
     c.arg("-c")
@@ -24,9 +31,7 @@ fn shell(data: &Path) -> PtySession {
     for k in ["NETSH_HOME", "NETSH_SERVER", "NETSH_TIMEOUT"] {
         c.env_remove(k);
     }
-    let mut p = spawn_command(c, Some(10_000)).expect("spawn netsh on a pty");
-    p.exp_string(PROMPT).expect("first prompt");
-    p
+    spawn_command(c, Some(10_000)).expect("spawn netsh on a pty")
 }
 
 /// Type keys without Enter (rexpect's `send` buffers until flushed).
@@ -91,6 +96,51 @@ fn history_survives_a_restart_without_duplicates() {
     p.exp_string(PROMPT).unwrap();
     p.send_line("quit").unwrap();
     exits_zero(&mut p);
+}
+
+#[test]
+fn a_history_file_that_is_a_device_or_huge_is_left_alone() {
+    // rustyline reads the whole history file on start and on every append:
+    // /dev/full reads as endless zeros (the shell used to grow to gigabytes)
+    // and refuses writes as a full disk does.
+    for (case, warning) in [
+        ("device", "is not a regular file"),
+        ("huge", "over the 16MiB netsh reads"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let hist_dir = dir.path().join("history");
+        std::fs::create_dir_all(&hist_dir).unwrap();
+        let hist = hist_dir.join("netsh_history");
+        if case == "device" {
+            std::os::unix::fs::symlink("/dev/full", &hist).unwrap();
+        } else {
+            let f = std::fs::File::create(&hist).unwrap();
+            f.set_len(17 << 20).unwrap(); // sparse: no real 17 MiB written
+        }
+        let mut p = spawn_shell(dir.path());
+        p.exp_string(warning)
+            .unwrap_or_else(|e| panic!("{case}: no warning: {e}"));
+        p.exp_string("history is kept in memory for this session only")
+            .unwrap();
+        p.exp_string(PROMPT).expect("the shell starts anyway");
+        p.send_line("set retries 4").unwrap();
+        p.exp_string("retries = 4").expect("and works");
+        p.exp_string(PROMPT).unwrap();
+        type_keys(&mut p, "\x1b[A");
+        p.exp_string("set retries 4")
+            .expect("history still works in memory");
+        p.send_control('c').unwrap();
+        p.exp_string(PROMPT).unwrap();
+        p.send_line("exit").unwrap();
+        exits_zero(&mut p);
+        if case == "huge" {
+            assert_eq!(
+                std::fs::metadata(&hist).unwrap().len(),
+                17 << 20,
+                "left as it was"
+            );
+        }
+    }
 }
 
 #[test]

@@ -49,6 +49,30 @@ pub fn report_error(s: &mut Session, command: &str, e: &Error) {
     }
 }
 
+/// Largest history file netsh reads: rustyline keeps 10,000 lines, so a
+/// bigger file is not one it wrote.
+const HISTORY_MAX_BYTES: u64 = 16 << 20;
+
+/// Why the history file can't be used, if it can't (a missing one is fine:
+/// it is created on the first line).
+fn history_file_problem(path: &std::path::Path) -> Option<Error> {
+    let hint =
+        "history is kept in memory for this session only; move the file away to start afresh";
+    let problem = match std::fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(Error::io("read history", path.display(), &e).with_hint(hint)),
+        Ok(m) if !m.is_file() => format!("history {} is not a regular file", path.display()),
+        Ok(m) if m.len() > HISTORY_MAX_BYTES => format!(
+            "history {} is {} bytes, over the {} netsh reads",
+            path.display(),
+            m.len(),
+            crate::units::format_bytes(HISTORY_MAX_BYTES)
+        ),
+        Ok(_) => return None,
+    };
+    Some(Error::new(crate::error::ErrorKind::Io, problem).with_hint(hint))
+}
+
 /// Show start-up warnings (bad settings lines, unwritable logs) on stderr.
 pub fn report_warnings(s: &mut Session, warnings: &[Error]) {
     for w in warnings {
@@ -180,7 +204,18 @@ fn interactive_loop(s: &mut Session) -> i32 {
     };
     rl.set_helper(Some(helper::ShellHelper::new(s.paint)));
     let hist = s.paths.history_file();
-    if let Err(e) = rl.load_history(&hist)
+    // rustyline reads the whole file on load and again on every append, so
+    // only a regular file of sane size is used (a device, a FIFO or a
+    // runaway file would hang the shell or fill memory).
+    let keep_history = match history_file_problem(&hist) {
+        None => true,
+        Some(w) => {
+            report_warnings(s, &[w]);
+            false
+        }
+    };
+    if keep_history
+        && let Err(e) = rl.load_history(&hist)
         && !matches!(&e, ReadlineError::Io(io) if io.kind() == io::ErrorKind::NotFound)
     {
         let w = Error::new(
@@ -194,7 +229,7 @@ fn interactive_loop(s: &mut Session) -> i32 {
         let prompt = format!("netsh {}> ", s.settings.server);
         match rl.readline(&prompt) {
             Ok(line) => {
-                if rl.add_history_entry(line.as_str()).unwrap_or(false) {
+                if rl.add_history_entry(line.as_str()).unwrap_or(false) && keep_history {
                     // Appended on each accepted line, so a crash loses nothing.
                     let saved = std::fs::create_dir_all(&s.paths.history_dir)
                         .map_err(ReadlineError::Io)
