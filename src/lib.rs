@@ -24,6 +24,7 @@
 
 pub mod cmd;
 pub mod error;
+pub mod files;
 pub mod host;
 pub mod log;
 pub mod net;

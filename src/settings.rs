@@ -365,27 +365,20 @@ impl SettingsFile {
                 path.display()
             ))
         };
-        let text = match fs::metadata(path) {
+        let text = match crate::files::read_capped(path, MAX_FILE_BYTES) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (file, warnings),
+            Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
+                warnings.push(warn(format!(
+                    "settings file {} is over {MAX_FILE_BYTES} bytes, ignored",
+                    path.display(),
+                )));
+                return (file, warnings);
+            }
             Err(e) => {
                 warnings.push(Error::io("read settings", path.display(), &e));
                 return (file, warnings);
             }
-            Ok(m) if m.len() > MAX_FILE_BYTES => {
-                warnings.push(warn(format!(
-                    "settings file {} is {} bytes (max {MAX_FILE_BYTES}), ignored",
-                    path.display(),
-                    m.len()
-                )));
-                return (file, warnings);
-            }
-            Ok(_) => match fs::read(path) {
-                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-                Err(e) => {
-                    warnings.push(Error::io("read settings", path.display(), &e));
-                    return (file, warnings);
-                }
-            },
         };
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();

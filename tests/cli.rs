@@ -785,6 +785,27 @@ fn garbage_settings_file_warns_and_keeps_good_lines() {
 }
 
 #[test]
+fn a_settings_path_that_never_ends_warns_and_runs() {
+    // /dev/zero has no length to check up front and reads forever: only a
+    // capped read stops it.
+    let d = Data::new();
+    std::os::unix::fs::symlink("/dev/zero", d.conf()).unwrap();
+    let r = d.run(&["settings", "--json"]);
+    assert_eq!(r.code, 0, "{r:#?}");
+    let v = r.json();
+    for k in KEYS {
+        assert_eq!(v["sources"][k], "default", "{k}: {v}");
+    }
+    let lines = r.err_lines();
+    assert_eq!(lines.len(), 1, "{r:#?}");
+    assert!(
+        lines[0].starts_with("warning: error[settings]: settings file ")
+            && lines[0].contains("netsh.conf is over 65536 bytes, ignored"),
+        "{r:#?}"
+    );
+}
+
+#[test]
 fn unreadable_settings_path_warns_and_runs() {
     let d = Data::new();
     std::fs::create_dir(d.conf()).unwrap();

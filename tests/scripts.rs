@@ -671,6 +671,27 @@ fn a_memory_limit_under_a_mebibyte_is_refused_before_running() {
 }
 
 #[test]
+fn a_script_path_that_never_ends_is_refused_and_a_pipe_is_read() {
+    let env = Env::new();
+    let o = env.netsh(&["run", "/dev/zero"]);
+    assert_eq!(o.code, Some(2), "{}", dump(&o));
+    assert!(
+        o.stderr
+            .starts_with("error[bad-value]: /dev/zero is over 1 MiB; scripts are at most 1 MiB"),
+        "{}",
+        dump(&o)
+    );
+    // A pipe has no length either, but ends: `run /dev/stdin` works.
+    let o = common::run(
+        env.cmd(&["run", "/dev/stdin"]),
+        Some(b"print(`piped ${6 * 7}`);\n"),
+        LIMIT,
+    );
+    assert_ok(&o);
+    assert_eq!(o.stdout, "piped 42\n");
+}
+
+#[test]
 fn sleep_is_bounded_by_the_script_timeout() {
     let env = Env::new();
     let t0 = Instant::now();

@@ -124,15 +124,16 @@ impl Command for Run {
 /// # Errors
 /// `io` naming the path; `bad-value` for a file too large or not UTF-8.
 pub fn read_script(path: &std::path::Path) -> Result<String> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io("read script", path.display(), &e))?;
-    if meta.len() > MAX_SCRIPT_BYTES {
-        return Err(Error::bad_value(format!(
-            "{} is {} bytes; scripts are at most 1 MiB",
-            path.display(),
-            meta.len()
-        )));
-    }
-    let bytes = std::fs::read(path).map_err(|e| Error::io("read script", path.display(), &e))?;
+    let bytes = crate::files::read_capped(path, MAX_SCRIPT_BYTES).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::FileTooLarge {
+            Error::bad_value(format!(
+                "{} is over 1 MiB; scripts are at most 1 MiB",
+                path.display()
+            ))
+        } else {
+            Error::io("read script", path.display(), &e)
+        }
+    })?;
     String::from_utf8(bytes).map_err(|e| {
         Error::bad_value(format!(
             "{} is not UTF-8 text (bad byte at offset {})",

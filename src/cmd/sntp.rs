@@ -238,8 +238,18 @@ fn pick(ep: &Endpoint, v4: bool, v6: bool) -> Result<SocketAddr> {
         })
 }
 
+/// Most of the kiss file netsh reads; past it the file is started afresh.
+const KISS_FILE_MAX: u64 = 256 << 10;
+
+/// The remembered kisses, one `ADDR CODE WHEN` line each ("" if none or unreadable).
+fn kiss_lines(path: &Path) -> String {
+    crate::files::read_capped(path, KISS_FILE_MAX)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
 fn remembered_kiss(path: &Path, addr: SocketAddr) -> Option<(String, String)> {
-    let text = fs::read_to_string(path).ok()?;
+    let text = kiss_lines(path);
     text.lines().find_map(|l| {
         let mut w = l.split_whitespace();
         let (a, code, when) = (w.next()?, w.next()?, w.next().unwrap_or("earlier"));
@@ -253,7 +263,13 @@ fn remember_kiss(path: &Path, addr: SocketAddr, code: &str) {
         addr,
         Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
-    let mut text = fs::read_to_string(path).unwrap_or_default();
+    // One line per server: an older kiss from the same address is replaced.
+    let me = addr.to_string();
+    let mut text: String = kiss_lines(path)
+        .lines()
+        .filter(|l| l.split_whitespace().next() != Some(me.as_str()))
+        .flat_map(|l| [l, "\n"])
+        .collect();
     text.push_str(&line);
     // Best effort: failing to remember only means asking again next time.
     let _ = fs::write(path, text);
@@ -466,5 +482,40 @@ impl SntpReport {
             p.bold("---------------------------------")
         ));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_kiss_line_per_server_the_latest_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("sntp-kod.list");
+        let a: SocketAddr = "192.0.2.1:123".parse().unwrap();
+        let b: SocketAddr = "[2001:db8::1]:123".parse().unwrap();
+        remember_kiss(&list, a, "DENY");
+        remember_kiss(&list, b, "RSTR");
+        remember_kiss(&list, a, "RSTR");
+        let text = fs::read_to_string(&list).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text:?}");
+        assert_eq!(
+            remembered_kiss(&list, a).map(|k| k.0).as_deref(),
+            Some("RSTR")
+        );
+        assert_eq!(
+            remembered_kiss(&list, b).map(|k| k.0).as_deref(),
+            Some("RSTR")
+        );
+    }
+
+    #[test]
+    fn a_kiss_list_that_never_ends_is_not_read_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("sntp-kod.list");
+        std::os::unix::fs::symlink("/dev/zero", &list).unwrap();
+        let a: SocketAddr = "192.0.2.1:123".parse().unwrap();
+        assert_eq!(remembered_kiss(&list, a), None);
     }
 }
