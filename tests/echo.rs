@@ -511,6 +511,46 @@ fn udp_datagrams_are_echoed_verbatim_on_the_same_port_v4() {
 }
 
 #[test]
+fn udp_datagrams_that_could_loop_are_not_echoed() {
+    // A datagram from the server's own port (here from 127.0.0.2, which is
+    // loopback too, as another netsh server on the default port would be, or
+    // a packet spoofed from the server itself) would be echoed back and forth
+    // for ever: the audit saw one spoofed datagram hold a core at 100 %.
+    let srv = start_server("127.0.0.1");
+    let twin = UdpSocket::bind(("127.0.0.2", srv.addr.port()))
+        .expect("bind 127.0.0.2 on the server's port");
+    twin.connect(srv.addr).unwrap();
+    twin.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    twin.send(b"loop?").unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        twin.recv(&mut buf).is_err(),
+        "a datagram from the server's own port was echoed"
+    );
+    // A well-known service port (below 1024) is refused too, where this
+    // process may bind one (root).
+    let mut expected_ignored = 1;
+    if let Ok(svc) = UdpSocket::bind("127.0.0.1:19") {
+        svc.connect(srv.addr).unwrap();
+        svc.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        svc.send(b"chargen?").unwrap();
+        assert!(
+            svc.recv(&mut buf).is_err(),
+            "a datagram from port 19 was echoed"
+        );
+        expected_ignored += 1;
+    }
+    udp_exchange(srv.addr); // ordinary clients are still answered
+    let stats = srv.stop();
+    assert_eq!(
+        (stats.datagrams, stats.datagrams_ignored),
+        (5, expected_ignored)
+    );
+}
+
+#[test]
 fn udp_datagrams_are_echoed_verbatim_on_the_same_port_v6() {
     let srv = start_server("::1");
     udp_exchange(srv.addr);

@@ -106,6 +106,9 @@ pub struct Stats {
     pub requests: AtomicU64,
     /// UDP datagrams echoed.
     pub datagrams: AtomicU64,
+    /// UDP datagrams not echoed because their source could loop (see
+    /// [`could_reflect`]).
+    pub datagrams_ignored: AtomicU64,
     /// Datagrams that reached the SNTP port.
     pub ntp_requests: AtomicU64,
     /// SNTP replies sent (kiss-o'-death included).
@@ -137,6 +140,7 @@ impl Stats {
             bytes_out: g(&self.bytes_out),
             requests: g(&self.requests),
             datagrams: g(&self.datagrams),
+            datagrams_ignored: g(&self.datagrams_ignored),
             ntp_requests: g(&self.ntp_requests),
             ntp_replies: g(&self.ntp_replies),
             ntp_ignored: g(&self.ntp_ignored),
@@ -162,6 +166,8 @@ pub struct StatsSnapshot {
     pub requests: u64,
     /// UDP datagrams echoed.
     pub datagrams: u64,
+    /// UDP datagrams not echoed: their source could loop.
+    pub datagrams_ignored: u64,
     /// Datagrams that reached the SNTP port.
     pub ntp_requests: u64,
     /// SNTP replies sent.
@@ -849,8 +855,17 @@ impl Server {
         let sock = &self.udps[i];
         let cap = scratch.len().min(MAX_DATAGRAM);
         let buf = &mut scratch[..cap];
+        let own_port = sock.local_addr().map_or(0, |a| a.port());
         for _ in 0..UDP_PER_TURN {
             match sock.recv_from(buf) {
+                Ok((n, peer)) if could_reflect(peer, own_port) => {
+                    stats.add_in(n);
+                    stats.datagrams_ignored.fetch_add(1, Ordering::Relaxed);
+                    self.console.say(
+                        Level::Debug,
+                        &format!("[UDP] ignored {n} bytes from {peer}: an echo there could loop"),
+                    );
+                }
                 Ok((n, peer)) => {
                     stats.add_in(n);
                     // A full send buffer drops the echo: UDP promises nothing more.
@@ -867,6 +882,15 @@ impl Server {
         }
         true
     }
+}
+
+/// Whether echoing to `peer` could start a loop that never ends: a
+/// datagram spoofed from our own address, from another echo server on our
+/// port, or from a well-known service port (echo 7, chargen 19, daytime 13,
+/// NTP 123…) would be answered by a reply, answered in turn, forever. Real
+/// clients send from ephemeral ports (1024 and up), so they never match.
+fn could_reflect(peer: SocketAddr, own_port: u16) -> bool {
+    peer.port() < 1024 || peer.port() == own_port
 }
 
 enum Accept {
