@@ -952,6 +952,86 @@ fn hostile_bytes_are_escaped_in_the_server_log() {
 
 // ---------------------------------------------------------- 10. shutdown
 
+#[test]
+fn a_stdout_nobody_reads_does_not_stall_the_server() {
+    // `netsh serve | less` left paused: the pipe fills, and writing the
+    // console to it must not block the event loop (it did: echo, SNTP and
+    // SIGTERM all hung until the reader went away).
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netsh"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--ntp-port",
+            "0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn netsh serve");
+    let pid = child.id();
+    let mut out = io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut child = KillOnDrop(child);
+    let mut port = None;
+    for _ in 0..10 {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("[MAIN] Server running on 127.0.0.1:") {
+            port = rest
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok());
+            break;
+        }
+    }
+    let addr = SocketAddr::from(([127, 0, 0, 1], port.expect("the server says its port")));
+    // From here on nobody reads `out`. Fill the pipe with room lines: about
+    // 50 console lines a second of 3,000 bytes each, far past 64 KiB.
+    let mut member = client(addr);
+    member.write_all(b"CHAT flooder\n").unwrap();
+    let filler = "z".repeat(3000);
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        let _ = member.write_all(format!("{filler}\n").as_bytes());
+        thread::sleep(Duration::from_millis(5));
+    }
+    let t0 = Instant::now();
+    let mut c = client(addr);
+    assert_echo(&mut c, "still answering");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "echo took {:?}",
+        t0.elapsed()
+    );
+    kill("TERM", pid);
+    let ok = wait_for(Duration::from_secs(5), || {
+        matches!(child.0.try_wait(), Ok(Some(_)))
+    });
+    assert!(ok, "SIGTERM did not stop a server whose stdout is full");
+    drop(out);
+}
+
+/// Kills the child on drop (a test that fails half-way leaves nothing
+/// running); std knows when it has been reaped, so no stray PID is hit.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn shutdown_by_signal(sig: &str) {
     let mut s = spawn("", &["-q"]);
     let mut cs: Vec<TcpStream> = (0..3)

@@ -129,12 +129,11 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         .with_hint("'serve status' shows it; 'serve stop' stops it"));
     }
     let log = AppendLog::new(s.paths.logs_dir.join("server.log"), SERVER_LOG_CAP);
-    let sink: Option<LineSink> = if foreground && s.streaming {
-        Some(Box::new(|line: &str| {
-            let _ = writeln!(std::io::stdout().lock(), "{line}");
-        }))
+    let (sink, pump_done) = if foreground && s.streaming {
+        let (sink, done) = stdout_sink();
+        (Some(sink), done)
     } else {
-        None
+        (None, None)
     };
     let cfg = ServerConfig {
         bind: a.bind.clone(),
@@ -176,17 +175,26 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
             let h = handle.clone();
             let _ = std::thread::Builder::new()
                 .name("netsh-operator".into())
-                .spawn(move || {
-                    use std::io::BufRead;
-                    for line in std::io::stdin().lock().lines() {
-                        let Ok(line) = line else { break };
-                        if !line.trim().is_empty() && !h.operator_say(&line) {
-                            break;
-                        }
-                    }
+                .spawn(move || operator_input(&h));
+        }
+        let stats = server.run();
+        // The server (and the console sink in it) is gone: let the pump
+        // print what it holds, but never wait long on a stdout nobody reads.
+        if let Some(done) = pump_done {
+            let _ = done.recv_timeout(Duration::from_secs(1));
+        }
+        let stats = stats?;
+        if s.frontend == Frontend::OneShot {
+            // The process ends once this report is printed. If stdout is a
+            // pipe nobody reads, that print would block for ever, and SIGTERM
+            // (handled by the server, not the default) could not end it.
+            let _ = std::thread::Builder::new()
+                .name("netsh-exit-guard".into())
+                .spawn(|| {
+                    std::thread::sleep(Duration::from_secs(2));
+                    std::process::exit(0);
                 });
         }
-        let stats = server.run()?;
         return Ok(Report::Serve(ServeReport {
             action: "stopped",
             running: false,
@@ -220,6 +228,102 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         stats: None,
         log: log.path().display().to_string(),
     }))
+}
+
+/// Lines queued for stdout before more are counted as dropped.
+const STDOUT_QUEUE: usize = 4096;
+
+/// A console sink that hands lines to a writer thread, so a stdout nobody
+/// reads (`serve | less` left paused, Ctrl-S in a terminal, a full pipe)
+/// cannot stall the event loop: when the queue is full, lines are counted
+/// and the count is printed once stdout moves again. Also returns a channel
+/// that closes when the writer has printed everything (after the sink is
+/// dropped).
+fn stdout_sink() -> (LineSink, Option<std::sync::mpsc::Receiver<()>>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::mpsc::{self, TrySendError};
+    let (tx, rx) = mpsc::sync_channel::<String>(STDOUT_QUEUE);
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let dropped = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&dropped);
+    let writer = std::thread::Builder::new()
+        .name("netsh-console".into())
+        .spawn(move || {
+            let mut out = std::io::stdout();
+            for line in rx {
+                let n = seen.swap(0, Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "[MAIN] ({n} console lines dropped: stdout was not being read)"
+                    );
+                }
+                let _ = writeln!(out, "{line}");
+            }
+            drop(done_tx);
+        });
+    if writer.is_err() {
+        // No thread: write directly, as before.
+        return (
+            Box::new(|line: &str| {
+                let _ = writeln!(std::io::stdout().lock(), "{line}");
+            }),
+            None,
+        );
+    }
+    let sink = Box::new(move |line: &str| {
+        if let Err(TrySendError::Full(_)) = tx.try_send(line.to_string()) {
+            dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    (sink, Some(done_rx))
+}
+
+/// The foreground operator's lines from stdin into the room, each at most a
+/// chat line long (longer ones are refused whole, with a note on stderr; the
+/// rest of the input goes on), invalid UTF-8 shown as U+FFFD. Memory stays
+/// bounded whatever stdin holds.
+fn operator_input(h: &server::Handle) {
+    use std::io::{BufRead, Read};
+    let max = crate::proto::chat::MAX_CHAT_LINE;
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        buf.clear();
+        let n = match input
+            .by_ref()
+            .take(max as u64 + 1)
+            .read_until(b'\n', &mut buf)
+        {
+            Ok(0) => return, // end of input: the server goes on
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        if buf.last() != Some(&b'\n') && n > max {
+            // Over-long: skip to the end of this line, a bounded chunk at a time.
+            let mut skip = Vec::with_capacity(4096);
+            loop {
+                skip.clear();
+                match input.by_ref().take(4096).read_until(b'\n', &mut skip) {
+                    Ok(0) => break,
+                    Ok(_) if skip.last() == Some(&b'\n') => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+            eprintln!("[CHAT] not sent: your line is over {max} bytes");
+            continue;
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let line = text.trim_end_matches(['\n', '\r']);
+        if !line.trim().is_empty() && !h.operator_say(line) {
+            return;
+        }
+    }
 }
 
 /// Whether reading stdin is safe: not a terminal, or a terminal whose

@@ -320,8 +320,9 @@ impl Conn {
                     self.discarding = true;
                 }
                 Frame::TooLong => {
+                    // Info, so rate-limited: every client can trigger it.
                     console.say(
-                        Level::Main,
+                        Level::Info,
                         &format!(
                             "[ECHO] {} sent a line over {} bytes; closing it",
                             self.peer,
