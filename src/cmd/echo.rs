@@ -303,7 +303,7 @@ fn probes(
 ) -> Result<EchoReport> {
     let proto_name = if plan.udp { "udp" } else { "tcp" };
     let (mut wire, addr, connect_ms) = if plan.udp {
-        let (u, a) = client::udp_connect(ep)?;
+        let (u, a) = client::udp_connect_within(ep, ctx)?;
         (Wire::Udp(u), a, None)
     } else {
         let (t, a, c) = client::connect(ep, ctx)?;

@@ -100,7 +100,7 @@ impl Command for Sntp {
         };
         s.emit(&format!("[SNTP] Connecting to {} ...", ep.host))
             .ok();
-        let addr = pick(&ep, a.ipv4, a.ipv6)?;
+        let addr = pick(&ep, a.ipv4, a.ipv6, ctx)?;
         let kod_path = s.paths.data_dir.join(KOD_FILE);
         if let Some((code, when)) = remembered_kiss(&kod_path, addr) {
             return Err(Error::new(
@@ -220,8 +220,8 @@ impl Command for Sntp {
 }
 
 /// The first resolved address of the family asked for.
-fn pick(ep: &Endpoint, v4: bool, v6: bool) -> Result<SocketAddr> {
-    let addrs = ep.resolve()?;
+fn pick(ep: &Endpoint, v4: bool, v6: bool, ctx: ClientCtx<'_>) -> Result<SocketAddr> {
+    let addrs = client::resolve(ep, ctx)?;
     addrs
         .iter()
         .copied()

@@ -1,5 +1,5 @@
 //! `HOST[:PORT]` endpoints: parsing (with a default port), display, and
-//! resolution with clear errors.
+//! resolution with a deadline, Ctrl-C and clear errors.
 //!
 //! Accepted forms: `host`, `host:port`, `1.2.3.4`, `1.2.3.4:port`, `::1`,
 //! `[::1]`, `[::1]:port`. A bare IPv6 address has no port (its colons are the
@@ -7,8 +7,14 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::net::client::{SLICE, interrupted};
+use crate::units::format_duration;
 
 /// A host (name or IP literal) and a port, as the user wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,33 +85,126 @@ impl Endpoint {
     }
 
     /// Resolve to socket addresses (IPv4 first where both exist, as most
-    /// clients try them). Blocking: uses the system resolver.
+    /// clients try them), giving up after `timeout` or once `interrupt` is
+    /// set. An IP literal is answered at once, without a thread.
+    ///
+    /// A name goes to the system resolver (`getaddrinfo`), which has no
+    /// deadline of its own that we can set, on a short-lived `netsh-dns`
+    /// thread, and the calling thread waits for the answer in slices of at
+    /// most [`SLICE`]. When the wait ends first, the lookup thread is left
+    /// detached: it cannot be cancelled, but it ends on its own once the
+    /// resolver's own timeouts and attempts run out (`resolv.conf` `timeout`
+    /// × `attempts`), and its late answer is dropped. If no thread can be
+    /// started, the name is resolved on this thread, without the deadline.
     ///
     /// # Errors
-    /// `dns` when the name does not resolve or resolves to nothing.
-    pub fn resolve(&self) -> Result<Vec<SocketAddr>> {
+    /// `dns` when the name does not resolve, resolves to nothing, or gets no
+    /// answer within `timeout`; `interrupted` once `interrupt` is set.
+    pub fn resolve_within(
+        &self,
+        timeout: Duration,
+        interrupt: Option<&AtomicBool>,
+    ) -> Result<Vec<SocketAddr>> {
         if let Ok(ip) = self.host.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, self.port)]);
         }
-        let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Dns,
-                    format!("resolve {}: {}", self.host, dns_reason(&e)),
-                )
-            })?
-            .collect();
-        if addrs.is_empty() {
-            return Err(Error::new(
-                ErrorKind::Dns,
-                format!("resolve {}: no addresses", self.host),
-            ));
+        if interrupt.is_some_and(|f| f.load(Ordering::Relaxed)) {
+            return Err(interrupted());
         }
-        let mut v4: Vec<SocketAddr> = addrs.iter().copied().filter(|a| a.is_ipv4()).collect();
-        v4.extend(addrs.into_iter().filter(|a| a.is_ipv6()));
-        Ok(v4)
+        let (tx, rx) = mpsc::channel();
+        let (host, port) = (self.host.clone(), self.port);
+        let spawned = thread::Builder::new()
+            .name("netsh-dns".into())
+            .spawn(move || {
+                // The receiver is gone when the caller gave up: nobody wants
+                // the answer any more.
+                let _ = tx.send(lookup(&host, port));
+            });
+        match spawned {
+            // Not joined: see above. The answer is itself a Result.
+            Ok(_detached) => wait_for_result(&rx, timeout, interrupt).map_err(|mut e| {
+                if e.kind == ErrorKind::Dns {
+                    e.message = format!("resolve {}: {}", self.host, e.message);
+                }
+                e
+            })?,
+            Err(_) => lookup(&self.host, self.port),
+        }
     }
+}
+
+/// Ask the system resolver (blocking, no deadline of ours). IPv4 first.
+fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Dns,
+                format!("resolve {host}: {}", dns_reason(&e)),
+            )
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Dns,
+            format!("resolve {host}: no addresses"),
+        ));
+    }
+    let mut v4: Vec<SocketAddr> = addrs.iter().copied().filter(|a| a.is_ipv4()).collect();
+    v4.extend(addrs.into_iter().filter(|a| a.is_ipv6()));
+    Ok(v4)
+}
+
+/// Wait for the resolver thread's answer on `rx` until `timeout` has passed
+/// or `interrupt` is set, in slices of at most [`SLICE`] so Ctrl-C is
+/// noticed quickly.
+///
+/// # Errors
+/// `dns` ("no answer within …", without the host: the caller adds it) at the
+/// deadline or when the sender is gone without an answer; `interrupted` once
+/// `interrupt` is set.
+fn wait_for_result<T>(
+    rx: &mpsc::Receiver<T>,
+    timeout: Duration,
+    interrupt: Option<&AtomicBool>,
+) -> Result<T> {
+    // A timeout too large for an Instant has no deadline.
+    let deadline = Instant::now().checked_add(timeout);
+    loop {
+        if interrupt.is_some_and(|f| f.load(Ordering::Relaxed)) {
+            return Err(interrupted());
+        }
+        let slice = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    // An answer that came in during the last slice still counts.
+                    return rx.try_recv().map_err(|_| no_answer(timeout));
+                }
+                left.min(SLICE)
+            }
+            None => SLICE,
+        };
+        match rx.recv_timeout(slice) {
+            Ok(v) => return Ok(v),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Error::new(
+                    ErrorKind::Dns,
+                    "the resolver stopped without an answer",
+                ));
+            }
+        }
+    }
+}
+
+/// The `dns` error for a resolver that did not answer in time.
+fn no_answer(timeout: Duration) -> Error {
+    Error::new(
+        ErrorKind::Dns,
+        format!("no answer within {}", format_duration(timeout)),
+    )
+    .with_hint("check the DNS servers ('info' lists them), or use an IP address")
 }
 
 fn dns_reason(e: &std::io::Error) -> String {
@@ -195,5 +294,142 @@ mod tests {
     fn port_range_message_names_the_range() {
         let e = ep("h:70000").unwrap_err();
         assert!(e.message.contains("70000") && e.message.contains("1-65535"));
+    }
+
+    #[test]
+    fn ip_literals_resolve_at_once() {
+        // A zero timeout and a set Ctrl-C flag would fail any real wait.
+        let stop = AtomicBool::new(true);
+        for (s, want) in [("127.0.0.1:7", "127.0.0.1:7"), ("[::1]:7", "[::1]:7")] {
+            let t = Instant::now();
+            let got = ep(s)
+                .unwrap()
+                .resolve_within(Duration::ZERO, Some(&stop))
+                .unwrap();
+            assert!(t.elapsed() < Duration::from_millis(50), "{s}");
+            assert_eq!(got, vec![want.parse::<SocketAddr>().unwrap()], "{s}");
+        }
+    }
+
+    #[test]
+    fn localhost_resolves_within_two_seconds() {
+        let t = Instant::now();
+        let got = ep("localhost:7")
+            .unwrap()
+            .resolve_within(Duration::from_secs(2), None)
+            .unwrap();
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert!(!got.is_empty());
+        assert!(
+            got.iter().all(|a| a.ip().is_loopback() && a.port() == 7),
+            "{got:?}"
+        );
+        // IPv4 first.
+        let first_v6 = got
+            .iter()
+            .position(SocketAddr::is_ipv6)
+            .unwrap_or(got.len());
+        assert!(got[first_v6..].iter().all(SocketAddr::is_ipv6), "{got:?}");
+    }
+
+    #[test]
+    fn invalid_name_is_a_dns_error() {
+        let e = ep("no-such-host.invalid")
+            .unwrap()
+            .resolve_within(Duration::from_secs(5), None)
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Dns, "{e}");
+        assert!(
+            e.message.starts_with("resolve no-such-host.invalid: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn set_interrupt_stops_a_name_before_the_lookup() {
+        let stop = AtomicBool::new(true);
+        let e = ep("localhost")
+            .unwrap()
+            .resolve_within(Duration::from_secs(5), Some(&stop))
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Interrupted, "{e}");
+    }
+
+    /// A stand-in resolver thread that answers after `delay`.
+    fn answer_after(delay: Duration) -> mpsc::Receiver<u32> {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            thread::sleep(delay);
+            let _ = tx.send(42);
+        });
+        rx
+    }
+
+    #[test]
+    fn wait_returns_an_answer_that_comes_in_time() {
+        let rx = answer_after(Duration::from_millis(120));
+        let got = wait_for_result(&rx, Duration::from_secs(2), None).unwrap();
+        assert_eq!(got, 42);
+    }
+
+    #[test]
+    fn wait_gives_up_at_the_deadline() {
+        let rx = answer_after(Duration::from_secs(2));
+        let timeout = Duration::from_millis(300);
+        let t = Instant::now();
+        let e = wait_for_result(&rx, timeout, None).unwrap_err();
+        let took = t.elapsed();
+        assert_eq!(e.kind, ErrorKind::Dns, "{e}");
+        assert_eq!(e.message, "no answer within 300ms");
+        assert!(
+            e.hint.as_deref().is_some_and(|h| h.contains("DNS servers")),
+            "{e}"
+        );
+        assert!(took >= timeout, "{took:?}");
+        assert!(took < timeout + Duration::from_millis(200), "{took:?}");
+    }
+
+    #[test]
+    fn wait_stops_at_once_when_interrupted() {
+        let rx = answer_after(Duration::from_secs(2));
+        let stop = AtomicBool::new(true);
+        let t = Instant::now();
+        let e = wait_for_result(&rx, Duration::from_secs(10), Some(&stop)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Interrupted, "{e}");
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    #[test]
+    fn wait_notices_ctrl_c_pressed_while_waiting() {
+        let rx = answer_after(Duration::from_secs(2));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(150));
+            flag.store(true, Ordering::Relaxed);
+        });
+        let t = Instant::now();
+        let e = wait_for_result(&rx, Duration::from_secs(10), Some(&stop)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Interrupted, "{e}");
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(150), "{took:?}");
+        assert!(
+            took < Duration::from_millis(150) + SLICE + Duration::from_millis(150),
+            "{took:?}"
+        );
+    }
+
+    #[test]
+    fn wait_reports_a_resolver_that_vanished() {
+        let (tx, rx) = mpsc::channel::<u32>();
+        drop(tx);
+        let t = Instant::now();
+        let e = wait_for_result(&rx, Duration::from_secs(10), None).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Dns, "{e}");
+        assert!(t.elapsed() < Duration::from_millis(100));
     }
 }

@@ -1,5 +1,6 @@
-//! Blocking client connections with deadlines: connect (every resolved
-//! address, with the session's timeout and retries), line reads that stop at
+//! Blocking client connections with deadlines: name resolution (with the
+//! session's timeout, stopping on Ctrl-C), connect (every resolved address,
+//! with the session's timeout and retries), line reads that stop at
 //! a deadline or on Ctrl-C, and a connected UDP socket. Every wait is sliced
 //! into short reads so Ctrl-C is noticed within [`SLICE`].
 
@@ -49,13 +50,22 @@ pub fn interrupted() -> Error {
     Error::new(ErrorKind::Interrupted, "interrupted")
 }
 
-/// Connect to the first address of `ep` that answers. Returns the stream,
-/// the address and the connect time.
+/// Resolve `ep` within the session's timeout, stopping on Ctrl-C.
 ///
 /// # Errors
-/// `dns`, `connection-refused`, `timed-out`, `unreachable` naming the address.
+/// `dns`, or `interrupted` on Ctrl-C.
+pub fn resolve(ep: &Endpoint, ctx: ClientCtx<'_>) -> Result<Vec<SocketAddr>> {
+    ep.resolve_within(ctx.timeout, Some(ctx.interrupt))
+}
+
+/// Connect to the first address of `ep` that answers. Returns the stream,
+/// the address and the connect time (resolution not included).
+///
+/// # Errors
+/// `dns`, `connection-refused`, `timed-out`, `unreachable` naming the address;
+/// `interrupted` on Ctrl-C.
 pub fn connect(ep: &Endpoint, ctx: ClientCtx<'_>) -> Result<(TcpStream, SocketAddr, Duration)> {
-    let addrs = ep.resolve()?;
+    let addrs = resolve(ep, ctx)?;
     let mut last = None;
     // Retries only help against timeouts; a refusal is an answer.
     for _attempt in 0..=ctx.retries {
@@ -183,13 +193,18 @@ pub fn write_all(s: &mut TcpStream, data: &[u8], ctx: ClientCtx<'_>) -> Result<(
 }
 
 /// A UDP socket connected to the first resolved address (so ICMP "port
-/// unreachable" comes back as `connection-refused`).
+/// unreachable" comes back as `connection-refused`), resolving within the
+/// session's timeout and stopping on Ctrl-C.
 ///
 /// # Errors
-/// `dns`, or the OS error naming the address.
-pub fn udp_connect(ep: &Endpoint) -> Result<(UdpSocket, SocketAddr)> {
-    let addr = *ep
-        .resolve()?
+/// `dns`, `interrupted` on Ctrl-C, or the OS error naming the address.
+pub fn udp_connect_within(ep: &Endpoint, ctx: ClientCtx<'_>) -> Result<(UdpSocket, SocketAddr)> {
+    udp_connect_to(ep, &resolve(ep, ctx)?)
+}
+
+/// Bind a UDP socket of the first address's family and connect it there.
+fn udp_connect_to(ep: &Endpoint, addrs: &[SocketAddr]) -> Result<(UdpSocket, SocketAddr)> {
+    let addr = *addrs
         .first()
         .ok_or_else(|| Error::new(ErrorKind::Dns, format!("resolve {}: no addresses", ep.host)))?;
     let local: SocketAddr = if addr.is_ipv4() {
