@@ -8,8 +8,10 @@
 //!   line; one stuck between the resume mark and the cap does not freeze a
 //!   paused room; over-long lines are refused and skipped (the refusal in
 //!   order with the member's other answers), 4096 bytes pass;
-//! - hostile text (escape sequences, control characters, invalid UTF-8)
-//!   arrives neutralised at members, on the console and in the chat log;
+//! - hostile text (escape sequences, control characters, invalid UTF-8,
+//!   bidi overrides and invisible characters) arrives neutralised at
+//!   members, on the console and in the chat log; the client escapes what a
+//!   hostile server sends, its `OK joined as` line included;
 //! - the chat log: written before delivery (a `kill -KILL` after delivery
 //!   loses nothing), and a log directory that cannot be created does not
 //!   stop the room;
@@ -903,6 +905,71 @@ fn escapes_controls_and_bad_utf8_arrive_neutralised_everywhere() {
     still_serves(srv.addr);
 }
 
+/// True for the invisible and bidi characters the room must never pass on.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00ad}'
+            | '\u{061c}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{e0000}'..='\u{e007f}'
+    )
+}
+
+#[test]
+fn bidi_overrides_and_invisible_characters_arrive_escaped_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("chat");
+    let srv = server(0, Some(log.clone()));
+    let mut a = join(srv.addr, "a", 1);
+    let mut b = join(srv.addr, "b", 2);
+    a.expect("* b joined");
+
+    // "Trojan Source": shows as "pay exe.txt now" in a bidi-aware terminal.
+    a.send(
+        "pay \u{202e}\u{2066}txt.exe\u{2069}\u{2066} now\u{200b}\u{feff}\u{2028} \
+         café 日本 😀",
+    );
+    a.send("/me hides\u{e0041}\u{00ad}\u{200f}");
+    let shown = "pay \\u{202e}\\u{2066}txt.exe\\u{2069}\\u{2066} now\\u{200b}\\u{feff}\\u{2028} \
+                 café 日本 😀";
+    let me_shown = "* a hides\\u{e0041}\\xad\\u{200f}";
+    for m in [&mut b, &mut a] {
+        for want in [format!("<a> {shown}"), me_shown.to_string()] {
+            let l = m.line();
+            assert!(!l.chars().any(invisible), "{}: raw in {l:?}", m.name);
+            assert_eq!(body(&l), want, "{}", m.name);
+        }
+    }
+
+    // The console.
+    assert_eq!(srv.lines_with(&format!("<a> {shown}")).len(), 1);
+    assert_eq!(srv.lines_with(me_shown).len(), 1);
+    for l in srv.lines.lock().unwrap().iter() {
+        assert!(!l.chars().any(invisible), "console line {l:?}");
+    }
+
+    // The log: the JSON text is the escaped form, and the file itself holds
+    // no raw bidi or invisible character.
+    let recs = log_records(&log);
+    let say: Vec<&Value> = recs.iter().filter(|r| s(r, "kind") == "say").collect();
+    assert_eq!(say.len(), 1, "{recs:?}");
+    assert_eq!(s(say[0], "text"), shown);
+    let me: Vec<&Value> = recs.iter().filter(|r| s(r, "kind") == "me").collect();
+    assert_eq!(me.len(), 1, "{recs:?}");
+    assert_eq!(s(me[0], "text"), "hides\\u{e0041}\\xad\\u{200f}");
+    for e in std::fs::read_dir(&log).unwrap() {
+        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        assert!(!text.chars().any(invisible), "raw in the log: {text:?}");
+    }
+    still_serves(srv.addr);
+}
+
 #[test]
 fn overlong_lines_are_refused_and_skipped_and_4096_bytes_pass() {
     let srv = server(0, None);
@@ -1246,6 +1313,80 @@ fn the_client_sends_and_prints_non_interactively() {
         .collect();
     assert!(text.contains("> hi") && text.contains("< ["), "{text}");
     still_serves(srv.addr);
+}
+
+#[test]
+fn the_client_escapes_what_a_hostile_server_sends() {
+    use std::io::{BufRead, BufReader};
+    // A fake room on loopback whose every line is hostile, the OK line too.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = l.local_addr().unwrap().to_string();
+    let fake = std::thread::spawn(move || {
+        let (sock, _) = l.accept().expect("accept");
+        sock.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut w = sock.try_clone().unwrap();
+        let mut r = BufReader::new(sock);
+        let mut got = Vec::new();
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        got.push(line.clone());
+        w.write_all(
+            "OK joined as ev\u{1b}[2Jil\u{202e}\u{1b}]0;pwned\u{7} (1 in room)\n".as_bytes(),
+        )
+        .unwrap();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            got.push(line.clone());
+            if line == "/quit\n" {
+                w.write_all("[12:00:00] <x> \u{1b}[31mred\u{2066}\u{200b}\nBYE\n".as_bytes())
+                    .unwrap();
+                break;
+            }
+        }
+        got
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let o = netsh_run(
+        dir.path(),
+        &["chat", &target, "--nick", "c", "--send", "hi"],
+        None,
+    );
+    let got = fake.join().unwrap();
+    assert_eq!(got, ["CHAT c\n", "hi\n", "/quit\n"], "{}", show(&o));
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    let raw = |t: &str| {
+        t.chars()
+            .any(|c| c.is_control() && c != '\n' || invisible(c))
+    };
+    assert!(!raw(&o.stdout) && !raw(&o.stderr), "{}", show(&o));
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "OK joined as ev\\x1b[2Jil\\u{202e}\\x1b]0;pwned\\x07 (1 in room)",
+            "[12:00:00] <x> \\x1b[31mred\\u{2066}\\u{200b}",
+            &*format!(
+                "left the chat on {target} as ev\\x1b[2Jil\\u{{202e}}\\x1b]0;pwned\\x07 \
+                 (1 line(s) sent)"
+            ),
+        ],
+        "{}",
+        show(&o)
+    );
+    // The client's own session log too.
+    let logs = dir.path().join("logs/chat-client");
+    let text: String = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(!raw(&text), "{text:?}");
+    assert!(
+        text.contains("\\u{202e}") && text.contains("\\u{2066}"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -1154,6 +1154,22 @@ fn unknown_kiss_code_is_a_bad_reply() {
     assert_eq!(fake.count(), 2);
 }
 
+#[test]
+fn a_kiss_code_with_terminal_escapes_is_shown_escaped() {
+    // The kiss code is four bytes from the network: ESC [ 2 J would clear
+    // the user's screen if printed raw.
+    let fake = Fake::start(|_, req| vec![kiss(req, 0, b"\x1b[2J")]);
+    let dir = tmp();
+    let o = sntp(dir.path(), &[&fake.target(), "--timeout", "2s", "-c", "1"]);
+    let err = assert_fails(&o, 1, "protocol");
+    assert!(err.contains("kiss-o'-death \\x1b[2J"), "{}", show(&o));
+    assert!(
+        !o.stdout.contains('\x1b') && !o.stderr.contains('\x1b'),
+        "a raw ESC reached the terminal: {}",
+        show(&o)
+    );
+}
+
 /// A good reply with explicit receive and transmit timestamps.
 fn reply_at(req: &[u8], rx: u64, tx: u64) -> Vec<u8> {
     let mut r = good(req);

@@ -122,8 +122,10 @@ impl Command for Chat {
         client::write_all(&mut sock, format!("CHAT {nick}\n").as_bytes(), ctx)?;
         let mut reader = LineReader::new(MAX_CHAT_LINE * 2);
         let joined = match reader.read_line(&mut sock, Instant::now() + ctx.timeout, ctx)? {
+            // From the network: escaped before it is printed, logged or
+            // taken apart for the nickname.
             ReadLine::Line(l) if l.starts_with(b"OK joined as ") => {
-                String::from_utf8_lossy(&l).into_owned()
+                crate::proto::line::display_bytes(&l)
             }
             ReadLine::Line(l) => {
                 return Err(Error::new(
