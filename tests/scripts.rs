@@ -692,6 +692,33 @@ fn a_script_path_that_never_ends_is_refused_and_a_pipe_is_read() {
 }
 
 #[test]
+fn a_command_still_running_at_the_script_timeout_is_stopped() {
+    // rhai checks its limits between operations; `echo` with 1000 probes a
+    // second apart is one operation, so only the watchdog can stop it.
+    let srv = common::start_server("127.0.0.1");
+    let target = srv.addr.to_string();
+    for source in [
+        format!("echo(\"{target}\", #{{count: 1000, interval: \"1\"}});\nprint(\"after\");\n"),
+        // Catching the interruption does not buy the script more time.
+        format!(
+            "try {{ echo(\"{target}\", #{{count: 1000, interval: \"1\"}}); }} catch (e) {{ print(e.code); }}\nloop {{ }}\n"
+        ),
+    ] {
+        let env = Env::new();
+        let t0 = Instant::now();
+        let o = env.script(&source, &["--script-timeout", "700ms"]);
+        let took = t0.elapsed();
+        assert_limit(&o, took, "longer than 700ms", "--script-timeout");
+        assert!(took < Duration::from_secs(3), "took {took:?}: {}", dump(&o));
+        assert!(!o.stdout.contains("after"), "{}", dump(&o));
+        // The shell's Ctrl-C flag was the script's only: netsh goes on.
+        let after = env.script("print(`still ${40 + 2}`);", &[]);
+        assert_ok(&after);
+    }
+    srv.stop();
+}
+
+#[test]
 fn sleep_is_bounded_by_the_script_timeout() {
     let env = Env::new();
     let t0 = Instant::now();

@@ -18,6 +18,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rhai::{Dynamic, Engine, EvalAltResult, Map, Position, Scope};
@@ -305,8 +306,28 @@ pub fn run(
     // Deep script recursion needs more stack than the main thread has (a
     // debug build needs ~200 KiB per rhai call level); the stack is only
     // reserved, and used as it grows.
-    std::thread::scope(|sc| {
-        std::thread::Builder::new()
+    //
+    // A watchdog enforces the wall-clock limit while a command runs too
+    // (rhai's progress hook only runs between operations, and `echo` with
+    // 1000 probes is one operation): at the deadline it raises the session's
+    // Ctrl-C flag, which every command obeys, and the script ends with the
+    // timeout error.
+    let interrupt = std::sync::Arc::clone(&s.interrupt);
+    let timed_out = AtomicBool::new(false);
+    let result = std::thread::scope(|sc| {
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let (flag, intr) = (&timed_out, &interrupt);
+        let watchdog = std::thread::Builder::new()
+            .name("netsh-script-watchdog".into())
+            .spawn_scoped(sc, move || {
+                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    done_rx.recv_timeout(limits.timeout)
+                {
+                    flag.store(true, Ordering::Relaxed);
+                    intr.store(true, Ordering::Relaxed);
+                }
+            });
+        let r = std::thread::Builder::new()
             .name("netsh-script".into())
             .stack_size(SCRIPT_STACK)
             .spawn_scoped(sc, || run_here(name, source, args, s, limits))
@@ -315,10 +336,38 @@ pub fn run(
                     ErrorKind::Script,
                     format!("{name}: cannot start the script thread: {e}"),
                 )
-            })?
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
+            })
+            .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        drop(done_tx); // wakes the watchdog if the script ended first
+        // Without a watchdog thread the progress hook still stops the
+        // script, between operations.
+        drop(watchdog);
+        r
+    });
+    if timed_out.load(Ordering::Relaxed) {
+        // Our Ctrl-C was for the script only: the shell goes on.
+        interrupt.store(false, Ordering::Relaxed);
+        if let Err(e) = &result
+            && e.message.contains("(the wall-clock limit)")
+        {
+            return result?; // already located by the progress hook
+        }
+        return Err(located(
+            name,
+            source,
+            Position::NONE,
+            &timeout_message(&limits),
+            Some("raise it with --script-timeout".into()),
+        ));
+    }
+    result?
+}
+
+fn timeout_message(limits: &Limits) -> String {
+    format!(
+        "the script ran longer than {} (the wall-clock limit)",
+        crate::units::format_duration(limits.timeout)
+    )
 }
 
 /// Stack reserved for the script thread.
@@ -416,10 +465,7 @@ fn outcome(name: &str, source: &str, e: EvalAltResult, limits: &Limits) -> Resul
                 name,
                 source,
                 pos,
-                &format!(
-                    "the script ran longer than {} (the wall-clock limit)",
-                    crate::units::format_duration(limits.timeout)
-                ),
+                &timeout_message(limits),
                 Some("raise it with --script-timeout".into()),
             ))
         }
