@@ -1180,6 +1180,58 @@ fn reply_at(req: &[u8], rx: u64, tx: u64) -> Vec<u8> {
 }
 
 #[test]
+fn garbage_timestamps_are_bad_replies_not_an_offset() {
+    // A zero receive time, or a transmit time before the receive time, would
+    // give a huge bogus offset (the audit saw "+290358930 s" reported as a
+    // success). Then a good reply is still taken.
+    let fake = Fake::start(|i, req| {
+        let now = now_ntp();
+        vec![match i {
+            0 => reply_at(req, 0, 1),
+            1 => reply_at(req, now, now - (1 << 32)),
+            _ => good(req),
+        }]
+    });
+    let dir = tmp();
+    let o = sntp(
+        dir.path(),
+        &[
+            &fake.target(),
+            "--timeout",
+            "300ms",
+            "-c",
+            "3",
+            "-i",
+            "0",
+            "--json",
+        ],
+    );
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    let j = json(&o);
+    assert!(
+        f(&j["offset"]).abs() < 1.0,
+        "offset from a garbage reply: {j}"
+    );
+    assert_eq!(u(&j["bad_replies"]), 2, "{j}");
+    let o = sntp(
+        dir.path(),
+        &[
+            &Fake::start(|_, req| vec![reply_at(req, 0, 1)]).target(),
+            "--timeout",
+            "300ms",
+            "-c",
+            "1",
+        ],
+    );
+    let err = assert_fails(&o, 1, "protocol");
+    assert!(
+        err.contains("receive time is zero or after its transmit time"),
+        "{}",
+        show(&o)
+    );
+}
+
+#[test]
 fn offset_sign_follows_the_server_clock() {
     // Server clock ahead by 2.5 s, then behind by 3.25 s.
     for shift in [2.5f64, -3.25] {

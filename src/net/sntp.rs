@@ -231,6 +231,9 @@ pub fn query(
                     Verdict::WrongMode(m) => format!("a packet in mode {m}, not a server reply"),
                     Verdict::BadVersion(v) => format!("a packet of version {v}"),
                     Verdict::ZeroTransmit => "a reply with a zero transmit time".into(),
+                    Verdict::BadTimestamps => {
+                        "a reply whose receive time is zero or after its transmit time".into()
+                    }
                     Verdict::BadStratum(s) => format!("a reply with stratum {s}"),
                     _ => "a bad packet".into(),
                 });

@@ -174,6 +174,9 @@ pub enum Verdict {
     BadVersion(u8),
     /// Transmit timestamp zero.
     ZeroTransmit,
+    /// Receive timestamp zero, or the server says it sent before it
+    /// received: the timestamps are garbage, and so would the offset be.
+    BadTimestamps,
     /// The server says it has no time (LI 3, stratum 0 or 16).
     Unsynchronised,
     /// Kiss-o'-death with its code (stratum 0, LI not 3).
@@ -208,6 +211,10 @@ pub fn check_reply(p: &Packet, sent_tx: u64) -> Verdict {
     }
     if p.transmit_ts == 0 {
         return Verdict::ZeroTransmit;
+    }
+    // Era-safe: the difference of two NTP timestamps as a signed number.
+    if p.receive_ts == 0 || (p.transmit_ts.wrapping_sub(p.receive_ts) as i64) < 0 {
+        return Verdict::BadTimestamps;
     }
     if p.leap == 3 {
         return Verdict::Unsynchronised;
@@ -325,7 +332,7 @@ mod tests {
         assert_eq!(
             check_reply(
                 &Packet {
-                    transmit_ts: 5,
+                    transmit_ts: 100,
                     ..r
                 },
                 42
@@ -360,10 +367,44 @@ mod tests {
             mode: 4,
             stratum: 2,
             origin_ts: 7,
+            receive_ts: 8,
             transmit_ts: 9,
             ..Packet::default()
         };
         assert_eq!(check_reply(&good, 7), Verdict::Good);
+        assert_eq!(
+            check_reply(
+                &Packet {
+                    receive_ts: 0,
+                    ..good
+                },
+                7
+            ),
+            Verdict::BadTimestamps
+        );
+        assert_eq!(
+            check_reply(
+                &Packet {
+                    receive_ts: 10,
+                    ..good
+                },
+                7
+            ),
+            Verdict::BadTimestamps,
+            "sent before it received"
+        );
+        // Across the 2036 era boundary the order is still right.
+        assert_eq!(
+            check_reply(
+                &Packet {
+                    receive_ts: u64::MAX - 5,
+                    transmit_ts: 3,
+                    ..good
+                },
+                7
+            ),
+            Verdict::Good
+        );
         assert_eq!(check_reply(&good, 8), Verdict::WrongOrigin);
         assert_eq!(
             check_reply(&Packet { mode: 3, ..good }, 7),
