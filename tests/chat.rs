@@ -1073,6 +1073,34 @@ fn an_unwritable_log_dir_is_said_once_and_the_room_works() {
 }
 
 #[test]
+fn a_record_cut_short_by_a_full_disk_does_not_swallow_the_next() {
+    // The disk filled mid-record earlier: the file ends without a newline.
+    // The next record must start on a line of its own (it used to be glued
+    // to the cut one, leaving neither valid JSON).
+    let dir = tempfile::tempdir().unwrap();
+    let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let file = dir.path().join(format!("{day}.jsonl"));
+    std::fs::write(&file, b"{\"time\":\"cut\",\"nick\":\"a\",\"te").unwrap();
+    let srv = server(0, Some(dir.path().to_path_buf()));
+    let mut a = join(srv.addr, "after", 1);
+    a.send("whole again");
+    a.expect("<after> whole again");
+    srv.stop();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("{\"time\":\"cut\",\"nick\":\"a\",\"te"),
+        "{text}"
+    );
+    let rest: Vec<Value> = lines
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
+        .collect();
+    assert!(rest.iter().any(|r| s(r, "text") == "whole again"), "{text}");
+    assert!(text.ends_with('\n'));
+}
+
+#[test]
 fn the_log_is_written_before_delivery_and_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let mut srv = ServerProc::spawn(dir.path(), "", &["--no-ntp", "--chat-history", "0"]);

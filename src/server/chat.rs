@@ -398,21 +398,13 @@ impl Room {
         };
         if reopen {
             fs::create_dir_all(dir)?;
-            self.log = Some((
-                day.to_string(),
-                OpenOptions::new().create(true).append(true).open(&path)?,
-            ));
+            self.log = Some((day.to_string(), open_log_file(&path)?));
         }
         if let Some((_, f)) = &self.log
             && f.metadata().map(|m| m.len()).unwrap_or(0) >= LOG_CAP
         {
-            let mut old = path.clone().into_os_string();
-            old.push(".1");
-            fs::rename(&path, old)?;
-            self.log = Some((
-                day.to_string(),
-                OpenOptions::new().create(true).append(true).open(&path)?,
-            ));
+            rotate(&path)?;
+            self.log = Some((day.to_string(), open_log_file(&path)?));
         }
         Ok(())
     }
@@ -428,6 +420,93 @@ impl Room {
     }
 }
 
+/// Rotated generations kept of one day's log (`.1` newest): a flood costs at
+/// most (1 + LOG_KEEP) × LOG_CAP of disk a day, and only the oldest lines.
+const LOG_KEEP: u32 = 4;
+
+/// Shift `path.1 … path.(KEEP-1)` up by one (the oldest is replaced), then
+/// `path` becomes `path.1`.
+fn rotate(path: &std::path::Path) -> std::io::Result<()> {
+    let generation = |n: u32| {
+        let mut p = path.as_os_str().to_os_string();
+        p.push(format!(".{n}"));
+        std::path::PathBuf::from(p)
+    };
+    for n in (1..LOG_KEEP).rev() {
+        let from = generation(n);
+        if from.exists() {
+            fs::rename(&from, generation(n + 1))?;
+        }
+    }
+    fs::rename(path, generation(1))
+}
+
+/// Open a log for appending. A record cut short earlier (the disk filled
+/// mid-write) is ended with a newline first, so the next record starts on a
+/// line of its own and every complete line stays valid JSON.
+fn open_log_file(path: &std::path::Path) -> std::io::Result<File> {
+    use std::os::unix::fs::FileExt;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
+    let len = f.metadata()?.len();
+    let mut last = [0u8; 1];
+    if len > 0 && f.read_at(&mut last, len - 1)? == 1 && last[0] != b'\n' {
+        f.write_all(b"\n")?;
+    }
+    Ok(f)
+}
+
 fn now() -> String {
     chrono::Local::now().format("%H:%M:%S").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_keeps_generations_and_drops_only_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("day.jsonl");
+        let read = |suffix: &str| {
+            let mut p = path.as_os_str().to_os_string();
+            p.push(suffix);
+            fs::read_to_string(std::path::PathBuf::from(p)).ok()
+        };
+        for round in 0..=LOG_KEEP + 1 {
+            fs::write(&path, format!("round {round}\n")).unwrap();
+            rotate(&path).unwrap();
+        }
+        // After rounds 0..=KEEP+1, .1 holds the newest and .KEEP the oldest kept.
+        let last = LOG_KEEP + 1;
+        for n in 1..=LOG_KEEP {
+            assert_eq!(
+                read(&format!(".{n}")),
+                Some(format!("round {}\n", last + 1 - n)),
+                "generation {n}"
+            );
+        }
+        assert_eq!(
+            read(&format!(".{}", LOG_KEEP + 1)),
+            None,
+            "no more than {LOG_KEEP} kept"
+        );
+        assert_eq!(read(""), None, "the live file moved to .1");
+    }
+
+    #[test]
+    fn a_log_ending_mid_record_gets_its_newline_before_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("day.jsonl");
+        fs::write(&path, b"{\"cut").unwrap();
+        let mut f = open_log_file(&path).unwrap();
+        f.write_all(b"{}\n").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"{\"cut\n{}\n");
+        // A whole file is left as it is.
+        drop(open_log_file(&path).unwrap());
+        assert_eq!(fs::read(&path).unwrap(), b"{\"cut\n{}\n");
+    }
 }
