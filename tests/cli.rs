@@ -785,6 +785,15 @@ fn garbage_settings_file_warns_and_keeps_good_lines() {
 }
 
 #[test]
+fn escape_sequences_in_a_bad_option_are_not_echoed_raw() {
+    let d = Data::new();
+    let r = d.run(&["-o", "\x1b[2J=1", "info"]);
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(!r.stderr.contains('\x1b'), "{r:#?}");
+    assert!(r.stderr.contains("unknown setting '\\x1b[2J'"), "{r:#?}");
+}
+
+#[test]
 fn a_settings_path_that_never_ends_warns_and_runs() {
     // /dev/zero has no length to check up front and reads forever: only a
     // capped read stops it.

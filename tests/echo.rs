@@ -511,6 +511,32 @@ fn udp_datagrams_are_echoed_verbatim_on_the_same_port_v4() {
 }
 
 #[test]
+fn a_full_server_is_reported_as_full_not_as_a_stranger() {
+    let srv = common::start_server_with(
+        "127.0.0.1",
+        common::Opts {
+            max_clients: 1,
+            ..Default::default()
+        },
+    );
+    let mut holder = client(srv.addr);
+    holder.write_all(b"ECHO hold\n").unwrap();
+    assert_eq!(read_line(&mut holder), b"ECHO_RESPONSE:hold");
+    let target = srv.addr.to_string();
+    let o = netsh_run(&["echo", &target, "hi"]);
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+    let first = o.stderr.lines().next().unwrap_or_default();
+    assert!(first.contains("is full"), "{first}");
+    assert!(
+        first.contains("raise --max-clients on the server"),
+        "{first}"
+    );
+    assert!(!first.contains("is it a netsh server"), "{first}");
+    drop(holder);
+    srv.stop();
+}
+
+#[test]
 fn udp_datagrams_that_could_loop_are_not_echoed() {
     // A datagram from the server's own port (here from 127.0.0.2, which is
     // loopback too, as another netsh server on the default port would be, or

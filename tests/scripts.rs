@@ -719,6 +719,29 @@ fn a_command_still_running_at_the_script_timeout_is_stopped() {
 }
 
 #[test]
+fn a_thrown_escape_sequence_and_a_huge_line_stay_readable() {
+    let env = Env::new();
+    let o = env.script("throw \"\\x1b[2Jboom\";\n", &[]);
+    assert_eq!(o.code, Some(1), "{}", dump(&o));
+    assert!(
+        !o.stderr.contains('\x1b'),
+        "raw ESC on the terminal: {}",
+        dump(&o)
+    );
+    assert!(o.stderr.contains("\\x1b[2Jboom"), "{}", dump(&o));
+    // One 200 KB line: the error shows a window of it, not all of it.
+    let big = format!("let x = {} ;\n", "1 + ".repeat(50_000));
+    let o = env.script(&big, &[]);
+    assert_eq!(o.code, Some(1), "{}", dump(&o));
+    assert!(o.stderr.len() < 1000, "{} bytes of error", o.stderr.len());
+    assert!(
+        o.stderr.starts_with("error[script]: t.rhai:1:"),
+        "{}",
+        dump(&o)
+    );
+}
+
+#[test]
 fn sleep_is_bounded_by_the_script_timeout() {
     let env = Env::new();
     let t0 = Instant::now();

@@ -244,14 +244,7 @@ fn single(ep: &Endpoint, msg: &str, ctx: ClientCtx<'_>, s: &mut Session) -> Resu
     let mut want = proto::ECHO_REPLY_PREFIX.to_vec();
     want.extend_from_slice(msg.as_bytes());
     if !line.starts_with(proto::ECHO_REPLY_PREFIX) {
-        return Err(Error::new(
-            ErrorKind::Protocol,
-            format!(
-                "{addr} answered '{}', not an echo",
-                display_bytes(&line[..line.len().min(80)])
-            ),
-        )
-        .with_hint("is it a netsh server? ('netsh serve')"));
+        return Err(not_an_echo(addr, &line));
     }
     let diff = proto::first_difference(&want, &line).map(|o| o - proto::ECHO_REPLY_PREFIX.len());
     Ok(EchoReport::Single(SingleReport {
@@ -265,6 +258,30 @@ fn single(ep: &Endpoint, msg: &str, ctx: ClientCtx<'_>, s: &mut Session) -> Resu
         matches: diff.is_none(),
         first_difference: diff,
     }))
+}
+
+/// A reply that is not `ECHO_RESPONSE:…`: a full server says so, anything
+/// else is probably not a netsh server.
+fn not_an_echo(addr: std::net::SocketAddr, line: &[u8]) -> Error {
+    if line
+        == proto::FULL_REPLY
+            .strip_suffix(b"\n")
+            .unwrap_or(proto::FULL_REPLY)
+    {
+        return Error::new(
+            ErrorKind::Protocol,
+            format!("{addr} is full: it refused the connection ('ERR server full')"),
+        )
+        .with_hint("try again later, or raise --max-clients on the server");
+    }
+    Error::new(
+        ErrorKind::Protocol,
+        format!(
+            "{addr} answered '{}', not an echo",
+            display_bytes(&line[..line.len().min(80)])
+        ),
+    )
+    .with_hint("is it a netsh server? ('netsh serve')")
 }
 
 struct ProbePlan {
@@ -373,14 +390,7 @@ fn probes(
                         }
                         ReadLine::Line(l) => {
                             let Some(text) = l.strip_prefix(proto::ECHO_REPLY_PREFIX) else {
-                                return Err(Error::new(
-                                    ErrorKind::Protocol,
-                                    format!(
-                                        "{addr} answered '{}', not an echo",
-                                        display_bytes(&l[..l.len().min(80)])
-                                    ),
-                                )
-                                .with_hint("is it a netsh server? ('netsh serve')"));
+                                return Err(not_an_echo(addr, &l));
                             };
                             match proto::probe_seq(text) {
                                 Some(n) if n == seq => {

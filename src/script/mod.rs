@@ -553,6 +553,9 @@ fn outcome(name: &str, source: &str, e: EvalAltResult, limits: &Limits) -> Resul
 }
 
 /// `FILE:LINE:COL: message — hint`, then the source line and a caret.
+/// Characters of a source line shown under a located error.
+const SOURCE_WINDOW: usize = 120;
+
 fn located(name: &str, source: &str, pos: Position, msg: &str, hint: Option<String>) -> Error {
     let (line, col) = (pos.line().unwrap_or(0), pos.position().unwrap_or(0));
     let mut message = if line > 0 {
@@ -567,10 +570,21 @@ fn located(name: &str, source: &str, pos: Position, msg: &str, hint: Option<Stri
     if line > 0
         && let Some(src) = source.lines().nth(line - 1)
     {
-        let shown = crate::proto::line::escape_controls(src);
+        // A window of the line around the column: a generated script's
+        // one 200 KB line must not become 200 KB of error.
+        let chars: Vec<char> = src.chars().collect();
+        let from = col.saturating_sub(1).saturating_sub(SOURCE_WINDOW / 2);
+        let to = (from + SOURCE_WINDOW).min(chars.len());
+        let mut window: String = chars[from.min(to)..to].iter().collect();
+        window = crate::proto::line::escape_controls(&window).into_owned();
+        let (lead, trail) = (
+            if from > 0 { "…" } else { "" },
+            if to < chars.len() { "…" } else { "" },
+        );
+        let caret = col.saturating_sub(1) - from + lead.chars().count();
         message.push_str(&format!(
-            "\n{line:>5} | {shown}\n      | {}^",
-            " ".repeat(col.saturating_sub(1))
+            "\n{line:>5} | {lead}{window}{trail}\n      | {}^",
+            " ".repeat(caret)
         ));
     }
     let mut e = Error::new(ErrorKind::Script, message);

@@ -38,7 +38,15 @@ pub fn report_error(s: &mut Session, command: &str, e: &Error) {
         color: s.paint.color && io::stderr().is_terminal(),
     };
     let mut err = io::stderr().lock();
-    let text = e.to_string();
+    // Whatever put text into the error (a setting name, a script's throw, a
+    // server's reply), nothing in it reaches the terminal raw; the lines a
+    // located script error has stay lines.
+    let text = e
+        .to_string()
+        .split('\n')
+        .map(|l| crate::proto::line::escape_controls(l).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
     let text = match text.split_once(']') {
         Some((head, rest)) if paint.color => format!("{}{rest}", paint.red(&format!("{head}]"))),
         _ => text,
