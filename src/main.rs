@@ -20,7 +20,7 @@ use std::sync::atomic::AtomicBool;
 use clap::Parser;
 
 use netsh::cmd::COMMANDS;
-use netsh::error::Error;
+use netsh::error::{Error, ErrorKind};
 use netsh::paint::Paint;
 use netsh::session::Session;
 use netsh::settings::{Key, Source};
@@ -70,6 +70,38 @@ fn commands_help() -> String {
     s
 }
 
+/// netsh's own flags failed to parse: help and version print as clap has
+/// them; anything else is one `error[…]` line (or a JSON error document with
+/// `--json` anywhere on the line), status 2.
+fn top_level_clap_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind as K;
+    if !e.use_stderr() {
+        let _ = e.print(); // --help, --version
+        return ExitCode::SUCCESS;
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("bad arguments");
+    let msg = first.strip_prefix("error: ").unwrap_or(first);
+    let kind = match e.kind() {
+        K::InvalidValue | K::ValueValidation | K::InvalidUtf8 => ErrorKind::BadValue,
+        _ => ErrorKind::Usage,
+    };
+    let err = Error::new(kind, format!("netsh: {msg}"))
+        .with_hint("usage: netsh [OPTIONS] [COMMAND]... (more: netsh --help)");
+    if std::env::args_os().any(|a| a == "--json") {
+        let doc = serde_json::json!({ "error": &err });
+        let _ = writeln!(
+            io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        );
+    } else {
+        let line = netsh::proto::line::escape_controls(&err.to_string()).into_owned();
+        let _ = writeln!(io::stderr(), "{line}");
+    }
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
     let cli = match <Cli as clap::CommandFactory>::command()
         .after_help(commands_help())
@@ -77,10 +109,7 @@ fn main() -> ExitCode {
         .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m))
     {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
-        }
+        Err(e) => return top_level_clap_error(&e),
     };
     let interactive = cli.command.is_empty() && cli.eval.is_none() && io::stdin().is_terminal();
 

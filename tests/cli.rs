@@ -712,6 +712,38 @@ fn bad_flags_and_environment() {
 }
 
 #[test]
+fn netsh_own_bad_flags_are_one_line_or_json() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = Data::new();
+    let r = d.run(&["--max-operations", "abc", "-e", "1"]);
+    assert_usage_failure(
+        &r,
+        "error[bad-value]: netsh: invalid value 'abc' for '--max-operations <N>'",
+    );
+    let mut c = bare(d.path());
+    c.arg("--data-dir");
+    let r = run(c, None);
+    assert_usage_failure(
+        &r,
+        "error[bad-value]: netsh: a value is required for '--data-dir <DIR>'",
+    );
+    // Invalid UTF-8 in an argument, with --json: a JSON error on stdout.
+    let mut c = d.cmd();
+    c.arg("echo")
+        .arg(std::ffi::OsStr::from_bytes(b"\xff"))
+        .arg("--json");
+    let r = run(c, None);
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert_eq!(r.json()["error"]["code"], "bad-value", "{r:#?}");
+    // A command with subcommands keeps its usage on the one line.
+    let r = d.run(&["serve", "--port", "abc"]);
+    assert_usage_failure(
+        &r,
+        "error[bad-value]: serve: invalid value 'abc' for '--port <PORT>'",
+    );
+}
+
+#[test]
 fn netsh_home_is_the_data_dir() {
     let home = Data::new();
     let cwd = Data::new();

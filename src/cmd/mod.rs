@@ -180,8 +180,15 @@ fn clap_outcome(e: clap::Error, cmd: &dyn Command) -> Result<Report> {
 
 /// The one-line usage of a command, without the `Usage:` label.
 pub fn usage(cmd: &dyn Command) -> String {
+    // Commands with subcommands have one usage line each: keep one line.
     let u = cli(cmd).render_usage().to_string();
-    u.strip_prefix("Usage: ").unwrap_or(&u).trim().to_string()
+    u.strip_prefix("Usage: ")
+        .unwrap_or(&u)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// Fetch an argument struct from matches.
