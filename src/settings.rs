@@ -420,17 +420,22 @@ impl SettingsFile {
                 text.push_str(&format!("{} = {v}\n", k.name()));
             }
         }
+        let tmp = self.path.with_extension("conf.tmp");
         let write = || -> std::io::Result<()> {
             if let Some(dir) = self.path.parent() {
                 fs::create_dir_all(dir)?;
             }
-            let tmp = self.path.with_extension("conf.tmp");
             let mut f = fs::File::create(&tmp)?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
             fs::rename(&tmp, &self.path)
         };
-        write().map_err(|e| Error::io("write settings", self.path.display(), &e))
+        write().map_err(|e| {
+            // A full disk leaves a cut temporary file: don't leave it behind
+            // (the old netsh.conf is untouched).
+            let _ = fs::remove_file(&tmp);
+            Error::io("write settings", self.path.display(), &e)
+        })
     }
 
     /// A handle on `path` that has not been read (for a session stand-in).

@@ -712,6 +712,29 @@ fn bad_flags_and_environment() {
 }
 
 #[test]
+fn a_full_disk_on_set_keeps_the_old_settings_and_no_debris() {
+    // The temporary file lands on /dev/full: every write is ENOSPC, as on a
+    // full disk.
+    let d = Data::new();
+    std::fs::write(d.conf(), "retries = 4\n").unwrap();
+    let tmp = d.path().join("netsh.conf.tmp");
+    std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+    let r = d.session("set retries 2\nsettings --json\n");
+    assert_eq!(r.code, 1, "{r:#?}");
+    assert!(
+        r.stderr.lines().any(|l| l
+            .starts_with("error[settings]: retries = 2 applied for this session but not saved")
+            && l.contains("no space left on device")),
+        "{r:#?}"
+    );
+    assert_eq!(std::fs::read_to_string(d.conf()).unwrap(), "retries = 4\n");
+    assert!(
+        std::fs::symlink_metadata(&tmp).is_err(),
+        "the cut temporary file is left behind"
+    );
+}
+
+#[test]
 fn netsh_own_bad_flags_are_one_line_or_json() {
     use std::os::unix::ffi::OsStrExt;
     let d = Data::new();
