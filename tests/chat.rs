@@ -1231,6 +1231,27 @@ fn a_member_cannot_rename_itself_to_the_operator() {
     assert!(b.line().starts_with("ERR "));
     b.send("/who");
     b.expect("* in the room (3): a, operator, operator2");
+    // Nicknames compare without case: no `Operator`, no second `a` as `A`.
+    for (want, got) in [("Operator", "Operator3"), ("A", "A2")] {
+        let (mut c, ok) = join_raw(srv.addr, want);
+        assert_eq!(ok, format!("OK joined as {got} (4 in room)"));
+        c.expect(&format!("* {got} joined"));
+        c.send("/nick OPERATOR");
+        assert!(c.line().starts_with("ERR "), "OPERATOR allowed");
+        c.send("/nick a");
+        assert!(c.line().starts_with("ERR "), "a second 'a' allowed");
+        c.send("/quit");
+    }
+    // A member may change the case of its own name.
+    b.send("/nick OPERATOR2");
+    let renamed = (0..20)
+        .map(|_| b.line())
+        .find(|l| !l.contains(" joined") && !l.contains(" left"));
+    let renamed = renamed.expect("an answer to /nick");
+    assert!(
+        renamed.ends_with("* operator2 is now known as OPERATOR2"),
+        "{renamed:?}"
+    );
     still_serves(srv.addr);
 }
 

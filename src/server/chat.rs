@@ -256,14 +256,20 @@ impl Room {
                             out.push(Deliver::One(who, format!("ERR {why}")));
                             return None;
                         }
-                        if (new == "operator" || new == self.operator_nick) && who != OPERATOR {
+                        if (same_nick(&new, "operator") || same_nick(&new, &self.operator_nick))
+                            && who != OPERATOR
+                        {
                             out.push(Deliver::One(
                                 who,
                                 format!("ERR nickname {new} is reserved for the server's operator"),
                             ));
                             return None;
                         }
-                        if self.members.values().any(|m| m.nick == new) {
+                        if self
+                            .members
+                            .iter()
+                            .any(|(id, m)| *id != who && same_nick(&m.nick, &new))
+                        {
                             out.push(Deliver::One(who, format!("ERR nickname {new} is taken")));
                             return None;
                         }
@@ -333,9 +339,10 @@ impl Room {
 
     fn unique(&self, want: &str) -> String {
         let taken = |n: &str| {
-            self.members.values().any(|m| m.nick == n) || (n == self.operator_nick && want != n)
+            self.members.values().any(|m| same_nick(&m.nick, n))
+                || (same_nick(n, &self.operator_nick) && want != n)
         };
-        if !taken(want) && want != "operator" {
+        if !taken(want) && !same_nick(want, "operator") {
             return want.to_string();
         }
         (2..)
@@ -418,6 +425,12 @@ impl Room {
         }
         false
     }
+}
+
+/// Nicknames are ASCII and compared without case, as IRC does: `Operator`
+/// and `a`/`A` would otherwise pass for one another on screen.
+fn same_nick(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
 }
 
 /// Rotated generations kept of one day's log (`.1` newest): a flood costs at
