@@ -111,6 +111,20 @@ impl Endpoint {
         if interrupt.is_some_and(|f| f.load(Ordering::Relaxed)) {
             return Err(interrupted());
         }
+        // Lookups given up on keep their thread until the resolver answers
+        // (up to its own timeout × attempts): a script looking up a dead
+        // name in a loop must not pile up threads without end.
+        if LOOKUPS.fetch_add(1, Ordering::SeqCst) >= MAX_LOOKUPS {
+            LOOKUPS.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::new(
+                ErrorKind::Dns,
+                format!(
+                    "resolve {}: {MAX_LOOKUPS} earlier lookups are still waiting on the resolver",
+                    self.host
+                ),
+            )
+            .with_hint("the DNS servers are not answering ('info' lists them): fix them, or use an IP address"));
+        }
         let (tx, rx) = mpsc::channel();
         let (host, port) = (self.host.clone(), self.port);
         let spawned = thread::Builder::new()
@@ -119,7 +133,11 @@ impl Endpoint {
                 // The receiver is gone when the caller gave up: nobody wants
                 // the answer any more.
                 let _ = tx.send(lookup(&host, port));
+                LOOKUPS.fetch_sub(1, Ordering::SeqCst);
             });
+        if spawned.is_err() {
+            LOOKUPS.fetch_sub(1, Ordering::SeqCst);
+        }
         match spawned {
             // Not joined: see above. The answer is itself a Result.
             Ok(_detached) => wait_for_result(&rx, timeout, interrupt).map_err(|mut e| {
@@ -132,6 +150,10 @@ impl Endpoint {
         }
     }
 }
+
+/// Lookups running on their own threads now, and the most there may be.
+static LOOKUPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+const MAX_LOOKUPS: usize = 32;
 
 /// Ask the system resolver (blocking, no deadline of ours). IPv4 first.
 fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
@@ -311,8 +333,45 @@ mod tests {
         }
     }
 
+    /// Tests that start lookups, or fill the lookup count, take turns.
+    static LOOKUP_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn lookup_turn() -> std::sync::MutexGuard<'static, ()> {
+        LOOKUP_TESTS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    #[test]
+    fn lookups_waiting_on_a_dead_resolver_are_capped() {
+        let _turn = lookup_turn();
+        let before = LOOKUPS.swap(MAX_LOOKUPS, Ordering::SeqCst);
+        let e = ep("localhost")
+            .unwrap()
+            .resolve_within(Duration::from_secs(2), None);
+        LOOKUPS.store(before, Ordering::SeqCst);
+        let e = e.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Dns, "{e}");
+        assert!(
+            e.message
+                .contains("lookups are still waiting on the resolver"),
+            "{e}"
+        );
+        // Below the cap, lookups run again, and a finished one counts itself out.
+        let got = ep("localhost")
+            .unwrap()
+            .resolve_within(Duration::from_secs(2), None);
+        assert!(got.is_ok(), "{got:?}");
+        let t = Instant::now();
+        while LOOKUPS.load(Ordering::SeqCst) != before && t.elapsed() < Duration::from_secs(2) {
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(LOOKUPS.load(Ordering::SeqCst), before);
+    }
+
     #[test]
     fn localhost_resolves_within_two_seconds() {
+        let _turn = lookup_turn();
         let t = Instant::now();
         let got = ep("localhost:7")
             .unwrap()
@@ -334,6 +393,7 @@ mod tests {
 
     #[test]
     fn invalid_name_is_a_dns_error() {
+        let _turn = lookup_turn();
         let e = ep("no-such-host.invalid")
             .unwrap()
             .resolve_within(Duration::from_secs(5), None)
