@@ -1205,6 +1205,48 @@ fn a_foreground_server_does_not_keep_every_line_in_memory() {
     );
 }
 
+/// A member that says `/quit` and closes at once frees its connection slot;
+/// a newcomer accepted into that slot in the same server turn used to be
+/// closed by the leaver's `/quit` (handled later, by slot number).
+#[test]
+fn a_leaver_s_quit_never_closes_the_newcomer_that_took_its_place() {
+    let srv = server(0, None);
+    let mut stay = join(srv.addr, "stay", 1);
+    for i in 0..300 {
+        let mut old = join(srv.addr, &format!("old{i}"), 2);
+        stay.expect(&format!("* old{i} joined"));
+        old.send_raw(b"last words\n/quit\n");
+        drop(old);
+        let (mut new, ok) = join_raw(srv.addr, &format!("new{i}"));
+        assert!(
+            ok.starts_with(&format!("OK joined as new{i} (")),
+            "round {i}: {ok:?}"
+        );
+        new.send("/quit");
+        assert_eq!(
+            new.line().split_once("] ").map(|x| x.1).unwrap_or(""),
+            format!("* new{i} joined"),
+            "round {i}"
+        );
+        // Everything `stay` sees in this round, until new's leave.
+        let mut seen = Vec::new();
+        loop {
+            let l = stay.line();
+            let done = l.ends_with(&format!("* new{i} left"));
+            seen.push(l);
+            if done {
+                break;
+            }
+        }
+        assert!(
+            seen.iter()
+                .any(|l| l.ends_with(&format!("<old{i}> last words"))),
+            "round {i}: {seen:?}"
+        );
+    }
+    still_serves(srv.addr);
+}
+
 /// Regression (d8387ad): `/nick operator` was allowed though `CHAT operator`
 /// is renamed: a member could speak as `<operator>`.
 #[test]

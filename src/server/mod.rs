@@ -263,6 +263,10 @@ pub struct Server {
     early: Vec<Deliver>,
     /// Room events waiting to be handled: member, its address, the event.
     chat_events: Vec<(usize, Option<SocketAddr>, ChatIn)>,
+    /// Slots of closed connections that the room or a waiting event still
+    /// names: they are reused only once the room has handled those events,
+    /// so a leaver's late `/quit` can't close a newcomer in its slot.
+    held_slots: Vec<usize>,
 }
 
 impl Server {
@@ -338,6 +342,7 @@ impl Server {
             accept_paused_said: false,
             room: Room::new(cfg.chat_log_dir.clone(), cfg.chat_replay),
             chat_events: Vec::new(),
+            held_slots: Vec::new(),
             early: Vec::new(),
             room_paused: false,
         })
@@ -514,6 +519,9 @@ impl Server {
                 }
                 for slot in self.room_flow(&mut conns, &mut free) {
                     again.push(Token(FIRST_CONN + slot));
+                }
+                if self.chat_events.is_empty() {
+                    free.append(&mut self.held_slots);
                 }
             } else if self.room_paused {
                 for slot in self.room_flow(&mut conns, &mut free) {
@@ -841,7 +849,11 @@ impl Server {
                     .push((slot, Some(c.peer), ChatIn::Gone(static_reason(why))));
             }
             self.handle.stats.clients.fetch_sub(1, Ordering::Relaxed);
-            free.push(slot);
+            if self.room.contains(slot) || self.chat_events.iter().any(|e| e.0 == slot) {
+                self.held_slots.push(slot);
+            } else {
+                free.push(slot);
+            }
             self.console.say(
                 Level::Info,
                 &format!("[MAIN] Disconnected {} ({why})", c.peer),
