@@ -537,6 +537,86 @@ fn a_full_server_is_reported_as_full_not_as_a_stranger() {
 }
 
 #[test]
+fn one_address_cannot_take_every_slot() {
+    let srv = common::start_server_with(
+        "127.0.0.1",
+        common::Opts {
+            max_per_address: 2,
+            ..Default::default()
+        },
+    );
+    let echo = |c: &mut TcpStream, text: &str| {
+        c.write_all(format!("ECHO {text}\n").as_bytes()).unwrap();
+        assert_eq!(read_line(c), format!("ECHO_RESPONSE:{text}").into_bytes());
+    };
+    let mut c1 = client(srv.addr);
+    echo(&mut c1, "one");
+    let mut c2 = client(srv.addr);
+    echo(&mut c2, "two");
+    // The third from 127.0.0.1 is refused with a reason, then closed.
+    let mut c3 = client(srv.addr);
+    let mut got = Vec::new();
+    c3.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = c3.read_to_end(&mut got);
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "ERR too many connections from 127.0.0.1 (max 2 per address)\n"
+    );
+    // The client says what happened and what to do.
+    let o = netsh_run(&["echo", &srv.addr.to_string(), "hi"]);
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("too many connections from 127.0.0.1"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("raise --max-per-ip on the server"),
+        "{}",
+        o.stderr
+    );
+    // Another address is still served.
+    let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    other
+        .bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
+        .expect("bind 127.0.0.2");
+    other.connect(&srv.addr.into()).unwrap();
+    let mut other: TcpStream = other.into();
+    other
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    echo(&mut other, "from elsewhere");
+    // When one of the two leaves, 127.0.0.1 may connect again.
+    c1.write_all(b"QUIT\n").unwrap();
+    drop(c1);
+    let ok = wait_for(Duration::from_secs(5), || {
+        let mut c = client(srv.addr);
+        c.write_all(b"ECHO again\n").is_ok() && read_line_or_eof(&mut c) == b"ECHO_RESPONSE:again"
+    });
+    assert!(
+        ok,
+        "127.0.0.1 still refused after one of its connections left"
+    );
+    echo(&mut c2, "two still");
+    let stats = srv.stop();
+    assert!(stats.refused >= 1);
+}
+
+/// The next line, or empty at EOF (a refused connection).
+fn read_line_or_eof(c: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut b = [0u8; 1];
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    while let Ok(1) = c.read(&mut b) {
+        if b[0] == b'\n' {
+            break;
+        }
+        all.push(b[0]);
+    }
+    all
+}
+
+#[test]
 fn udp_datagrams_that_could_loop_are_not_echoed() {
     // A datagram from the server's own port (here from 127.0.0.2, which is
     // loopback too, as another netsh server on the default port would be, or

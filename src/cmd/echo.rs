@@ -274,6 +274,18 @@ fn not_an_echo(addr: std::net::SocketAddr, line: &[u8]) -> Error {
         )
         .with_hint("try again later, or raise --max-clients on the server");
     }
+    if line.starts_with(b"ERR too many connections from ") {
+        return Error::new(
+            ErrorKind::Protocol,
+            format!(
+                "{addr} refused the connection: '{}'",
+                display_bytes(&line[..line.len().min(120)])
+            ),
+        )
+        .with_hint(
+            "close some connections from this address, or raise --max-per-ip on the server",
+        );
+    }
     Error::new(
         ErrorKind::Protocol,
         format!(

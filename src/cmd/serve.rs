@@ -57,6 +57,10 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CLIENTS as u32,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_clients: u32,
+    /// Connections one address may hold; 0: no limit [default: 64, loopback
+    /// exempt; given explicitly it applies to loopback too]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    max_per_ip: Option<u32>,
     /// Close connections idle this long: 30s, 5m
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_idle)]
     idle_timeout: Duration,
@@ -139,6 +143,10 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         bind: a.bind.clone(),
         port: a.port,
         max_clients: a.max_clients as usize,
+        max_per_address: a
+            .max_per_ip
+            .map_or(server::DEFAULT_MAX_PER_ADDRESS, |n| n as usize),
+        limit_loopback: a.max_per_ip.is_some(),
         idle_timeout: a.idle_timeout,
         handle_signals: foreground,
         ntp: (!a.no_ntp).then_some(NtpConfig {

@@ -17,7 +17,7 @@ pub mod sntp;
 #[cfg(target_os = "linux")]
 mod udp_batch;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -64,6 +64,9 @@ const ACCEPTS_PER_TURN: usize = 256;
 const MAX_DATAGRAM: usize = 65_536;
 /// Default for `--max-clients`.
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+/// Connections one remote address may hold by default, so one client can't
+/// take every slot and lock everyone else out.
+pub const DEFAULT_MAX_PER_ADDRESS: usize = 64;
 /// Default for `--idle-timeout`.
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(300);
 
@@ -75,6 +78,13 @@ pub struct ServerConfig {
     pub port: u16,
     /// Clients beyond this get `ERR server full`.
     pub max_clients: usize,
+    /// Connections one address may hold (0: no limit); more get `ERR too
+    /// many connections from …`.
+    pub max_per_address: usize,
+    /// Whether that limit applies to loopback clients too (off by default:
+    /// a local user can stop the server anyway, and local load tests hold
+    /// thousands of connections).
+    pub limit_loopback: bool,
     /// Connections with no traffic for this long are closed.
     pub idle_timeout: Duration,
     /// Stop on SIGINT/SIGTERM (foreground `netsh serve`).
@@ -252,6 +262,10 @@ pub struct Server {
     handle: Handle,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     cfg_max_clients: usize,
+    cfg_max_per_address: usize,
+    cfg_limit_loopback: bool,
+    /// Open connections per client address (for the per-address limit).
+    per_address: HashMap<IpAddr, usize>,
     idle_timeout: Duration,
     console: Console,
     /// "accept paused" was said for the current out-of-descriptors episode.
@@ -337,6 +351,9 @@ impl Server {
             },
             signals,
             cfg_max_clients: cfg.max_clients.max(1),
+            cfg_max_per_address: cfg.max_per_address,
+            cfg_limit_loopback: cfg.limit_loopback,
+            per_address: HashMap::new(),
             idle_timeout: cfg.idle_timeout,
             console: cfg.console,
             accept_paused_said: false,
@@ -816,6 +833,25 @@ impl Server {
                     .say(Level::Info, &format!("[MAIN] Refused {peer}: server full"));
                 continue;
             }
+            let ip = peer.ip();
+            let held = self.per_address.get(&ip).copied().unwrap_or(0);
+            if self.cfg_max_per_address > 0
+                && held >= self.cfg_max_per_address
+                && (self.cfg_limit_loopback || !ip.is_loopback())
+            {
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                let msg = format!(
+                    "ERR too many connections from {ip} (max {} per address)\n",
+                    self.cfg_max_per_address
+                );
+                let _ = sock.write(msg.as_bytes());
+                let _ = sock.shutdown(std::net::Shutdown::Write);
+                self.console.say(
+                    Level::Info,
+                    &format!("[MAIN] Refused {peer}: {held} connections from that address already"),
+                );
+                continue;
+            }
             let _ = sock.set_nodelay(true);
             let slot = free.pop().unwrap_or_else(|| {
                 conns.push(None);
@@ -831,6 +867,7 @@ impl Server {
                 continue;
             }
             conns[slot] = Some(Conn::new(sock, peer));
+            *self.per_address.entry(ip).or_insert(0) += 1;
             self.accept_paused_said = false;
             stats.clients.fetch_add(1, Ordering::Relaxed);
             stats.clients_total.fetch_add(1, Ordering::Relaxed);
@@ -843,6 +880,13 @@ impl Server {
     fn close(&mut self, conns: &mut [Option<Conn>], free: &mut Vec<usize>, slot: usize, why: &str) {
         if let Some(mut c) = conns[slot].take() {
             let _ = self.poll.registry().deregister(&mut c.sock);
+            let ip = c.peer.ip();
+            if let Some(n) = self.per_address.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_address.remove(&ip);
+                }
+            }
             if self.room.contains(slot) {
                 let why = if why == "client closed" { "left" } else { why };
                 self.chat_events

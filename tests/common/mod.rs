@@ -31,6 +31,8 @@ pub struct TestServer {
 /// Options for [`start_server_with`].
 pub struct Opts {
     pub max_clients: usize,
+    /// Per-address limit, loopback included (0: none).
+    pub max_per_address: usize,
     pub idle_timeout: Duration,
     pub verbosity: Verbosity,
     /// SNTP responder (on a free port by default).
@@ -45,6 +47,7 @@ impl Default for Opts {
     fn default() -> Self {
         Opts {
             max_clients: 1000,
+            max_per_address: 0,
             idle_timeout: Duration::from_secs(60),
             verbosity: Verbosity::Normal,
             ntp: Some(netsh::server::sntp::NtpConfig {
@@ -78,6 +81,8 @@ pub fn start_server_with(ip: &str, o: Opts) -> TestServer {
         bind: vec![ip],
         port: 0,
         max_clients: o.max_clients,
+        max_per_address: o.max_per_address,
+        limit_loopback: true,
         idle_timeout: o.idle_timeout,
         handle_signals: false,
         ntp: o.ntp,
