@@ -5,6 +5,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use rexpect::process::WaitStatus;
 use rexpect::session::{PtySession, spawn_command};
@@ -13,7 +14,7 @@ const PROMPT: &str = "netsh 127.0.0.1:5050> ";
 
 fn shell(data: &Path) -> PtySession {
     let mut p = spawn_shell(data);
-    p.exp_string(PROMPT).expect("first prompt");
+    at_prompt(&mut p);
     p
 }
 
@@ -32,6 +33,25 @@ fn spawn_shell(data: &Path) -> PtySession {
         c.env_remove(k);
     }
     spawn_command(c, Some(10_000)).expect("spawn netsh on a pty")
+}
+
+/// Wait for the prompt, then for the shell to go quiet, as a person does
+/// before typing: keys that arrive while rustyline is still redrawing, or
+/// with a Ctrl-C in one read, are dropped with its read-ahead (rustyline
+/// #690), and a prompt string also appears in every redraw of the line.
+fn at_prompt(p: &mut PtySession) {
+    p.exp_string(PROMPT).expect("a prompt");
+    let end = Instant::now() + Duration::from_secs(3);
+    let mut quiet_since = Instant::now();
+    while Instant::now() < end {
+        if p.try_read().is_some() {
+            quiet_since = Instant::now();
+        } else if quiet_since.elapsed() >= Duration::from_millis(150) {
+            return;
+        } else {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 /// Type keys without Enter (rexpect's `send` buffers until flushed).
@@ -54,14 +74,14 @@ fn tab_completes_a_command_name() {
     // "inf" alone is not a command: only a completed "info" lists loopback.
     type_keys(&mut p, "inf\t");
     type_keys(&mut p, "lo\r");
-    p.exp_string("127.0.0.1")
+    p.exp_string("inet  127.0.0.1/8")
         .expect("info lo ran after Tab completion");
-    p.exp_string(PROMPT).unwrap();
+    at_prompt(&mut p);
     type_keys(&mut p, "set sntp\t");
     type_keys(&mut p, "\r");
     p.exp_string("sntp-server = pool.ntp.org:123")
         .expect("sub-word completed");
-    p.exp_string(PROMPT).unwrap();
+    at_prompt(&mut p);
     p.send_control('d').unwrap();
     exits_zero(&mut p);
 }
@@ -72,10 +92,10 @@ fn history_survives_a_restart_without_duplicates() {
     let mut p = shell(dir.path());
     p.send_line("set retries 3").unwrap();
     p.exp_string("retries = 3").unwrap();
-    p.exp_string(PROMPT).unwrap();
+    at_prompt(&mut p);
     p.send_line("set retries 3").unwrap();
     p.exp_string("unchanged").unwrap();
-    p.exp_string(PROMPT).unwrap();
+    at_prompt(&mut p);
     p.send_line("exit").unwrap();
     exits_zero(&mut p);
 
@@ -93,7 +113,7 @@ fn history_survives_a_restart_without_duplicates() {
     type_keys(&mut p, "\x1b[A");
     type_keys(&mut p, "\r");
     p.exp_string("retries = 3").expect("recalled line ran");
-    p.exp_string(PROMPT).unwrap();
+    at_prompt(&mut p);
     p.send_line("quit").unwrap();
     exits_zero(&mut p);
 }
@@ -122,15 +142,15 @@ fn a_history_file_that_is_a_device_or_huge_is_left_alone() {
             .unwrap_or_else(|e| panic!("{case}: no warning: {e}"));
         p.exp_string("history is kept in memory for this session only")
             .unwrap();
-        p.exp_string(PROMPT).expect("the shell starts anyway");
+        at_prompt(&mut p);
         p.send_line("set retries 4").unwrap();
         p.exp_string("retries = 4").expect("and works");
-        p.exp_string(PROMPT).unwrap();
+        at_prompt(&mut p);
         type_keys(&mut p, "\x1b[A");
         p.exp_string("set retries 4")
             .expect("history still works in memory");
         p.send_control('c').unwrap();
-        p.exp_string(PROMPT).unwrap();
+        at_prompt(&mut p);
         p.send_line("exit").unwrap();
         exits_zero(&mut p);
         if case == "huge" {
@@ -149,10 +169,10 @@ fn ctrl_c_clears_the_line_and_keeps_the_shell() {
     let mut p = shell(dir.path());
     type_keys(&mut p, "set retries 9");
     p.send_control('c').unwrap();
-    p.exp_string(PROMPT).expect("a fresh prompt after Ctrl-C");
+    at_prompt(&mut p);
     p.send_line("settings").unwrap();
     p.exp_string("SETTING").unwrap();
-    p.exp_string(PROMPT).unwrap();
+    at_prompt(&mut p);
     assert!(
         p.process()
             .status()
@@ -160,8 +180,7 @@ fn ctrl_c_clears_the_line_and_keeps_the_shell() {
     );
     p.send_line("ifno").unwrap();
     p.exp_string("did you mean 'info'?").unwrap();
-    p.exp_string(PROMPT)
-        .expect("the shell goes on after an error");
+    at_prompt(&mut p);
     p.send_control('d').unwrap();
     exits_zero(&mut p);
     let conf = std::fs::read_to_string(dir.path().join("netsh.conf")).unwrap_or_default();
@@ -183,10 +202,10 @@ fn ctrl_c_stops_a_running_command_and_keeps_the_shell() {
     p.send_control('c').unwrap();
     p.exp_string("(interrupted)")
         .expect("the run stops with its summary");
-    p.exp_string(PROMPT).expect("the shell is still there");
+    at_prompt(&mut p);
     p.send_line("settings").unwrap();
     p.exp_string("SETTING").unwrap();
-    p.exp_string(PROMPT).unwrap();
+    at_prompt(&mut p);
     p.send_control('d').unwrap();
     exits_zero(&mut p);
 }
