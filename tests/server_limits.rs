@@ -699,6 +699,36 @@ fn max_clients_refuses_the_fourth_and_admits_after_a_leave() {
 }
 
 #[test]
+fn the_per_address_limit_exempts_loopback_unless_asked() {
+    // Default: 64 per remote address, loopback exempt (local load tests
+    // hold thousands): 80 from 127.0.0.1 are all served.
+    let s = spawn("", &["-q"]);
+    let mut cs: Vec<TcpStream> = (0..80)
+        .map(|i| {
+            let mut c = client(s.addr());
+            assert_echo(&mut c, &format!("loopback {i}"));
+            c
+        })
+        .collect();
+    assert_echo(&mut cs[0], "all still here");
+    drop(cs);
+    // Given explicitly, the limit applies to loopback too.
+    let s = spawn("", &["-q", "--max-per-ip", "2"]);
+    let mut a = client(s.addr());
+    assert_echo(&mut a, "a");
+    let mut b = client(s.addr());
+    assert_echo(&mut b, "b");
+    let mut c = client(s.addr());
+    let (got, _, end) = read_all(&mut c, KIB, 4 * KIB, Duration::from_secs(5));
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "ERR too many connections from 127.0.0.1 (max 2 per address)\n"
+    );
+    assert_eq!(end, End::Eof, "the refused client is closed cleanly");
+    assert_echo(&mut a, "a unaffected");
+}
+
+#[test]
 fn refused_client_that_already_sent_gets_eof_not_a_reset() {
     let s = spawn("", &["-q", "--max-clients", "1"]);
     let mut first = client(s.addr());
