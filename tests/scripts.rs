@@ -739,6 +739,15 @@ fn a_thrown_escape_sequence_and_a_huge_line_stay_readable() {
         "{}",
         dump(&o)
     );
+    assert!(
+        o.stderr
+            .lines()
+            .next()
+            .unwrap_or("")
+            .contains("split it into smaller expressions"),
+        "the fix is on the error line: {}",
+        dump(&o)
+    );
 }
 
 #[test]

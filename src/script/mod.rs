@@ -396,13 +396,19 @@ fn run_here(
         let argv: rhai::Array = args.iter().map(|a| Dynamic::from(a.clone())).collect();
         scope.push("args", argv);
         match engine.compile(source) {
-            Err(e) => Err(located(
-                name,
-                source,
-                e.position(),
-                &e.err_type().to_string(),
-                None,
-            )),
+            Err(e) => {
+                let hint = matches!(e.err_type(), rhai::ParseErrorType::ExprTooDeep).then(|| {
+                    "split it into smaller expressions with variables (at most 128 levels of nesting)"
+                        .to_string()
+                });
+                Err(located(
+                    name,
+                    source,
+                    e.position(),
+                    &e.err_type().to_string(),
+                    hint,
+                ))
+            }
             Ok(ast) => match engine.run_ast_with_scope(&mut scope, &ast) {
                 Ok(()) => Ok(0),
                 Err(e) => outcome(name, source, *e, &limits),
