@@ -911,7 +911,8 @@ impl Server {
         let sock = &self.udps[i];
         let cap = scratch.len().min(MAX_DATAGRAM);
         let buf = &mut scratch[..cap];
-        let own_port = sock.local_addr().map_or(0, |a| a.port());
+        // udps[i] is bound where addrs[i] says: no system call per event.
+        let own_port = self.addrs.get(i).map_or(0, SocketAddr::port);
         for _ in 0..UDP_PER_TURN {
             match sock.recv_from(buf) {
                 Ok((n, peer)) if could_reflect(peer, own_port) => {
