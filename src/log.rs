@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::proto::line::escape_controls;
+use crate::proto::escape::escape_controls;
 
 /// Size at which `errors.log` is rotated.
 pub const ERROR_LOG_CAP: u64 = 1 << 20;

@@ -96,7 +96,7 @@ fn top_level_clap_error(e: &clap::Error) -> ExitCode {
             serde_json::to_string_pretty(&doc).unwrap_or_default()
         );
     } else {
-        let line = netsh::proto::line::escape_controls(&err.to_string()).into_owned();
+        let line = netsh::proto::escape::escape_controls(&err.to_string()).into_owned();
         let _ = writeln!(io::stderr(), "{line}");
     }
     ExitCode::from(2)

@@ -27,8 +27,10 @@ use crate::net::Endpoint;
 use crate::net::client::{self, ClientCtx, LineReader, ReadLine};
 use crate::net::sockopt::SockOpts;
 use crate::paint::Paint;
-use crate::proto::chat::{MAX_CHAT_LINE, valid_nick};
-use crate::proto::line::escape_controls;
+use crate::proto::chat::{self, MAX_CHAT_LINE, valid_nick};
+use crate::proto::echo::{Reply, Request, parse_reply};
+use crate::proto::escape::display_bytes;
+use crate::proto::escape::escape_controls;
 use crate::report::Report;
 use crate::session::{Frontend, Session};
 use crate::settings::DEFAULT_PORT;
@@ -119,42 +121,15 @@ impl Command for Chat {
             interrupt: &interrupt,
         };
         let (mut sock, addr, _) = client::connect(&ep, ctx)?;
-        client::write_all(&mut sock, format!("CHAT {nick}\n").as_bytes(), ctx)?;
         let mut reader = LineReader::new(MAX_CHAT_LINE * 2);
-        let joined = match reader.read_line(&mut sock, Instant::now() + ctx.timeout, ctx)? {
-            // From the network: escaped before it is printed, logged or
-            // taken apart for the nickname.
-            ReadLine::Line(l) if l.starts_with(b"OK joined as ") => {
-                crate::proto::line::display_bytes(&l)
-            }
-            ReadLine::Line(l) => {
-                return Err(Error::new(
-                    ErrorKind::Protocol,
-                    format!(
-                        "{addr} answered CHAT with '{}'",
-                        crate::proto::line::display_bytes(&l[..l.len().min(120)])
-                    ),
-                )
-                .with_hint("is it a netsh server? ('netsh serve')"));
-            }
-            ReadLine::TimedOut => {
-                return Err(Error::new(
-                    ErrorKind::TimedOut,
-                    format!("{addr} did not answer CHAT"),
-                ));
-            }
-            ReadLine::Closed => {
-                return Err(Error::new(
-                    ErrorKind::Protocol,
-                    format!("{addr} closed the connection on CHAT"),
-                ));
-            }
+        let req = Request::Chat(nick.as_bytes());
+        let line = client::request(&mut sock, &mut reader, &req, addr, ctx)?;
+        // From the network: escaped before it is printed, logged or shown.
+        let Reply::Joined { nick: given, .. } = parse_reply(&line) else {
+            return Err(client::unexpected(addr, &req, &line));
         };
-        let me = joined
-            .strip_prefix("OK joined as ")
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or(&nick)
-            .to_string();
+        let joined = display_bytes(&line);
+        let me = display_bytes(given);
         let _ = log.append(&format!("{} joined {addr} as {me}", stamp()));
         s.emit(&joined).ok();
         if interactive {
@@ -242,12 +217,12 @@ fn scripted_tcp(
             }
         }
     }
-    client::write_all(&mut sock, b"/quit\n", ctx)?;
+    client::write_all(&mut sock, format!("{}\n", chat::QUIT).as_bytes(), ctx)?;
     // Every earlier line is handled before the room answers /quit.
     let deadline = Instant::now() + ctx.timeout + Duration::from_millis(lines.len() as u64);
     loop {
         match reader.read_line(&mut sock, deadline, ctx)? {
-            ReadLine::Line(l) if l == b"BYE" => break,
+            ReadLine::Line(l) if parse_reply(&l) == Reply::Bye(b"") => break,
             ReadLine::Line(l) => take(&l, &mut received, log, s),
             ReadLine::TimedOut => {
                 return Err(Error::new(
@@ -268,7 +243,7 @@ fn scripted_tcp(
 }
 
 fn take(l: &[u8], received: &mut Vec<String>, log: &AppendLog, s: &mut Session) {
-    let line = crate::proto::line::display_bytes(l);
+    let line = display_bytes(l);
     let _ = log.append(&format!("{} < {line}", stamp()));
     s.emit(&line).ok();
     received.push(line);
@@ -320,12 +295,12 @@ fn interactive_tcp(
         loop {
             match reader.read_line(&mut rsock, Instant::now() + Duration::from_millis(200), ctx) {
                 Ok(ReadLine::Line(l)) => {
-                    let line = crate::proto::line::display_bytes(&l);
+                    let line = display_bytes(&l);
                     let _ = log2.append(&format!("{} < {line}", stamp()));
                     if let Ok(mut n) = received2.lock() {
                         *n += 1;
                     }
-                    let bye = line == "BYE";
+                    let bye = parse_reply(&l) == Reply::Bye(b"");
                     let _ = printer.print(format!("{line}\n"));
                     if bye {
                         break;
@@ -362,9 +337,9 @@ fn interactive_tcp(
                     let _ = writeln!(std::io::stderr(), "{e}");
                     continue;
                 }
-                let quit = matches!(line.trim(), "exit" | "/quit");
+                let quit = chat::parse(line.as_bytes()) == chat::Action::Quit;
                 let out = if quit {
-                    "/quit\n".to_string()
+                    format!("{}\n", chat::QUIT)
                 } else {
                     format!("{line}\n")
                 };
@@ -379,7 +354,7 @@ fn interactive_tcp(
                 sent += 1;
             }
             Err(_) => {
-                let _ = wsock.write_all(b"/quit\n");
+                let _ = wsock.write_all(format!("{}\n", chat::QUIT).as_bytes());
                 break;
             }
         }
@@ -433,7 +408,7 @@ fn operator(
             }
         });
         while let Ok(line) = rl.readline("chat (operator)> ") {
-            if matches!(line.trim(), "exit" | "/quit") {
+            if chat::parse(line.as_bytes()) == chat::Action::Quit {
                 break;
             }
             if let Err(e) = check_line(&line) {

@@ -20,8 +20,8 @@ use crate::net::bulk::{self, BulkPlan, BulkResult};
 use crate::net::client::{self, ClientCtx, LineReader, ReadLine};
 use crate::net::sockopt::SockOpts;
 use crate::paint::Paint;
-use crate::proto::echo as proto;
-use crate::proto::line::display_bytes;
+use crate::proto::echo::{self as proto, Reply, Request};
+use crate::proto::escape::display_bytes;
 use crate::report::Report;
 use crate::session::Session;
 use crate::settings::DEFAULT_PORT;
@@ -214,39 +214,19 @@ fn single(ep: &Endpoint, msg: &str, ctx: ClientCtx<'_>, s: &mut Session) -> Resu
     s.emit(&format!("Connecting to {ep} ...")).ok();
     let (mut sock, addr, connect) = client::connect(ep, ctx)?;
     s.emit("Connected to server.").ok();
-    let t = Instant::now();
-    client::write_all(&mut sock, format!("ECHO {msg}\n").as_bytes(), ctx)?;
     s.emit(&format!("Sent: {}", display_bytes(msg.as_bytes())))
         .ok();
-    let mut r = LineReader::new(proto::MAX_LINE + 64);
-    let line = match r.read_line(&mut sock, Instant::now() + ctx.timeout, ctx)? {
-        ReadLine::Line(l) => l,
-        ReadLine::TimedOut => {
-            return Err(Error::new(
-                ErrorKind::TimedOut,
-                format!(
-                    "no echo from {addr} in {}",
-                    units::format_duration(ctx.timeout)
-                ),
-            ));
-        }
-        ReadLine::Closed => {
-            return Err(Error::new(
-                ErrorKind::Protocol,
-                format!("{addr} closed the connection without answering"),
-            )
-            .with_hint("is it a netsh server? ('netsh serve')"));
-        }
-    };
+    let mut reader = LineReader::new(proto::MAX_LINE + 64);
+    let req = Request::Echo(msg.as_bytes());
+    let t = Instant::now();
+    let line = client::request(&mut sock, &mut reader, &req, addr, ctx)?;
     let rtt = t.elapsed();
-    let _ = client::write_all(&mut sock, b"QUIT\n", ctx);
+    let _ = client::send(&mut sock, &Request::Quit, ctx);
     s.emit(&format!("Received: {}", display_bytes(&line))).ok();
-    let mut want = proto::ECHO_REPLY_PREFIX.to_vec();
-    want.extend_from_slice(msg.as_bytes());
-    if !line.starts_with(proto::ECHO_REPLY_PREFIX) {
-        return Err(not_an_echo(addr, &line));
-    }
-    let diff = proto::first_difference(&want, &line).map(|o| o - proto::ECHO_REPLY_PREFIX.len());
+    let Reply::Echo(text) = proto::parse_reply(&line) else {
+        return Err(client::unexpected(addr, &req, &line));
+    };
+    let diff = proto::first_difference(msg.as_bytes(), text);
     Ok(EchoReport::Single(SingleReport {
         mode: "single",
         target: ep.to_string(),
@@ -254,46 +234,10 @@ fn single(ep: &Endpoint, msg: &str, ctx: ClientCtx<'_>, s: &mut Session) -> Resu
         connect_ms: ms(connect),
         rtt_ms: ms(rtt),
         sent: msg.to_string(),
-        received: String::from_utf8_lossy(&line[proto::ECHO_REPLY_PREFIX.len()..]).into_owned(),
+        received: String::from_utf8_lossy(text).into_owned(),
         matches: diff.is_none(),
         first_difference: diff,
     }))
-}
-
-/// A reply that is not `ECHO_RESPONSE:…`: a full server says so, anything
-/// else is probably not a netsh server.
-fn not_an_echo(addr: std::net::SocketAddr, line: &[u8]) -> Error {
-    if line
-        == proto::FULL_REPLY
-            .strip_suffix(b"\n")
-            .unwrap_or(proto::FULL_REPLY)
-    {
-        return Error::new(
-            ErrorKind::Protocol,
-            format!("{addr} is full: it refused the connection ('ERR server full')"),
-        )
-        .with_hint("try again later, or raise --max-clients on the server");
-    }
-    if line.starts_with(b"ERR too many connections from ") {
-        return Error::new(
-            ErrorKind::Protocol,
-            format!(
-                "{addr} refused the connection: '{}'",
-                display_bytes(&line[..line.len().min(120)])
-            ),
-        )
-        .with_hint(
-            "close some connections from this address, or raise --max-per-ip on the server",
-        );
-    }
-    Error::new(
-        ErrorKind::Protocol,
-        format!(
-            "{addr} answered '{}', not an echo",
-            display_bytes(&line[..line.len().min(80)])
-        ),
-    )
-    .with_hint("is it a netsh server? ('netsh serve')")
 }
 
 struct ProbePlan {
@@ -376,9 +320,8 @@ fn probes(
             (d.clone(), d)
         } else {
             let t = proto::probe_text(seq, plan.size);
-            let mut f = b"ECHO ".to_vec();
-            f.extend_from_slice(&t);
-            f.push(b'\n');
+            let mut f = Vec::with_capacity(t.len() + 6);
+            proto::encode_request(&Request::Echo(&t), &mut f);
             (t, f)
         };
         let mut result = Probe {
@@ -401,8 +344,8 @@ fn probes(
                             ));
                         }
                         ReadLine::Line(l) => {
-                            let Some(text) = l.strip_prefix(proto::ECHO_REPLY_PREFIX) else {
-                                return Err(not_an_echo(addr, &l));
+                            let Reply::Echo(text) = proto::parse_reply(&l) else {
+                                return Err(client::unexpected(addr, &Request::Echo(b""), &l));
                             };
                             match proto::probe_seq(text) {
                                 Some(n) if n == seq => {

@@ -41,7 +41,7 @@ impl Command for Info {
             if info.interfaces.is_empty() {
                 return Err(Error::bad_value(format!(
                     "no interface named '{}'",
-                    crate::proto::line::escape_controls(&want)
+                    crate::proto::escape::escape_controls(&want)
                 ))
                 .with_hint(format!("this machine has: {}", names.join(", "))));
             }

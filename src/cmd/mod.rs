@@ -134,7 +134,7 @@ pub fn execute(argv: &[String], s: &mut Session) -> Outcome {
 
 /// `unknown command 'ifno' — did you mean 'info'?`
 fn unknown(word: &str) -> Error {
-    let shown = crate::proto::line::escape_controls(word);
+    let shown = crate::proto::escape::escape_controls(word);
     let e = Error::new(
         ErrorKind::UnknownCommand,
         format!("unknown command '{shown}'"),

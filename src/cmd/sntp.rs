@@ -146,7 +146,7 @@ impl Command for Sntp {
                     samples.push(None);
                 }
                 Ok(Outcome::Kiss(code)) => {
-                    let text = crate::proto::line::display_bytes(&code);
+                    let text = crate::proto::escape::display_bytes(&code);
                     match &code {
                         b"DENY" | b"RSTR" => {
                             remember_kiss(&kod_path, addr, &text);

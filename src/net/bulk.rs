@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::Endpoint;
-use crate::net::client::{self, ClientCtx, LineReader, ReadLine};
-use crate::proto::echo as proto;
+use crate::net::client::{self, ClientCtx, LineReader};
+use crate::proto::echo::{self as proto, Reply, Request, parse_reply};
 
 /// Bytes per write and per read. Below `PATTERN_LEN`, so a chunk starting
 /// anywhere in the first period stays inside the doubled pattern.
@@ -99,32 +99,10 @@ pub fn run(
     for k in 0..plan.streams {
         let (mut s, addr, _) = client::connect(ep, ctx)?;
         address = Some(addr);
-        client::write_all(&mut s, b"STREAM\n", ctx)?;
         let mut r = LineReader::new(1024);
-        match r.read_line(&mut s, Instant::now() + ctx.timeout, ctx)? {
-            ReadLine::Line(l) if l == b"OK" => {}
-            ReadLine::Line(l) => {
-                return Err(Error::new(
-                    ErrorKind::Protocol,
-                    format!(
-                        "{addr} answered STREAM with '{}'",
-                        crate::proto::line::display_bytes(&l[..l.len().min(80)])
-                    ),
-                )
-                .with_hint("is it a netsh server? ('netsh serve')"));
-            }
-            ReadLine::TimedOut => {
-                return Err(Error::new(
-                    ErrorKind::TimedOut,
-                    format!("{addr} did not answer STREAM"),
-                ));
-            }
-            ReadLine::Closed => {
-                return Err(Error::new(
-                    ErrorKind::Protocol,
-                    format!("{addr} closed the connection after STREAM"),
-                ));
-            }
+        let line = client::request(&mut s, &mut r, &Request::Stream, addr, ctx)?;
+        if parse_reply(&line) != Reply::Ok {
+            return Err(client::unexpected(addr, &Request::Stream, &line));
         }
         s.set_nonblocking(true)
             .map_err(|e| Error::io("set non-blocking", addr, &e))?;

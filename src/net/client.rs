@@ -1,7 +1,8 @@
 //! Blocking client connections with deadlines: name resolution (with the
 //! session's timeout, stopping on Ctrl-C), connect (every resolved address,
 //! with the session's timeout and retries), line reads that stop at
-//! a deadline or on Ctrl-C, and a connected UDP socket. Every wait is sliced
+//! a deadline or on Ctrl-C, the request/reply handshake of the line
+//! protocol ([`request`]), and a connected UDP socket. Every wait is sliced
 //! into short reads so Ctrl-C is noticed within [`SLICE`].
 
 use std::io::{self, Read, Write};
@@ -12,6 +13,9 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::Endpoint;
 use crate::net::sockopt::SockOpts;
+use crate::proto::echo::{Reply, Request, encode_request, parse_reply};
+use crate::proto::escape::display_bytes;
+use crate::proto::line::{Frame, next_line};
 
 /// Longest single blocking wait, so Ctrl-C is noticed quickly.
 pub const SLICE: Duration = Duration::from_millis(50);
@@ -105,7 +109,8 @@ pub fn connect(ep: &Endpoint, ctx: ClientCtx<'_>) -> Result<(TcpStream, SocketAd
     }))
 }
 
-/// Reads `\n`-terminated lines from a blocking stream with deadlines.
+/// Reads `\n`-terminated lines from a blocking stream with deadlines,
+/// framed by [`crate::proto::line::next_line`].
 pub struct LineReader {
     buf: Vec<u8>,
     max: usize,
@@ -142,19 +147,19 @@ impl LineReader {
     ) -> Result<ReadLine> {
         let mut chunk = [0u8; 16 * 1024];
         loop {
-            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=i).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
+            match next_line(&self.buf, self.max) {
+                Frame::Line(line, used) => {
+                    let line = line.to_vec();
+                    self.buf.drain(..used);
+                    return Ok(ReadLine::Line(line));
                 }
-                return Ok(ReadLine::Line(line));
-            }
-            if self.buf.len() > self.max {
-                return Err(Error::new(
-                    ErrorKind::Protocol,
-                    format!("the server sent a line over {} bytes", self.max),
-                ));
+                Frame::TooLong => {
+                    return Err(Error::new(
+                        ErrorKind::Protocol,
+                        format!("the server sent a line over {} bytes", self.max),
+                    ));
+                }
+                Frame::Incomplete => {}
             }
             if ctx.interrupted() {
                 return Err(interrupted());
@@ -176,6 +181,91 @@ impl LineReader {
                 }
             }
         }
+    }
+}
+
+/// Send one request of the line protocol and wait, within the session's
+/// timeout, for the line that answers it. This is the one handshake every
+/// client (`echo`, `--bulk`'s `STREAM`, `chat`'s `CHAT`) goes through.
+///
+/// # Errors
+/// `timed-out` when no line comes in time; `protocol` when the server closes
+/// instead; the OS error of the write or read.
+pub fn request(
+    sock: &mut TcpStream,
+    reader: &mut LineReader,
+    req: &Request<'_>,
+    addr: SocketAddr,
+    ctx: ClientCtx<'_>,
+) -> Result<Vec<u8>> {
+    send(sock, req, ctx)?;
+    let word = request_word(req);
+    match reader.read_line(sock, Instant::now() + ctx.timeout, ctx)? {
+        ReadLine::Line(l) => Ok(l),
+        ReadLine::TimedOut => Err(Error::new(
+            ErrorKind::TimedOut,
+            format!(
+                "no answer to {word} from {addr} in {}",
+                crate::units::format_duration(ctx.timeout)
+            ),
+        )),
+        ReadLine::Closed => Err(Error::new(
+            ErrorKind::Protocol,
+            format!("{addr} closed the connection without answering {word}"),
+        )
+        .with_hint(NOT_NETSH_HINT)),
+    }
+}
+
+/// Send one request line without waiting for an answer (`QUIT` on the way out).
+///
+/// # Errors
+/// As [`write_all`].
+pub fn send(sock: &mut TcpStream, req: &Request<'_>, ctx: ClientCtx<'_>) -> Result<()> {
+    let mut wire = Vec::new();
+    encode_request(req, &mut wire);
+    write_all(sock, &wire, ctx)
+}
+
+/// The hint for a peer that does not speak netsh's protocol.
+const NOT_NETSH_HINT: &str = "is it a netsh server? ('netsh serve')";
+
+fn request_word(req: &Request<'_>) -> &'static str {
+    match req {
+        Request::Echo(_) => "ECHO",
+        Request::Stream => "STREAM",
+        Request::Chat(_) => "CHAT",
+        Request::Help => "HELP",
+        Request::Quit => "QUIT",
+        Request::Empty | Request::Unknown(_) => "the request",
+    }
+}
+
+/// The error for a reply that is not the one `req` expects: a full server
+/// and a per-address limit say so with their fix; anything else is
+/// probably not a netsh server.
+pub fn unexpected(addr: SocketAddr, req: &Request<'_>, line: &[u8]) -> Error {
+    let shown = |l: &[u8]| display_bytes(&l[..l.len().min(120)]);
+    match parse_reply(line) {
+        Reply::Full => Error::new(
+            ErrorKind::Protocol,
+            format!("{addr} is full: it refused the connection ('ERR server full')"),
+        )
+        .with_hint("try again later, or raise --max-clients on the server"),
+        Reply::TooMany(_) => Error::new(
+            ErrorKind::Protocol,
+            format!("{addr} refused the connection: '{}'", shown(line)),
+        )
+        .with_hint("close some connections from this address, or raise --max-per-ip on the server"),
+        _ => Error::new(
+            ErrorKind::Protocol,
+            format!(
+                "{addr} answered {} with '{}'",
+                request_word(req),
+                shown(line)
+            ),
+        )
+        .with_hint(NOT_NETSH_HINT),
     }
 }
 

@@ -18,7 +18,7 @@
 //! A nickname is 1–32 of `A-Z a-z 0-9 _ - .`; a taken one gets a number
 //! appended (`bob` → `bob2`). Text is shown with control characters escaped.
 
-use crate::proto::line::escape_controls;
+use crate::proto::escape::escape_controls;
 
 /// Longest chat line from a member, terminator excluded.
 pub const MAX_CHAT_LINE: usize = 4096;
@@ -109,6 +109,36 @@ pub fn notice_line(time: &str, nick: &str, text: &str) -> String {
     format!("[{time}] * {nick} {}", clean(text))
 }
 
+/// The line a client sends to leave; the room answers `BYE` once every
+/// earlier line of the member was handled.
+pub const QUIT: &str = "/quit";
+
+/// The start of the answer to a successful `CHAT <nick>`.
+const JOINED: &[u8] = b"OK joined as ";
+
+/// `OK joined as <nick> (<n> in room)`, the answer to a successful join.
+pub fn joined_line(nick: &[u8], members: u64) -> String {
+    format!(
+        "OK joined as {} ({members} in room)",
+        String::from_utf8_lossy(nick)
+    )
+}
+
+/// The nickname and member count of a [`joined_line`].
+pub fn parse_joined(line: &[u8]) -> Option<(&[u8], u64)> {
+    let rest = line.strip_prefix(JOINED)?;
+    let sp = crate::proto::line::memchr(b' ', rest)?;
+    let (nick, tail) = (&rest[..sp], &rest[sp..]);
+    let n = tail.strip_prefix(b" (")?.strip_suffix(b" in room)")?;
+    let members = std::str::from_utf8(n).ok()?.parse().ok()?;
+    (!nick.is_empty()).then_some((nick, members))
+}
+
+/// The answer to a join when the room has `max` members.
+pub fn room_full_line(max: usize) -> String {
+    format!("ERR room full ({max} members)")
+}
+
 /// The reply to `/help`.
 pub const HELP: &str =
     "HELP chat: text to say it, /me ACTION, /who, /nick NEW, /help, /quit or exit";
@@ -132,6 +162,16 @@ mod tests {
             parse(b"bad \xff byte"),
             Action::Say("bad \u{fffd} byte".into())
         );
+    }
+
+    #[test]
+    fn join_reply_round_trips() {
+        let l = joined_line(b"bob2", 3);
+        assert_eq!(l, "OK joined as bob2 (3 in room)");
+        assert_eq!(parse_joined(l.as_bytes()), Some((&b"bob2"[..], 3)));
+        assert_eq!(parse_joined(b"OK joined as bob (x in room)"), None);
+        assert_eq!(parse_joined(b"OK joined as  (3 in room)"), None);
+        assert_eq!(parse_joined(b"OK"), None);
     }
 
     #[test]

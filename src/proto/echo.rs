@@ -1,16 +1,23 @@
-//! The echo wire protocol (see `docs/protocol.md`) as pure functions over
-//! bytes: line framing ("need more bytes" is not "garbage"), request parsing,
-//! reply encoding, probe payloads that carry their sequence number, and the
-//! bulk-test byte pattern. No sockets, no clocks.
+//! The echo wire protocol (see `docs/protocol.md`), both ends of it, as pure
+//! functions over bytes: the client's requests ([`encode_request`]) and the
+//! server's parsing of them ([`parse_request`]); the server's replies
+//! ([`encode_reply`]) and the client's parsing of them ([`parse_reply`]);
+//! probe payloads that carry their sequence number, and the bulk-test byte
+//! pattern. Line framing is [`crate::proto::line`]. No sockets, no clocks.
 //!
 //! ```text
 //! ECHO <text>\n   →  ECHO_RESPONSE:<text>\n      (byte for byte; many per connection)
 //! STREAM\n        →  OK\n, then every byte echoed until the client closes (RFC 862)
+//! CHAT <nick>\n   →  OK joined as <nick> (<n> in room)\n, then chat lines (proto::chat)
 //! HELP\n          →  HELP <one line listing the commands>\n
 //! QUIT\n          →  BYE\n, and the server closes
 //! anything else   →  ERR <reason>\n, the connection stays usable
+//! (refused)       →  ERR server full\n | ERR too many connections from …\n, then close
+//! (shutdown)      →  BYE server shutting down\n, then close
 //! ```
 //! Lines end in `\n` or `\r\n`; command words are case-insensitive.
+
+use crate::proto::line::memchr;
 
 /// Longest request line, terminator excluded. A longer line gets
 /// `ERR line too long (max 65536 bytes)` and the connection is closed.
@@ -19,51 +26,28 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// Prefix of the reply to `ECHO` (the seed's reply form).
 pub const ECHO_REPLY_PREFIX: &[u8] = b"ECHO_RESPONSE:";
 
-/// The reply to `HELP`.
-pub const HELP_REPLY: &[u8] =
-    b"HELP commands: ECHO <text> | STREAM | CHAT <nick> | HELP | QUIT (one per line)\n";
+/// The text of the reply to `HELP` (after the word `HELP `).
+const HELP_TEXT: &[u8] =
+    b"commands: ECHO <text> | STREAM | CHAT <nick> | HELP | QUIT (one per line)";
 
-/// Result of looking for one line at the front of a buffer.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Frame<'a> {
-    /// A whole line (terminator stripped) and how many bytes it used.
-    Line(&'a [u8], usize),
-    /// No terminator yet and still within the limit: read more.
-    Incomplete,
-    /// No terminator within `max` bytes: the peer broke the limit.
-    TooLong,
-}
+/// The goodbye word, alone after `QUIT` and `/quit`, with a reason at shutdown.
+pub const BYE: &str = "BYE";
 
-/// Find the first line in `buf`, at most `max` bytes before its `\n`.
-pub fn next_line(buf: &[u8], max: usize) -> Frame<'_> {
-    let window = &buf[..buf.len().min(max + 2)];
-    match memchr(b'\n', window) {
-        Some(i) => {
-            let line = &buf[..i];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.len() > max {
-                Frame::TooLong
-            } else {
-                Frame::Line(line, i + 1)
-            }
-        }
-        None if buf.len() > max + 1 => Frame::TooLong,
-        None => Frame::Incomplete,
-    }
-}
+/// What a full server says.
+const FULL_TEXT: &[u8] = b"server full";
+/// What a server shutting down says after `BYE`.
+pub const SHUTDOWN_TEXT: &[u8] = b"server shutting down";
+/// The start of the refusal for an address over its connection limit.
+const TOO_MANY_TEXT: &[u8] = b"too many connections from ";
 
-fn memchr(b: u8, s: &[u8]) -> Option<usize> {
-    s.iter().position(|&c| c == b)
-}
-
-/// A parsed request line.
+/// A request line, as the client sends it and the server reads it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request<'a> {
     /// `ECHO <text>`: the text, byte for byte (may be empty).
     Echo(&'a [u8]),
     /// `STREAM`: switch to raw echo.
     Stream,
-    /// `CHAT <nick>`: join the chat room (handled by the chat issue).
+    /// `CHAT <nick>`: join the chat room.
     Chat(&'a [u8]),
     /// `HELP`.
     Help,
@@ -99,25 +83,159 @@ pub fn parse_request(line: &[u8]) -> Request<'_> {
     }
 }
 
-/// Append `ECHO_RESPONSE:<text>\n` to `out`.
-pub fn encode_echo_reply(text: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(ECHO_REPLY_PREFIX);
-    out.extend_from_slice(text);
+/// Append the request's line, terminator included, to `out`. `Unknown(w)`
+/// sends the word as it is (for tests of the server's answer).
+pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) {
+    match req {
+        Request::Echo(text) => {
+            out.extend_from_slice(b"ECHO ");
+            out.extend_from_slice(text);
+        }
+        Request::Stream => out.extend_from_slice(b"STREAM"),
+        Request::Chat(nick) => {
+            out.extend_from_slice(b"CHAT ");
+            out.extend_from_slice(nick);
+        }
+        Request::Help => out.extend_from_slice(b"HELP"),
+        Request::Quit => out.extend_from_slice(b"QUIT"),
+        Request::Empty => {}
+        Request::Unknown(w) => out.extend_from_slice(w),
+    }
     out.push(b'\n');
 }
 
-/// Append `ERR <reason>\n` for an unknown word (shown escaped, at most 40 bytes).
+/// A reply line, as the server sends it and the client reads it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply<'a> {
+    /// `ECHO_RESPONSE:<text>`.
+    Echo(&'a [u8]),
+    /// `OK`: a stream starts.
+    Ok,
+    /// `OK joined as <nick> (<n> in room)`: the chat join succeeded.
+    Joined {
+        /// The nickname the room gave (a number may have been added).
+        nick: &'a [u8],
+        /// Members in the room, the newcomer included.
+        members: u64,
+    },
+    /// `HELP <text>`.
+    Help(&'a [u8]),
+    /// `BYE`, or `BYE <reason>` (`server shutting down`).
+    Bye(&'a [u8]),
+    /// `ERR server full`.
+    Full,
+    /// `ERR too many connections from <addr> (max <n> per address)`: the rest
+    /// after `from `.
+    TooMany(&'a [u8]),
+    /// `ERR <reason>`, any other.
+    Err(&'a [u8]),
+    /// Not a line of this protocol.
+    Other(&'a [u8]),
+}
+
+/// Parse one reply line (terminator already stripped).
+pub fn parse_reply(line: &[u8]) -> Reply<'_> {
+    if let Some(text) = line.strip_prefix(ECHO_REPLY_PREFIX) {
+        return Reply::Echo(text);
+    }
+    if line == b"OK" {
+        return Reply::Ok;
+    }
+    if let Some((nick, members)) = crate::proto::chat::parse_joined(line) {
+        return Reply::Joined { nick, members };
+    }
+    if let Some(rest) = line.strip_prefix(BYE.as_bytes()) {
+        if rest.is_empty() {
+            return Reply::Bye(b"");
+        }
+        if let Some(why) = rest.strip_prefix(b" ") {
+            return Reply::Bye(why);
+        }
+    }
+    if let Some(text) = line.strip_prefix(b"HELP ") {
+        return Reply::Help(text);
+    }
+    if let Some(why) = line.strip_prefix(b"ERR ") {
+        if why == FULL_TEXT {
+            return Reply::Full;
+        }
+        if let Some(rest) = why.strip_prefix(TOO_MANY_TEXT) {
+            return Reply::TooMany(rest);
+        }
+        return Reply::Err(why);
+    }
+    Reply::Other(line)
+}
+
+/// Append the reply's line, terminator included, to `out`.
+pub fn encode_reply(reply: &Reply<'_>, out: &mut Vec<u8>) {
+    match reply {
+        Reply::Echo(text) => {
+            out.extend_from_slice(ECHO_REPLY_PREFIX);
+            out.extend_from_slice(text);
+        }
+        Reply::Ok => out.extend_from_slice(b"OK"),
+        Reply::Joined { nick, members } => {
+            out.extend_from_slice(crate::proto::chat::joined_line(nick, *members).as_bytes());
+        }
+        Reply::Help(text) => {
+            out.extend_from_slice(b"HELP ");
+            out.extend_from_slice(text);
+        }
+        Reply::Bye(why) => {
+            out.extend_from_slice(BYE.as_bytes());
+            if !why.is_empty() {
+                out.push(b' ');
+                out.extend_from_slice(why);
+            }
+        }
+        Reply::Full => {
+            out.extend_from_slice(b"ERR ");
+            out.extend_from_slice(FULL_TEXT);
+        }
+        Reply::TooMany(rest) => {
+            out.extend_from_slice(b"ERR ");
+            out.extend_from_slice(TOO_MANY_TEXT);
+            out.extend_from_slice(rest);
+        }
+        Reply::Err(why) => {
+            out.extend_from_slice(b"ERR ");
+            out.extend_from_slice(why);
+        }
+        Reply::Other(line) => out.extend_from_slice(line),
+    }
+    out.push(b'\n');
+}
+
+/// A reply as one line of bytes, terminator included.
+pub fn reply_bytes(reply: &Reply<'_>) -> Vec<u8> {
+    let mut v = Vec::new();
+    encode_reply(reply, &mut v);
+    v
+}
+
+/// The reply to `HELP`.
+pub fn help_reply() -> Reply<'static> {
+    Reply::Help(HELP_TEXT)
+}
+
+/// The refusal for an address at its connection limit.
+pub fn too_many_reply(ip: std::net::IpAddr, max: usize) -> Vec<u8> {
+    let rest = format!("{ip} (max {max} per address)");
+    reply_bytes(&Reply::TooMany(rest.as_bytes()))
+}
+
+/// Append `ERR unknown command '<word>' (try HELP)` (the word shown escaped,
+/// at most 40 bytes of it).
 pub fn encode_unknown(word: &[u8], out: &mut Vec<u8>) {
-    let shown = crate::proto::line::display_bytes(&word[..word.len().min(40)]);
-    out.extend_from_slice(format!("ERR unknown command '{shown}' (try HELP)\n").as_bytes());
+    let shown = crate::proto::escape::display_bytes(&word[..word.len().min(40)]);
+    let why = format!("unknown command '{shown}' (try HELP)");
+    encode_reply(&Reply::Err(why.as_bytes()), out);
 }
 
 /// The reply to a line over [`MAX_LINE`].
 pub const TOO_LONG_REPLY: &[u8] = b"ERR line too long (max 65536 bytes)\n";
-/// The reply to a client past `--max-clients`.
-pub const FULL_REPLY: &[u8] = b"ERR server full\n";
-/// Sent to every connected client on shutdown.
-pub const SHUTDOWN_REPLY: &[u8] = b"BYE server shutting down\n";
+const _: () = assert!(MAX_LINE == 65_536);
 
 // ---------------------------------------------------------------- probes
 
@@ -213,20 +331,6 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn framing_exact_bytes() {
-        assert_eq!(next_line(b"ECHO hi\nrest", 100), Frame::Line(b"ECHO hi", 8));
-        assert_eq!(next_line(b"ECHO hi\r\n", 100), Frame::Line(b"ECHO hi", 9));
-        assert_eq!(next_line(b"\n", 100), Frame::Line(b"", 1));
-        assert_eq!(next_line(b"ECHO h", 100), Frame::Incomplete);
-        assert_eq!(next_line(b"", 100), Frame::Incomplete);
-        assert_eq!(next_line(b"12345\n", 5), Frame::Line(b"12345", 6));
-        assert_eq!(next_line(b"12345\r\n", 5), Frame::Line(b"12345", 7));
-        assert_eq!(next_line(b"123456\n", 5), Frame::TooLong);
-        assert_eq!(next_line(b"123456", 5), Frame::Incomplete); // max + 1 bytes: the next byte decides
-        assert_eq!(next_line(b"1234567", 5), Frame::TooLong);
-    }
-
-    #[test]
     fn requests() {
         assert_eq!(parse_request(b"ECHO Hello"), Request::Echo(b"Hello"));
         assert_eq!(
@@ -247,11 +351,67 @@ mod tests {
         assert_eq!(parse_request(b"CHAT bob"), Request::Chat(b"bob"));
         assert_eq!(parse_request(b"GET / HTTP/1.1"), Request::Unknown(b"GET"));
         let mut out = Vec::new();
-        encode_echo_reply(b"Hello", &mut out);
+        encode_reply(&Reply::Echo(b"Hello"), &mut out);
         assert_eq!(out, b"ECHO_RESPONSE:Hello\n");
         out.clear();
         encode_unknown(b"\x1b[2J", &mut out);
         assert_eq!(out, b"ERR unknown command '\\x1b[2J' (try HELP)\n");
+    }
+
+    #[test]
+    fn both_ends_agree_on_every_request_and_reply() {
+        for req in [
+            Request::Echo(b"hi there"),
+            Request::Echo(b""),
+            Request::Stream,
+            Request::Chat(b"bob"),
+            Request::Help,
+            Request::Quit,
+        ] {
+            let mut wire = Vec::new();
+            encode_request(&req, &mut wire);
+            let line = wire.strip_suffix(b"\n").expect("one line");
+            assert_eq!(parse_request(line), req, "{wire:?}");
+        }
+        let mut wire = Vec::new();
+        encode_request(&Request::Stream, &mut wire);
+        assert_eq!(wire, b"STREAM\n");
+        for (reply, text) in [
+            (Reply::Echo(b"x y"), &b"ECHO_RESPONSE:x y"[..]),
+            (Reply::Ok, b"OK"),
+            (
+                Reply::Joined {
+                    nick: b"bob2",
+                    members: 3,
+                },
+                b"OK joined as bob2 (3 in room)",
+            ),
+            (
+                help_reply(),
+                b"HELP commands: ECHO <text> | STREAM | CHAT <nick> | HELP | QUIT (one per line)",
+            ),
+            (Reply::Bye(b""), b"BYE"),
+            (Reply::Bye(SHUTDOWN_TEXT), b"BYE server shutting down"),
+            (Reply::Full, b"ERR server full"),
+            (
+                Reply::TooMany(b"10.0.0.1 (max 64 per address)"),
+                b"ERR too many connections from 10.0.0.1 (max 64 per address)",
+            ),
+            (
+                Reply::Err(b"nickname x is taken"),
+                b"ERR nickname x is taken",
+            ),
+            (Reply::Other(b"SSH-2.0-OpenSSH"), b"SSH-2.0-OpenSSH"),
+        ] {
+            let wire = reply_bytes(&reply);
+            assert_eq!(wire.strip_suffix(b"\n"), Some(text), "{reply:?}");
+            assert_eq!(parse_reply(text), reply);
+        }
+        assert_eq!(
+            too_many_reply("::1".parse().unwrap(), 2),
+            b"ERR too many connections from ::1 (max 2 per address)\n"
+        );
+        assert_eq!(parse_reply(b"OK joined as"), Reply::Other(b"OK joined as"));
     }
 
     #[test]
@@ -291,45 +451,9 @@ mod tests {
 
     proptest! {
         #[test]
-        fn framing_never_panics_and_respects_the_limit(buf in proptest::collection::vec(any::<u8>(), 0..300), max in 1usize..100) {
-            match next_line(&buf, max) {
-                Frame::Line(l, used) => {
-                    prop_assert!(l.len() <= max);
-                    prop_assert!(used <= buf.len());
-                    prop_assert_eq!(buf[used - 1], b'\n');
-                    prop_assert!(!buf[..used - 1].contains(&b'\n'));
-                }
-                Frame::Incomplete => {
-                    prop_assert!(!buf.contains(&b'\n'));
-                    prop_assert!(buf.len() <= max + 1);
-                }
-                Frame::TooLong => prop_assert!(buf.len() > max),
-            }
-        }
-
-        #[test]
-        fn split_input_frames_like_whole_input(lines in proptest::collection::vec("[ -~]{0,20}", 1..10), cut in 0usize..200) {
-            let whole: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\n").into_bytes()).collect();
-            let cut = cut.min(whole.len());
-            // Feeding bytes in two pieces yields the same lines as one piece.
-            let mut buf = whole[..cut].to_vec();
-            let mut got = Vec::new();
-            let drain = |buf: &mut Vec<u8>, got: &mut Vec<Vec<u8>>| {
-                while let Frame::Line(l, n) = next_line(buf, 64) {
-                    got.push(l.to_vec());
-                    buf.drain(..n);
-                }
-            };
-            drain(&mut buf, &mut got);
-            buf.extend_from_slice(&whole[cut..]);
-            drain(&mut buf, &mut got);
-            let want: Vec<Vec<u8>> = lines.iter().map(|l| l.as_bytes().to_vec()).collect();
-            prop_assert_eq!(got, want);
-        }
-
-        #[test]
         fn any_line_parses(line in proptest::collection::vec(any::<u8>(), 0..100)) {
             let _ = parse_request(&line);
+            let _ = parse_reply(&line);
         }
 
         #[test]

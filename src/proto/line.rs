@@ -1,174 +1,97 @@
-//! Making untrusted text safe for one line of a terminal or a log: control
-//! characters, escape sequences and invisible formatting characters are shown
-//! visibly (`\x1b[2J`, `\u{202e}`), never passed to the terminal; invalid
-//! UTF-8 becomes U+FFFD.
+//! Line framing, shared by both ends of every line protocol (echo, chat):
+//! find one `\n`-terminated line at the front of a buffer, telling "need more
+//! bytes" ([`Frame::Incomplete`]) from "the peer broke the limit"
+//! ([`Frame::TooLong`]). A `\r` before the `\n` is dropped.
 
-use std::borrow::Cow;
-
-/// True for a character that must not reach a terminal or log as itself:
-///
-/// - every control character (Unicode category Cc: C0, DEL, C1);
-/// - bidirectional controls, which make text display in another order than
-///   it is ("Trojan Source"): U+061C, U+200E/U+200F, the embeddings and
-///   overrides U+202A–U+202E, the isolates U+2066–U+2069;
-/// - invisible and zero-width characters that hide or join text: U+00AD,
-///   U+180E, U+200B–U+200D, U+2060–U+2064 and the rest of U+2060–U+206F,
-///   U+FEFF, the interlinear annotation controls U+FFF9–U+FFFB, and the tag
-///   characters U+E0000–U+E007F;
-/// - the line and paragraph separators U+2028/U+2029, which some terminals
-///   and viewers treat as line breaks.
-///
-/// Ordinary non-ASCII text (é, 日本, emoji) is not affected. Note that
-/// U+200D ZERO WIDTH JOINER is escaped too, so emoji sequences built with it
-/// (👨‍👩‍👧) show as their parts joined by `\u{200d}`: an accepted cost.
-pub fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{00ad}'
-                | '\u{061c}'
-                | '\u{180e}'
-                | '\u{200b}'..='\u{200f}'
-                | '\u{2028}'..='\u{202e}'
-                | '\u{2060}'..='\u{206f}'
-                | '\u{feff}'
-                | '\u{fff9}'..='\u{fffb}'
-                | '\u{e0000}'..='\u{e007f}'
-        )
+/// Result of looking for one line at the front of a buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A whole line (terminator stripped) and how many bytes it used.
+    Line(&'a [u8], usize),
+    /// No terminator yet and still within the limit: read more.
+    Incomplete,
+    /// No terminator within `max` bytes: the peer broke the limit.
+    TooLong,
 }
 
-/// Escape every character [`needs_escape`] names, so the text prints on one
-/// line, cannot move the cursor, change colours or retitle the window, and
-/// displays as what it is (no bidi reordering, no hidden characters).
-/// Tabs are kept as `\t` too, so column layout stays predictable.
-/// Text with nothing to escape is returned borrowed.
-pub fn escape_controls(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(needs_escape) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if needs_escape(c) => {
-                let n = c as u32;
-                if n <= 0xff {
-                    out.push_str(&format!("\\x{n:02x}"));
-                } else {
-                    out.push_str(&format!("\\u{{{n:x}}}"));
-                }
+/// Find the first line in `buf`, at most `max` bytes before its `\n`.
+pub fn next_line(buf: &[u8], max: usize) -> Frame<'_> {
+    let window = &buf[..buf.len().min(max + 2)];
+    match memchr(b'\n', window) {
+        Some(i) => {
+            let line = &buf[..i];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > max {
+                Frame::TooLong
+            } else {
+                Frame::Line(line, i + 1)
             }
-            c => out.push(c),
         }
+        None if buf.len() > max + 1 => Frame::TooLong,
+        None => Frame::Incomplete,
     }
-    Cow::Owned(out)
 }
 
-/// Bytes to text for display: invalid UTF-8 replaced, controls escaped.
-pub fn display_bytes(b: &[u8]) -> String {
-    escape_controls(&String::from_utf8_lossy(b)).into_owned()
+/// Position of the first `b` in `s`.
+pub fn memchr(b: u8, s: &[u8]) -> Option<usize> {
+    s.iter().position(|&c| c == b)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
-    fn escapes_terminal_sequences() {
-        assert_eq!(escape_controls("plain"), "plain");
-        assert_eq!(escape_controls("\u{1b}[2Jhi\u{7}"), "\\x1b[2Jhi\\x07");
-        assert_eq!(escape_controls("a\r\nb\0"), "a\\r\\nb\\x00");
-        assert_eq!(escape_controls("\u{9b}31m"), "\\x9b31m");
-        assert_eq!(display_bytes(b"ok\xff\x1b"), "ok\u{fffd}\\x1b");
+    fn framing_exact_bytes() {
+        assert_eq!(next_line(b"ECHO hi\nrest", 100), Frame::Line(b"ECHO hi", 8));
+        assert_eq!(next_line(b"ECHO hi\r\n", 100), Frame::Line(b"ECHO hi", 9));
+        assert_eq!(next_line(b"\n", 100), Frame::Line(b"", 1));
+        assert_eq!(next_line(b"ECHO h", 100), Frame::Incomplete);
+        assert_eq!(next_line(b"", 100), Frame::Incomplete);
+        assert_eq!(next_line(b"12345\n", 5), Frame::Line(b"12345", 6));
+        assert_eq!(next_line(b"12345\r\n", 5), Frame::Line(b"12345", 7));
+        assert_eq!(next_line(b"123456\n", 5), Frame::TooLong);
+        assert_eq!(next_line(b"123456", 5), Frame::Incomplete); // max + 1 bytes: the next byte decides
+        assert_eq!(next_line(b"1234567", 5), Frame::TooLong);
     }
 
-    #[test]
-    fn escapes_bidi_controls() {
-        // The classic Trojan Source shape: an override hiding the real order.
-        assert_eq!(
-            escape_controls("access\u{202e}\u{2066}admin\u{2069}\u{2066}"),
-            "access\\u{202e}\\u{2066}admin\\u{2069}\\u{2066}"
-        );
-        for (c, shown) in [
-            ('\u{202a}', "\\u{202a}"),
-            ('\u{202b}', "\\u{202b}"),
-            ('\u{202c}', "\\u{202c}"),
-            ('\u{202d}', "\\u{202d}"),
-            ('\u{202e}', "\\u{202e}"),
-            ('\u{2066}', "\\u{2066}"),
-            ('\u{2067}', "\\u{2067}"),
-            ('\u{2068}', "\\u{2068}"),
-            ('\u{2069}', "\\u{2069}"),
-            ('\u{200e}', "\\u{200e}"),
-            ('\u{200f}', "\\u{200f}"),
-            ('\u{061c}', "\\u{61c}"),
-        ] {
-            assert!(needs_escape(c), "{shown}");
-            assert_eq!(escape_controls(&format!("a{c}b")), format!("a{shown}b"));
+    proptest! {
+        #[test]
+        fn framing_never_panics_and_respects_the_limit(buf in proptest::collection::vec(any::<u8>(), 0..300), max in 1usize..100) {
+            match next_line(&buf, max) {
+                Frame::Line(l, used) => {
+                    prop_assert!(l.len() <= max);
+                    prop_assert!(used <= buf.len());
+                    prop_assert_eq!(buf[used - 1], b'\n');
+                    prop_assert!(!buf[..used - 1].contains(&b'\n'));
+                }
+                Frame::Incomplete => {
+                    prop_assert!(!buf.contains(&b'\n'));
+                    prop_assert!(buf.len() <= max + 1);
+                }
+                Frame::TooLong => prop_assert!(buf.len() > max),
+            }
         }
-    }
 
-    #[test]
-    fn escapes_invisible_and_separator_characters() {
-        for (c, shown) in [
-            ('\u{200b}', "\\u{200b}"),
-            ('\u{200c}', "\\u{200c}"),
-            ('\u{200d}', "\\u{200d}"),
-            ('\u{2060}', "\\u{2060}"),
-            ('\u{2061}', "\\u{2061}"),
-            ('\u{2064}', "\\u{2064}"),
-            ('\u{206f}', "\\u{206f}"),
-            ('\u{feff}', "\\u{feff}"),
-            ('\u{2028}', "\\u{2028}"),
-            ('\u{2029}', "\\u{2029}"),
-            ('\u{00ad}', "\\xad"),
-            ('\u{180e}', "\\u{180e}"),
-            ('\u{fff9}', "\\u{fff9}"),
-            ('\u{fffb}', "\\u{fffb}"),
-            ('\u{e0001}', "\\u{e0001}"),
-            ('\u{e0041}', "\\u{e0041}"),
-            ('\u{e007f}', "\\u{e007f}"),
-        ] {
-            assert!(needs_escape(c), "{shown}");
-            assert_eq!(escape_controls(&format!("a{c}b")), format!("a{shown}b"));
+        #[test]
+        fn split_input_frames_like_whole_input(lines in proptest::collection::vec("[ -~]{0,20}", 1..10), cut in 0usize..200) {
+            let whole: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\n").into_bytes()).collect();
+            let cut = cut.min(whole.len());
+            // Feeding bytes in two pieces yields the same lines as one piece.
+            let mut buf = whole[..cut].to_vec();
+            let mut got = Vec::new();
+            let drain = |buf: &mut Vec<u8>, got: &mut Vec<Vec<u8>>| {
+                while let Frame::Line(l, n) = next_line(buf, 64) {
+                    got.push(l.to_vec());
+                    buf.drain(..n);
+                }
+            };
+            drain(&mut buf, &mut got);
+            buf.extend_from_slice(&whole[cut..]);
+            drain(&mut buf, &mut got);
+            let want: Vec<Vec<u8>> = lines.iter().map(|l| l.as_bytes().to_vec()).collect();
+            prop_assert_eq!(got, want);
         }
-        // Invalid UTF-8 and a BOM in bytes from the network.
-        assert_eq!(
-            display_bytes(b"\xef\xbb\xbfhi\xe2\x80\xaeyo\xff"),
-            "\\u{feff}hi\\u{202e}yo\u{fffd}"
-        );
-    }
-
-    #[test]
-    fn ordinary_text_passes_unchanged_and_borrowed() {
-        for s in [
-            "",
-            "plain ascii ~!@#$%^&*()",
-            "café naïve résumé",
-            "日本語のテキスト",
-            "Ελληνικά русский עברית العربية",
-            "emoji 😀🎉👍🏽🇫🇷",
-            "\u{fffd} replacement",
-            "\u{2010}\u{2027}\u{202f}\u{2070}\u{fff8}\u{fffc}",
-            "\u{dffff}\u{e0080}\u{e0100}",
-        ] {
-            assert!(
-                matches!(escape_controls(s), Cow::Borrowed(b) if b == s),
-                "{s:?} was changed"
-            );
-        }
-        // Neighbours of the escaped ranges are kept.
-        for c in [
-            '\u{00ac}', '\u{00ae}', '\u{061b}', '\u{061d}', '\u{180d}', '\u{180f}', '\u{200a}',
-            '\u{2010}', '\u{2027}', '\u{202f}', '\u{205f}', '\u{2070}', '\u{fefe}', '\u{ff00}',
-            '\u{fff8}', '\u{fffc}',
-        ] {
-            assert!(!needs_escape(c), "U+{:04X}", c as u32);
-        }
-        // Escaping is idempotent: its output has nothing left to escape.
-        let once = escape_controls("x\u{1b}\u{202e}\u{200d}\u{e0041}y").into_owned();
-        assert!(matches!(escape_controls(&once), Cow::Borrowed(_)));
     }
 }

@@ -582,7 +582,7 @@ fn located(name: &str, source: &str, pos: Position, msg: &str, hint: Option<Stri
         let from = col.saturating_sub(1).saturating_sub(SOURCE_WINDOW / 2);
         let to = (from + SOURCE_WINDOW).min(chars.len());
         let mut window: String = chars[from.min(to)..to].iter().collect();
-        window = crate::proto::line::escape_controls(&window).into_owned();
+        window = crate::proto::escape::escape_controls(&window).into_owned();
         let (lead, trail) = (
             if from > 0 { "…" } else { "" },
             if to < chars.len() { "…" } else { "" },

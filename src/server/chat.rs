@@ -182,10 +182,7 @@ impl Room {
         match ev {
             ChatIn::Join(nick) => {
                 if self.members.len() >= MAX_MEMBERS {
-                    out.push(Deliver::One(
-                        who,
-                        format!("ERR room full ({MAX_MEMBERS} members)"),
-                    ));
+                    out.push(Deliver::One(who, chat::room_full_line(MAX_MEMBERS)));
                     out.push(Deliver::Close(who));
                     return None;
                 }
@@ -199,7 +196,7 @@ impl Room {
                 );
                 out.push(Deliver::One(
                     who,
-                    format!("OK joined as {nick} ({} in room)", self.members.len()),
+                    chat::joined_line(nick.as_bytes(), self.members.len() as u64),
                 ));
                 for l in &self.replay {
                     out.push(Deliver::One(who, l.clone()));
@@ -290,7 +287,7 @@ impl Room {
                     Action::Quit => {
                         self.members.remove(&who);
                         let line = self.notice(&nick, addr, "leave", "left", out);
-                        out.push(Deliver::One(who, "BYE".into()));
+                        out.push(Deliver::One(who, crate::proto::echo::BYE.into()));
                         out.push(Deliver::Close(who));
                         Some(line)
                     }

@@ -11,8 +11,9 @@ use mio::Interest;
 use mio::net::TcpStream;
 
 use crate::proto::chat::{self as chat_proto, MAX_CHAT_LINE};
-use crate::proto::echo::{self as proto, Frame, Request};
-use crate::proto::line::display_bytes;
+use crate::proto::echo::{self as proto, Reply, Request};
+use crate::proto::escape::display_bytes;
+use crate::proto::line::{Frame, next_line};
 use crate::server::Stats;
 use crate::server::chat::ChatIn;
 use crate::server::console::{Console, Level};
@@ -301,7 +302,7 @@ impl Conn {
             } else {
                 proto::MAX_LINE
             };
-            match proto::next_line(&buf[used..], max) {
+            match next_line(&buf[used..], max) {
                 Frame::Line(line, n) => {
                     used += n;
                     if self.mode == Mode::Chat {
@@ -344,19 +345,19 @@ impl Conn {
         match proto::parse_request(line) {
             Request::Echo(text) => {
                 console.say(Level::Info, &format!("[ECHO] Client says: {}", shown(text)));
-                proto::encode_echo_reply(text, &mut self.out);
+                proto::encode_reply(&Reply::Echo(text), &mut self.out);
             }
             Request::Stream => {
                 console.say(
                     Level::Info,
                     &format!("[ECHO] {} started a stream", self.peer),
                 );
-                self.out.extend_from_slice(b"OK\n");
+                proto::encode_reply(&Reply::Ok, &mut self.out);
                 self.mode = Mode::Stream;
             }
-            Request::Help => self.out.extend_from_slice(proto::HELP_REPLY),
+            Request::Help => proto::encode_reply(&proto::help_reply(), &mut self.out),
             Request::Quit => {
-                self.out.extend_from_slice(b"BYE\n");
+                proto::encode_reply(&Reply::Bye(b""), &mut self.out);
                 self.start_closing();
             }
             Request::Empty => {}
@@ -367,9 +368,7 @@ impl Conn {
                         self.mode = Mode::Chat;
                         self.events.push(ChatIn::Join(nick));
                     }
-                    Err(why) => self
-                        .out
-                        .extend_from_slice(format!("ERR {why}\n").as_bytes()),
+                    Err(why) => proto::encode_reply(&Reply::Err(why.as_bytes()), &mut self.out),
                 }
             }
             Request::Unknown(word) => {

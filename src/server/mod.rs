@@ -556,7 +556,9 @@ impl Server {
                 self.listeners.clear();
                 for (slot, c) in conns.iter_mut().enumerate() {
                     if let Some(c) = c {
-                        c.close_with(proto::SHUTDOWN_REPLY);
+                        c.close_with(&proto::reply_bytes(&proto::Reply::Bye(
+                            proto::SHUTDOWN_TEXT,
+                        )));
                         again.push(Token(FIRST_CONN + slot));
                     }
                 }
@@ -827,7 +829,7 @@ impl Server {
             let live = stats.clients.load(Ordering::Relaxed) as usize;
             if live >= self.cfg_max_clients {
                 stats.refused.fetch_add(1, Ordering::Relaxed);
-                let _ = sock.write(proto::FULL_REPLY);
+                let _ = sock.write(&proto::reply_bytes(&proto::Reply::Full));
                 let _ = sock.shutdown(std::net::Shutdown::Write);
                 self.console
                     .say(Level::Info, &format!("[MAIN] Refused {peer}: server full"));
@@ -840,11 +842,7 @@ impl Server {
                 && (self.cfg_limit_loopback || !ip.is_loopback())
             {
                 stats.refused.fetch_add(1, Ordering::Relaxed);
-                let msg = format!(
-                    "ERR too many connections from {ip} (max {} per address)\n",
-                    self.cfg_max_per_address
-                );
-                let _ = sock.write(msg.as_bytes());
+                let _ = sock.write(&proto::too_many_reply(ip, self.cfg_max_per_address));
                 let _ = sock.shutdown(std::net::Shutdown::Write);
                 self.console.say(
                     Level::Info,

@@ -44,7 +44,7 @@ pub fn report_error(s: &mut Session, command: &str, e: &Error) {
     let text = e
         .to_string()
         .split('\n')
-        .map(|l| crate::proto::line::escape_controls(l).into_owned())
+        .map(|l| crate::proto::escape::escape_controls(l).into_owned())
         .collect::<Vec<_>>()
         .join("\n");
     let text = match text.split_once(']') {
