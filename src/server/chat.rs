@@ -6,12 +6,9 @@
 //! member, the sender included (that copy is the sender's acknowledgement),
 //! prefix and text in one buffer so the whole line leaves in one write.
 //!
-//! Bounds: member count ([`MAX_MEMBERS`]), line length (4 KiB, over-long
-//! lines are refused and dropped), and the output queue per member: past
-//! [`MEMBER_OUT_CAP`] the room stops reading members' lines (flow control:
-//! a burst is delivered whole, never dropped for members that read); a
-//! member that takes no bytes for [`MEMBER_STALL`] while over it, or passes
-//! [`MEMBER_HARD_CAP`], is dropped with a notice to the others.
+//! Bounds: member count ([`MAX_MEMBERS`]) and line length (4 KiB, over-long
+//! lines are refused and dropped). The output queues and flow control are
+//! the loop's side of the room, in [`super::hub`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -26,14 +23,6 @@ use crate::proto::chat::{self, Action};
 
 /// Most members at once (the operator included).
 pub const MAX_MEMBERS: usize = 1000;
-/// Output queued for one member above which the room stops reading new
-/// lines from everyone (senders wait; nothing is lost) until it drains.
-pub const MEMBER_OUT_CAP: usize = 256 * 1024;
-/// A member over [`MEMBER_OUT_CAP`] whose socket took no bytes for this
-/// long has stopped reading: it is dropped with a notice.
-pub const MEMBER_STALL: std::time::Duration = std::time::Duration::from_secs(2);
-/// Output queued for one member that drops it at once, stalled or not.
-pub const MEMBER_HARD_CAP: usize = 4 << 20;
 /// Lines replayed to a newcomer by default.
 pub const DEFAULT_REPLAY: usize = 20;
 /// Size of one day's chat log before it rotates to `.1`.

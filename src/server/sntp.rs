@@ -21,7 +21,7 @@ use std::time::{Instant, SystemTime};
 use mio::net::UdpSocket;
 
 use crate::proto::ntp::{self, ServerClock};
-use crate::server::Stats;
+use crate::server::handle::Stats;
 
 /// Requests handled per readiness event before yielding.
 const PER_TURN: usize = 256;

@@ -14,9 +14,9 @@ use crate::proto::chat::{self as chat_proto, MAX_CHAT_LINE};
 use crate::proto::echo::{self as proto, Reply, Request};
 use crate::proto::escape::display_bytes;
 use crate::proto::line::{Frame, next_line};
-use crate::server::Stats;
 use crate::server::chat::ChatIn;
 use crate::server::console::{Console, Level};
+use crate::server::handle::Stats;
 
 /// Output bytes queued for one client before it counts as "not reading":
 /// a line client is disconnected past it; a STREAM client is simply not read

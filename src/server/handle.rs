@@ -1,0 +1,192 @@
+//! What other threads hold of a running server: [`Handle`] (stop it, read
+//! its counters, let the operator into the chat room) and [`Stats`], the
+//! live counters behind `serve status`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+use mio::Waker;
+use serde::Serialize;
+
+/// Lines the operator typed, and a pending change of attachment.
+pub(super) type OperatorInput = (VecDeque<String>, Option<Option<Sender<String>>>);
+
+/// Counters shared with `serve status` (atomics: read from other threads).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Clients connected now.
+    pub clients: AtomicU64,
+    /// Clients accepted since start.
+    pub clients_total: AtomicU64,
+    /// Clients refused (server full).
+    pub refused: AtomicU64,
+    /// Bytes read from clients (TCP and UDP).
+    pub bytes_in: AtomicU64,
+    /// Bytes written to clients (TCP and UDP).
+    pub bytes_out: AtomicU64,
+    /// Request lines answered.
+    pub requests: AtomicU64,
+    /// UDP datagrams echoed.
+    pub datagrams: AtomicU64,
+    /// UDP datagrams not echoed because their source could loop (see
+    /// `server::could_reflect`).
+    pub datagrams_ignored: AtomicU64,
+    /// Datagrams that reached the SNTP port.
+    pub ntp_requests: AtomicU64,
+    /// SNTP replies sent (kiss-o'-death included).
+    pub ntp_replies: AtomicU64,
+    /// Datagrams on the SNTP port that were not answered.
+    pub ntp_ignored: AtomicU64,
+    /// RATE kiss-o'-death replies sent.
+    pub ntp_kod: AtomicU64,
+}
+
+impl Stats {
+    /// Count bytes read from a client.
+    pub fn add_in(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    /// Count bytes written to a client.
+    pub fn add_out(&self, n: usize) {
+        self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    /// Count one request line answered.
+    pub fn add_request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A plain copy for reports.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            clients: g(&self.clients),
+            clients_total: g(&self.clients_total),
+            refused: g(&self.refused),
+            bytes_in: g(&self.bytes_in),
+            bytes_out: g(&self.bytes_out),
+            requests: g(&self.requests),
+            datagrams: g(&self.datagrams),
+            datagrams_ignored: g(&self.datagrams_ignored),
+            ntp_requests: g(&self.ntp_requests),
+            ntp_replies: g(&self.ntp_replies),
+            ntp_ignored: g(&self.ntp_ignored),
+            ntp_kod: g(&self.ntp_kod),
+        }
+    }
+}
+
+/// [`Stats`] at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsSnapshot {
+    /// Clients connected now.
+    pub clients: u64,
+    /// Clients accepted since start.
+    pub clients_total: u64,
+    /// Clients refused because the server was full.
+    pub refused: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Request lines answered.
+    pub requests: u64,
+    /// UDP datagrams echoed.
+    pub datagrams: u64,
+    /// UDP datagrams not echoed: their source could loop.
+    pub datagrams_ignored: u64,
+    /// Datagrams that reached the SNTP port.
+    pub ntp_requests: u64,
+    /// SNTP replies sent.
+    pub ntp_replies: u64,
+    /// Datagrams on the SNTP port not answered (not a request, or rate-limited).
+    pub ntp_ignored: u64,
+    /// RATE kiss-o'-death replies sent.
+    pub ntp_kod: u64,
+}
+
+/// What the operator (console or shell) hands to the loop.
+#[derive(Default)]
+struct OperatorBox {
+    /// Lines the operator typed.
+    inbox: VecDeque<String>,
+    /// A pending change of attachment: `Some(Some(tx))` join, `Some(None)` leave.
+    attach: Option<Option<Sender<String>>>,
+}
+
+/// Lines the operator may queue before the loop takes them.
+const OPERATOR_INBOX_MAX: usize = 1024;
+
+/// Stops a running server from another thread, reads its counters, and
+/// lets the operator take part in the chat room.
+#[derive(Clone)]
+pub struct Handle {
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    operator: Arc<Mutex<OperatorBox>>,
+    /// Live counters.
+    pub stats: Arc<Stats>,
+}
+
+impl Handle {
+    /// A handle that wakes the loop through `waker`.
+    pub(super) fn new(waker: Waker) -> Handle {
+        Handle {
+            waker: Arc::new(waker),
+            stop: Arc::new(AtomicBool::new(false)),
+            operator: Arc::new(Mutex::new(OperatorBox::default())),
+            stats: Arc::new(Stats::default()),
+        }
+    }
+
+    /// True once a stop was asked for.
+    pub(super) fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// What the operator queued: lines typed, and a change of attachment
+    /// (`Some(Some(tx))` join, `Some(None)` leave).
+    pub(super) fn take_operator(&self) -> OperatorInput {
+        match self.operator.lock() {
+            Ok(mut b) => (std::mem::take(&mut b.inbox), b.attach.take()),
+            Err(_) => (VecDeque::new(), None),
+        }
+    }
+
+    /// Ask the server to shut down (it says goodbye to clients and returns).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+
+    /// Join the chat room as the operator; room lines arrive on the receiver.
+    pub fn attach_operator(&self) -> Receiver<String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Ok(mut b) = self.operator.lock() {
+            b.attach = Some(Some(tx));
+        }
+        let _ = self.waker.wake();
+        rx
+    }
+
+    /// Leave the chat room as the operator.
+    pub fn detach_operator(&self) {
+        if let Ok(mut b) = self.operator.lock() {
+            b.attach = Some(None);
+        }
+        let _ = self.waker.wake();
+    }
+
+    /// Say a line in the room as the operator (`/me`, `/who` … work too).
+    /// Returns false if the server is not taking lines (gone or flooded).
+    pub fn operator_say(&self, line: &str) -> bool {
+        let ok = match self.operator.lock() {
+            Ok(mut b) if b.inbox.len() < OPERATOR_INBOX_MAX => {
+                b.inbox.push_back(line.to_string());
+                true
+            }
+            _ => false,
+        };
+        ok && self.waker.wake().is_ok()
+    }
+}

@@ -1,0 +1,329 @@
+//! The chat room's side of the loop: [`ChatHub`] owns the [`Room`], the
+//! room events waiting to be handled, the deliveries made between rounds,
+//! and flow control. The loop hands it events from connections and asks it,
+//! once per turn, which connections got output and which must be dropped.
+//!
+//! Flow control instead of dropping bursts: while any member has more than
+//! [`MEMBER_OUT_CAP`] queued, the room stops reading members' lines (they
+//! wait in the senders' socket buffers; nothing is lost) and resumes below
+//! half of it. A member over the cap whose socket takes no bytes for
+//! [`MEMBER_STALL`], or over [`MEMBER_HARD_CAP`] at all, has stopped reading:
+//! it is dropped with a notice to the others.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::chat::{ChatIn, Deliver, OPERATOR, Room};
+use super::conn::Mode;
+use super::conns::Conns;
+use super::console::{Console, Level};
+use super::handle::OperatorInput;
+
+/// Output queued for one member above which the room stops reading new
+/// lines from everyone (senders wait; nothing is lost) until it drains.
+pub const MEMBER_OUT_CAP: usize = 256 * 1024;
+/// A member over [`MEMBER_OUT_CAP`] whose socket took no bytes for this
+/// long has stopped reading: it is dropped with a notice.
+pub const MEMBER_STALL: Duration = Duration::from_secs(2);
+/// Output queued for one member that drops it at once, stalled or not.
+pub const MEMBER_HARD_CAP: usize = 4 << 20;
+
+/// Rounds of events handled in one turn: a drop's leave notice feeds back
+/// into the room, so a turn may need a few, but never without end.
+const ROUNDS_PER_TURN: usize = 4;
+
+/// What one turn of the room asks of the loop.
+#[derive(Default)]
+pub struct Turn {
+    /// Connections that got output (or may have input waiting): drive them.
+    pub drive: Vec<usize>,
+    /// Members dropped for not reading: close them.
+    pub close: Vec<usize>,
+}
+
+/// The chat room with its queues and flow control.
+pub struct ChatHub {
+    room: Room,
+    /// Members' lines are not read while a member is congested.
+    paused: bool,
+    /// Deliveries produced outside a round (operator joins), sent with the next.
+    early: Vec<Deliver>,
+    /// Room events waiting to be handled: member, its address, the event.
+    events: Vec<(usize, Option<SocketAddr>, ChatIn)>,
+}
+
+impl ChatHub {
+    /// A room logging under `log_dir` (none: no log) that replays `replay`
+    /// lines to newcomers.
+    pub fn new(log_dir: Option<PathBuf>, replay: usize) -> ChatHub {
+        ChatHub {
+            room: Room::new(log_dir, replay),
+            paused: false,
+            early: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Open today's log (so a problem shows at start).
+    pub fn open_log(&mut self, console: &mut Console) {
+        self.room.open_log();
+        self.say_log_failure(console);
+    }
+
+    /// Queue events a connection produced.
+    pub fn push(&mut self, slot: usize, addr: SocketAddr, events: impl Iterator<Item = ChatIn>) {
+        self.events.extend(events.map(|e| (slot, Some(addr), e)));
+    }
+
+    /// Whether the room, or an event waiting for it, still names `slot`.
+    pub fn names(&self, slot: usize) -> bool {
+        self.room.contains(slot) || self.events.iter().any(|e| e.0 == slot)
+    }
+
+    /// `slot`'s connection closed: a member leaves, with `why`.
+    pub fn gone(&mut self, slot: usize, addr: SocketAddr, why: &str) {
+        if self.room.contains(slot) {
+            let why = if why == "client closed" { "left" } else { why };
+            self.events
+                .push((slot, Some(addr), ChatIn::Gone(static_reason(why))));
+        }
+    }
+
+    /// True while room events wait to be handled.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// Take what the operator typed and any change of attachment.
+    pub fn operator(&mut self, (lines, attach): OperatorInput, console: &mut Console) {
+        if let Some(out) = attach {
+            // Attachment notices are delivered with the next round.
+            if let Some(line) = self.room.set_operator(out, &mut self.early) {
+                console.say(Level::Info, &format!("[CHAT] {line}"));
+            }
+        }
+        for l in lines {
+            if self.room.contains(OPERATOR) {
+                self.events
+                    .push((OPERATOR, None, ChatIn::Line(l.into_bytes())));
+            }
+        }
+    }
+
+    /// One turn: handle the waiting events (log, then deliver), then flow
+    /// control. Touched connections are driven next, so broadcasting never
+    /// blocks the loop.
+    pub fn turn(&mut self, conns: &mut Conns, console: &mut Console) -> Turn {
+        let mut t = Turn::default();
+        if !self.events.is_empty() || !self.early.is_empty() {
+            let touched = self.rounds(conns, console, &mut t.close);
+            t.drive.extend(touched);
+        } else if !self.paused {
+            return t;
+        }
+        t.drive.extend(self.flow(conns, console, &mut t.close));
+        t
+    }
+
+    /// Handle queued room events; returns the connection slots that got
+    /// output. Each event's lines go to the members of that moment, so a
+    /// member who says something and leaves in one read still gets its own
+    /// line.
+    fn rounds(
+        &mut self,
+        conns: &mut Conns,
+        console: &mut Console,
+        close: &mut Vec<usize>,
+    ) -> BTreeSet<usize> {
+        let mut touched = BTreeSet::new();
+        let mut deliver: Vec<Deliver> = std::mem::take(&mut self.early);
+        let mut members: Vec<usize> = Vec::new();
+        self.apply(&mut deliver, &mut members, conns, &mut touched, console);
+        for _ in 0..ROUNDS_PER_TURN {
+            for (who, addr, ev) in std::mem::take(&mut self.events) {
+                if let Some(line) = self.room.handle(who, addr, ev, &mut deliver) {
+                    console.say(Level::Info, &format!("[CHAT] {line}"));
+                }
+                self.apply(&mut deliver, &mut members, conns, &mut touched, console);
+            }
+            self.say_log_failure(console);
+            // Members past the hard cap: dropped at once, and the others told.
+            let over: Vec<usize> = touched
+                .iter()
+                .copied()
+                .filter(|&s| {
+                    self.room.contains(s)
+                        && conns.get(s).is_some_and(|c| c.queued() > MEMBER_HARD_CAP)
+                })
+                .collect();
+            for slot in over {
+                self.drop_member(slot, &mut deliver, console, close);
+                touched.remove(&slot);
+                self.apply(&mut deliver, &mut members, conns, &mut touched, console);
+            }
+            if self.events.is_empty() {
+                break;
+            }
+        }
+        touched
+    }
+
+    /// Drop a member that stopped reading: out of the room now, with a
+    /// notice to the others; its connection is for the loop to close.
+    fn drop_member(
+        &mut self,
+        slot: usize,
+        deliver: &mut Vec<Deliver>,
+        console: &mut Console,
+        close: &mut Vec<usize>,
+    ) {
+        if let Some(line) = self.room.drop_slow(slot, deliver) {
+            console.say(Level::Main, &format!("[CHAT] {line}"));
+        }
+        close.push(slot);
+    }
+
+    /// Flow control for the room: stop reading members' lines while any
+    /// member has more than [`MEMBER_OUT_CAP`] queued; resume (and drive
+    /// every member, since input may wait with no new edge) once all are
+    /// below half of it. Members stalled over the cap are dropped. Returns
+    /// the slots to drive again.
+    fn flow(
+        &mut self,
+        conns: &mut Conns,
+        console: &mut Console,
+        close: &mut Vec<usize>,
+    ) -> Vec<usize> {
+        let now = Instant::now();
+        let mut most = 0;
+        let mut stalled = Vec::new();
+        for slot in self.room.member_slots() {
+            if close.contains(&slot) {
+                continue;
+            }
+            if let Some(c) = conns.get(slot) {
+                let q = c.queued();
+                most = most.max(q);
+                // While the room is paused, a member that holds it above the
+                // resume mark and takes nothing is as stuck as one over the cap.
+                let mark = if self.paused {
+                    MEMBER_OUT_CAP / 2
+                } else {
+                    MEMBER_OUT_CAP
+                };
+                if q > mark && now.duration_since(c.last_progress) > MEMBER_STALL {
+                    stalled.push(slot);
+                }
+            }
+        }
+        for slot in stalled {
+            let mut d = Vec::new();
+            self.drop_member(slot, &mut d, console, close);
+            self.early.extend(d);
+        }
+        let congested = most > MEMBER_OUT_CAP;
+        let calm = most <= MEMBER_OUT_CAP / 2;
+        let mut wake = Vec::new();
+        if congested && !self.paused {
+            self.paused = true;
+            for slot in self.room.member_slots() {
+                if let Some(c) = conns.get_mut(slot) {
+                    c.paused = true;
+                }
+            }
+        } else if calm && self.paused {
+            self.paused = false;
+            for slot in self.room.member_slots() {
+                if let Some(c) = conns.get_mut(slot) {
+                    c.paused = false;
+                    wake.push(slot);
+                }
+            }
+        }
+        wake
+    }
+
+    /// Send out what the room produced for one event, to the members now in it.
+    fn apply(
+        &mut self,
+        deliver: &mut Vec<Deliver>,
+        members: &mut Vec<usize>,
+        conns: &mut Conns,
+        touched: &mut BTreeSet<usize>,
+        console: &mut Console,
+    ) {
+        if deliver.is_empty() {
+            return;
+        }
+        members.clear();
+        members.extend(self.room.member_slots());
+        for d in deliver.drain(..) {
+            match d {
+                Deliver::One(OPERATOR, line) => self.send_operator(line, console),
+                Deliver::One(slot, line) => {
+                    // A slot freed and reused in this turn is not the member.
+                    if let Some(c) = conns.get_mut(slot)
+                        && c.mode == Mode::Chat
+                    {
+                        c.queue_line(&line);
+                        touched.insert(slot);
+                    }
+                }
+                Deliver::All(line) => {
+                    for &slot in members.iter() {
+                        if let Some(c) = conns.get_mut(slot)
+                            && c.mode == Mode::Chat
+                        {
+                            c.queue_line(&line);
+                            touched.insert(slot);
+                        }
+                    }
+                    self.send_operator(line, console);
+                }
+                Deliver::Close(slot) => {
+                    if let Some(c) = conns.get_mut(slot) {
+                        c.close_with(b"");
+                        touched.insert(slot);
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_operator(&mut self, line: String, console: &mut Console) {
+        if let Some(tx) = &self.room.operator_out
+            && tx.send(line).is_err()
+        {
+            // The operator's side went away without detaching: leave for it.
+            let mut d = Vec::new();
+            if let Some(l) = self.room.set_operator(None, &mut d) {
+                console.say(Level::Info, &format!("[CHAT] {l}"));
+            }
+            self.early.extend(d);
+        }
+    }
+
+    fn say_log_failure(&mut self, console: &mut Console) {
+        if self.room.take_log_failure() {
+            console.say(
+                Level::Main,
+                "[CHAT] cannot write the chat log under logs/chat; the room goes on without it",
+            );
+        }
+    }
+}
+
+/// Close reasons as `'static` text for room notices.
+fn static_reason(why: &str) -> &'static str {
+    match why {
+        "left" => "left",
+        "idle timeout" => "idle timeout",
+        "not reading" => "not reading",
+        "server shutting down" => "server shutting down",
+        "connection reset by client" => "connection reset",
+        "client went away" => "connection lost",
+        _ => "connection closed",
+    }
+}
