@@ -17,7 +17,9 @@ use crate::cmd::{Command, args_of};
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::Endpoint;
 use crate::net::bulk::{self, BulkPlan, BulkResult};
-use crate::net::client::{self, ClientCtx, LineReader, ReadLine};
+use crate::net::client::{self, ClientCtx, LineReader};
+use crate::net::echo::{TcpEcho, UdpEcho};
+use crate::net::probe::{self, Event, Plan, Status, Transport};
 use crate::net::sockopt::SockOpts;
 use crate::paint::Paint;
 use crate::proto::echo::{self as proto, Reply, Request};
@@ -25,7 +27,6 @@ use crate::proto::escape::display_bytes;
 use crate::report::Report;
 use crate::session::Session;
 use crate::settings::DEFAULT_PORT;
-use crate::stats::{RttStats, summarize};
 use crate::units;
 
 /// Most probes in one run.
@@ -149,7 +150,7 @@ impl Command for Echo {
                 s.emit(&l).ok();
             }
             EchoReport::Bulk(BulkReport {
-                mode: "bulk",
+                mode: Mode::Bulk,
                 target: ep.to_string(),
                 result: r?,
             })
@@ -166,14 +167,15 @@ impl Command for Echo {
                 return Err(Error::usage("probe mode (-c) takes no message")
                     .with_hint("echo HOST[:PORT] -c 10 -s 64"));
             }
-            let plan = ProbePlan {
+            let plan = Plan {
                 count: a.count.unwrap_or(DEFAULT_COUNT),
                 interval: a.interval,
-                size: a.size as usize,
                 deadline: a.deadline,
-                udp: a.udp,
+                timeout: ctx.timeout,
+                // One probe in flight: the next waits for this one's answer.
+                await_previous: Some(ctx.timeout),
             };
-            probes(&ep, &plan, ctx, s)?
+            probes(&ep, &plan, a.size as usize, a.udp, ctx, s)?
         };
         Ok(Report::Echo(report))
     }
@@ -228,7 +230,7 @@ fn single(ep: &Endpoint, msg: &str, ctx: ClientCtx<'_>, s: &mut Session) -> Resu
     };
     let diff = proto::first_difference(msg.as_bytes(), text);
     Ok(EchoReport::Single(SingleReport {
-        mode: "single",
+        mode: Mode::Single,
         target: ep.to_string(),
         address: addr.to_string(),
         connect_ms: ms(connect),
@@ -240,246 +242,59 @@ fn single(ep: &Endpoint, msg: &str, ctx: ClientCtx<'_>, s: &mut Session) -> Resu
     }))
 }
 
-struct ProbePlan {
-    count: u64,
-    interval: Duration,
-    size: usize,
-    deadline: Option<Duration>,
-    udp: bool,
-}
-
-/// What happened to one probe.
-#[derive(Debug, Clone, Serialize)]
-pub struct Probe {
-    /// Sequence number, from 0.
-    pub seq: u64,
-    /// Payload bytes.
-    pub bytes: usize,
-    /// Round trip in ms; `null` if lost or corrupt.
-    pub rtt_ms: Option<f64>,
-    /// `ok`, `lost` or `corrupt`.
-    pub status: &'static str,
-    /// For a corrupt echo: offset of the first differing byte.
-    pub first_difference: Option<usize>,
-}
-
-enum Wire {
-    Tcp(std::net::TcpStream, LineReader),
-    Udp(std::net::UdpSocket),
-}
-
+/// Probe mode: one probe in flight at a time, each waiting at most `set
+/// timeout`, on one TCP connection or a connected UDP socket.
 fn probes(
     ep: &Endpoint,
-    plan: &ProbePlan,
+    plan: &Plan,
+    size: usize,
+    udp: bool,
     ctx: ClientCtx<'_>,
     s: &mut Session,
 ) -> Result<EchoReport> {
-    let proto_name = if plan.udp { "udp" } else { "tcp" };
-    let (mut wire, addr, connect_ms) = if plan.udp {
+    let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
+    let (mut transport, addr, connect_ms): (Box<dyn Transport>, _, _) = if udp {
         let (u, a) = client::udp_connect_within(ep, ctx)?;
-        (Wire::Udp(u), a, None)
+        (Box::new(UdpEcho::new(u, a, size)?), a, None)
     } else {
         let (t, a, c) = client::connect(ep, ctx)?;
-        (
-            Wire::Tcp(t, LineReader::new(proto::MAX_LINE + 64)),
-            a,
-            Some(ms(c)),
-        )
+        (Box::new(TcpEcho::new(t, a, size)?), a, Some(ms(c)))
     };
     s.emit(&format!(
-        "ECHO {ep} ({addr}) over {proto_name}: {} probes of {} bytes",
-        plan.count, plan.size
+        "ECHO {ep} ({addr}) over {protocol}: {} probes of {size} bytes",
+        plan.count
     ))
     .ok();
-    let start = Instant::now();
-    let end = plan.deadline.map(|d| start + d);
-    let mut out: Vec<Probe> = Vec::new();
-    let (mut duplicate, mut reordered, mut interrupted) = (0u64, 0u64, false);
-    let mut received = std::collections::HashSet::new();
-    let mut udp_buf = vec![0u8; MAX_SIZE + 64];
-    for seq in 0..plan.count {
-        if seq > 0 {
-            // Never sleep past the deadline: a probe sent at the deadline
-            // would get no time to answer and be counted lost.
-            let next = start + plan.interval * seq as u32;
-            if let Err(e) = client::sleep_until(end.map_or(next, |e| next.min(e)), ctx) {
-                if e.kind == ErrorKind::Interrupted {
-                    interrupted = true;
-                    break;
-                }
-                return Err(e);
-            }
+    let timeout = units::format_duration(ctx.timeout);
+    let summary = probe::run(transport.as_mut(), plan, size, ctx, &mut |ev| {
+        if let Event::Settled(p) = ev {
+            s.emit(&probe_line(p, &timeout)).ok();
         }
-        if end.is_some_and(|e| Instant::now() >= e) {
-            break;
-        }
-        let sent_at = Instant::now();
-        let probe_deadline = end.map_or(sent_at + ctx.timeout, |e| e.min(sent_at + ctx.timeout));
-        let (payload, frame) = if plan.udp {
-            let d = proto::udp_probe(seq, plan.size);
-            (d.clone(), d)
-        } else {
-            let t = proto::probe_text(seq, plan.size);
-            let mut f = Vec::with_capacity(t.len() + 6);
-            proto::encode_request(&Request::Echo(&t), &mut f);
-            (t, f)
-        };
-        let mut result = Probe {
-            seq,
-            bytes: plan.size,
-            rtt_ms: None,
-            status: "lost",
-            first_difference: None,
-        };
-        let outcome: Result<()> = (|| match &mut wire {
-            Wire::Tcp(sock, reader) => {
-                client::write_all(sock, &frame, ctx)?;
-                loop {
-                    match reader.read_line(sock, probe_deadline, ctx)? {
-                        ReadLine::TimedOut => return Ok(()),
-                        ReadLine::Closed => {
-                            return Err(Error::new(
-                                ErrorKind::Protocol,
-                                format!("{addr} closed the connection after {seq} probes"),
-                            ));
-                        }
-                        ReadLine::Line(l) => {
-                            let Reply::Echo(text) = proto::parse_reply(&l) else {
-                                return Err(client::unexpected(addr, &Request::Echo(b""), &l));
-                            };
-                            match proto::probe_seq(text) {
-                                Some(n) if n == seq => {
-                                    classify(&mut result, &payload, text, sent_at);
-                                    return Ok(());
-                                }
-                                Some(n) if n < seq => {
-                                    if !received.insert(n) {
-                                        duplicate += 1
-                                    } else {
-                                        reordered += 1
-                                    }
-                                }
-                                _ => {
-                                    result.status = "corrupt";
-                                    result.first_difference =
-                                        proto::first_difference(&payload, text);
-                                    return Ok(());
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            Wire::Udp(sock) => {
-                sock.send(&frame)
-                    .map_err(|e| Error::io("send to", addr, &e))?;
-                loop {
-                    if ctx.interrupted() {
-                        return Err(client::interrupted());
-                    }
-                    let now = Instant::now();
-                    if now >= probe_deadline {
-                        return Ok(());
-                    }
-                    sock.set_read_timeout(Some(
-                        (probe_deadline - now)
-                            .min(client::SLICE)
-                            .max(Duration::from_micros(100)),
-                    ))
-                    .map_err(|e| Error::io("set timeout", addr, &e))?;
-                    match sock.recv(&mut udp_buf) {
-                        Ok(n) => {
-                            let d = &udp_buf[..n];
-                            match proto::udp_probe_seq(d) {
-                                Some(n) if n == seq && !received.contains(&n) => {
-                                    classify(&mut result, &payload, d, sent_at);
-                                    if result.status == "ok" {
-                                        received.insert(n);
-                                    }
-                                    return Ok(());
-                                }
-                                Some(n) if received.contains(&n) => duplicate += 1,
-                                Some(n) if n < seq => {
-                                    received.insert(n);
-                                    reordered += 1;
-                                }
-                                _ => {}
-                            }
-                        }
-                        Err(e) if client::is_wait(&e) => {}
-                        Err(e) => {
-                            return Err(Error::io("receive UDP echo from", addr, &e).with_hint(
-                                "nothing answers UDP there: is 'netsh serve' running on that port?",
-                            ));
-                        }
-                    }
-                }
-            }
-        })();
-        match outcome {
-            Ok(()) => {}
-            Err(e) if e.kind == ErrorKind::Interrupted => {
-                interrupted = true;
-                break;
-            }
-            Err(e) => return Err(e),
-        }
-        if !plan.udp && result.status == "ok" {
-            received.insert(seq);
-        }
-        let line = match (result.status, result.rtt_ms) {
-            ("ok", Some(rtt)) => format!("seq={seq} bytes={} rtt={rtt:.3} ms", plan.size),
-            ("corrupt", _) => format!(
-                "seq={seq} bytes={} corrupt: first difference at byte {}",
-                plan.size,
-                result.first_difference.unwrap_or(0)
-            ),
-            _ => format!(
-                "seq={seq} bytes={} lost (no echo in {})",
-                plan.size,
-                units::format_duration(ctx.timeout)
-            ),
-        };
-        s.emit(&line).ok();
-        out.push(result);
-    }
-    let rtts: Vec<f64> = out.iter().filter_map(|p| p.rtt_ms).collect();
-    let transmitted = out.len() as u64;
-    let ok = rtts.len() as u64;
-    let corrupt = out.iter().filter(|p| p.status == "corrupt").count() as u64;
+    });
     Ok(EchoReport::Probe(ProbeReport {
-        mode: "probe",
+        mode: Mode::Probe,
         target: ep.to_string(),
         address: addr.to_string(),
-        protocol: proto_name,
+        protocol,
         connect_ms,
-        transmitted,
-        received: ok,
-        loss_pct: if transmitted == 0 {
-            0.0
-        } else {
-            (transmitted - ok - corrupt) as f64 * 100.0 / transmitted as f64
-        },
-        corrupt,
-        duplicate,
-        reordered,
-        time_ms: ms(start.elapsed()),
-        rtt: summarize(&rtts),
-        interrupted,
-        probes: out,
+        summary: summary?,
     }))
 }
 
-fn classify(p: &mut Probe, want: &[u8], got: &[u8], sent_at: Instant) {
-    match proto::first_difference(want, got) {
-        None => {
-            p.status = "ok";
-            p.rtt_ms = Some(ms(sent_at.elapsed()));
-        }
-        Some(off) => {
-            p.status = "corrupt";
-            p.first_difference = Some(off);
-        }
+/// `seq=3 bytes=56 rtt=0.061 ms`, or what became of the probe.
+fn probe_line(p: &probe::Probe, timeout: &str) -> String {
+    match (p.status, p.rtt_ms) {
+        (Status::Ok, Some(rtt)) => format!("seq={} bytes={} rtt={rtt:.3} ms", p.seq, p.bytes),
+        (Status::Corrupt, _) => format!(
+            "seq={} bytes={} corrupt: first difference at byte {}",
+            p.seq,
+            p.bytes,
+            p.first_difference.unwrap_or(0)
+        ),
+        _ => format!(
+            "seq={} bytes={} lost (no echo in {timeout})",
+            p.seq, p.bytes
+        ),
     }
 }
 
@@ -504,7 +319,7 @@ fn human_bytes(n: u64) -> String {
 #[derive(Debug, Serialize)]
 pub struct SingleReport {
     /// `single`.
-    pub mode: &'static str,
+    pub mode: Mode,
     /// As given.
     pub target: String,
     /// The address connected to.
@@ -523,46 +338,60 @@ pub struct SingleReport {
     pub first_difference: Option<usize>,
 }
 
+/// Which of `echo`'s three modes a report is from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One message, compared byte for byte.
+    Single,
+    /// Ping-like probes.
+    Probe,
+    /// Throughput.
+    Bulk,
+}
+
+/// The transport of probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// `ECHO` lines on one TCP connection.
+    Tcp,
+    /// Datagrams.
+    Udp,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
 /// Probe mode.
 #[derive(Debug, Serialize)]
 pub struct ProbeReport {
     /// `probe`.
-    pub mode: &'static str,
+    pub mode: Mode,
     /// As given.
     pub target: String,
     /// The address probed.
     pub address: String,
     /// `tcp` or `udp`.
-    pub protocol: &'static str,
+    pub protocol: Protocol,
     /// TCP connect time; `null` for UDP.
     pub connect_ms: Option<f64>,
-    /// Probes sent.
-    pub transmitted: u64,
-    /// Probes echoed intact in time.
-    pub received: u64,
-    /// Lost probes, percent of those sent (corrupt ones are not lost).
-    pub loss_pct: f64,
-    /// Probes echoed with different bytes.
-    pub corrupt: u64,
-    /// Echoes received twice.
-    pub duplicate: u64,
-    /// Echoes that arrived after a later probe's time (late).
-    pub reordered: u64,
-    /// Wall time of the run.
-    pub time_ms: f64,
-    /// RTT summary; `null` if nothing came back.
-    pub rtt: Option<RttStats>,
-    /// True if Ctrl-C ended the run early.
-    pub interrupted: bool,
-    /// Every probe.
-    pub probes: Vec<Probe>,
+    /// Counts, RTT summary and the probes.
+    #[serde(flatten)]
+    pub summary: probe::Summary,
 }
 
 /// Bulk mode.
 #[derive(Debug, Serialize)]
 pub struct BulkReport {
     /// `bulk`.
-    pub mode: &'static str,
+    pub mode: Mode,
     /// As given.
     pub target: String,
     /// Figures.
@@ -595,19 +424,23 @@ impl EchoReport {
                     r.first_difference.unwrap_or(0)
                 ),
             )),
-            EchoReport::Probe(r) if r.corrupt > 0 => Some(Error::new(
+            EchoReport::Probe(r) if r.summary.corrupt > 0 => Some(Error::new(
                 ErrorKind::Mismatch,
                 format!(
                     "{} of {} echoes from {} came back corrupt",
-                    r.corrupt, r.transmitted, r.address
+                    r.summary.corrupt, r.summary.transmitted, r.address
                 ),
             )),
-            EchoReport::Probe(r) if r.received == 0 && !r.interrupted && r.transmitted > 0 => {
+            EchoReport::Probe(r)
+                if r.summary.received == 0
+                    && !r.summary.interrupted
+                    && r.summary.transmitted > 0 =>
+            {
                 Some(Error::new(
                     ErrorKind::TimedOut,
                     format!(
                         "no echo from {} for {} probes ({})",
-                        r.address, r.transmitted, r.protocol
+                        r.address, r.summary.transmitted, r.protocol
                     ),
                 ))
             }
@@ -643,23 +476,23 @@ impl EchoReport {
                     "--- {} echo statistics ({}) ---",
                     r.target, r.protocol
                 ));
-                let loss = format!("{:.1}% loss", r.loss_pct);
-                let loss = if r.loss_pct > 0.0 {
+                let loss = format!("{:.1}% loss", r.summary.loss_pct);
+                let loss = if r.summary.loss_pct > 0.0 {
                     p.red(&loss)
                 } else {
                     p.green(&loss)
                 };
                 out.push_str(&format!(
                     "\n{} sent, {} received, {loss}, {} corrupt, {} duplicate, {} reordered, time {:.0} ms",
-                    r.transmitted, r.received, r.corrupt, r.duplicate, r.reordered, r.time_ms
+                    r.summary.transmitted, r.summary.received, r.summary.corrupt, r.summary.duplicate, r.summary.reordered, r.summary.time_ms
                 ));
-                if let Some(s) = &r.rtt {
+                if let Some(s) = &r.summary.rtt {
                     out.push_str(&format!(
                         "\nrtt min/avg/max/mdev = {:.3}/{:.3}/{:.3}/{:.3} ms\nrtt p50/p90/p99 = {:.3}/{:.3}/{:.3} ms",
                         s.min, s.avg, s.max, s.mdev, s.p50, s.p90, s.p99
                     ));
                 }
-                if r.interrupted {
+                if r.summary.interrupted {
                     out.push_str(&p.yellow("\n(interrupted)"));
                 }
                 out

@@ -204,7 +204,7 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
                 });
         }
         return Ok(Report::Serve(ServeReport {
-            action: "stopped",
+            action: ServeAction::Stopped,
             running: false,
             addresses: addrs.iter().map(ToString::to_string).collect(),
             ntp_addresses: ntp_addrs.clone(),
@@ -227,7 +227,7 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         thread,
     });
     Ok(Report::Serve(ServeReport {
-        action: "started",
+        action: ServeAction::Started,
         running: true,
         addresses: addrs.iter().map(ToString::to_string).collect(),
         ntp_addresses: ntp_addrs,
@@ -358,7 +358,7 @@ fn status(s: &Session) -> ServeReport {
     let log = s.paths.logs_dir.join("server.log").display().to_string();
     match &s.server {
         Some(bg) => ServeReport {
-            action: "status",
+            action: ServeAction::Status,
             running: !bg.thread.is_finished(),
             addresses: bg.addrs.iter().map(ToString::to_string).collect(),
             ntp_addresses: bg.ntp_addrs.clone(),
@@ -368,7 +368,7 @@ fn status(s: &Session) -> ServeReport {
             log,
         },
         None => ServeReport {
-            action: "status",
+            action: ServeAction::Status,
             running: false,
             addresses: Vec::new(),
             ntp_addresses: Vec::new(),
@@ -394,7 +394,7 @@ fn stop(s: &mut Session) -> Result<Report> {
         Err(_) => bg.handle.stats.snapshot(),
     };
     Ok(Report::Serve(ServeReport {
-        action: "stopped",
+        action: ServeAction::Stopped,
         running: false,
         addresses: bg.addrs.iter().map(ToString::to_string).collect(),
         ntp_addresses: bg.ntp_addrs.clone(),
@@ -405,11 +405,23 @@ fn stop(s: &mut Session) -> Result<Report> {
     }))
 }
 
+/// What a `serve` call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServeAction {
+    /// A server started (in the background, or ended in the foreground).
+    Started,
+    /// The background server stopped.
+    Stopped,
+    /// `serve status`.
+    Status,
+}
+
 /// What `serve` reports.
 #[derive(Debug, Serialize)]
 pub struct ServeReport {
     /// `started`, `stopped` or `status`.
-    pub action: &'static str,
+    pub action: ServeAction,
     /// Whether a server runs now.
     pub running: bool,
     /// Listening addresses.
@@ -431,7 +443,7 @@ impl ServeReport {
     pub fn render(&self, p: &Paint) -> String {
         let addrs = self.addresses.join(", ");
         let mut out = match (self.action, self.running) {
-            ("started", _) => {
+            (ServeAction::Started, _) => {
                 let mut t = format!(
                     "{} on {} (TCP and UDP echo) in the background; 'serve status', 'serve stop'; log: {}",
                     p.green("Server running"),
@@ -446,8 +458,12 @@ impl ServeReport {
                 }
                 t
             }
-            ("status", false) => p.dim("No server runs in this session ('serve' starts one)."),
-            ("status", true) => format!("{} on {}", p.green("Server running"), p.cyan(&addrs)),
+            (ServeAction::Status, false) => {
+                p.dim("No server runs in this session ('serve' starts one).")
+            }
+            (ServeAction::Status, true) => {
+                format!("{} on {}", p.green("Server running"), p.cyan(&addrs))
+            }
             _ => format!("{} ({})", p.bold("Server stopped"), addrs),
         };
         if let (Some(up), Some(st)) = (self.uptime_s, &self.stats) {

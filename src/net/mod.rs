@@ -6,6 +6,8 @@
 pub mod addr;
 pub mod bulk;
 pub mod client;
+pub mod echo;
+pub mod probe;
 pub mod sntp;
 pub mod sockopt;
 
