@@ -111,14 +111,14 @@ impl Command for Chat {
             None => s.settings.server.clone(),
         };
         let interrupt = Arc::clone(&s.interrupt);
+        let base = s.settings.client_ctx(&interrupt);
+        // Chat lines are small and interactive: never held back by Nagle.
         let ctx = ClientCtx {
-            timeout: s.settings.timeout,
-            retries: s.settings.retries,
             opts: SockOpts {
                 nodelay: true,
-                ..SockOpts::from_settings(&s.settings)
+                ..base.opts
             },
-            interrupt: &interrupt,
+            ..base
         };
         let (mut sock, addr, _) = client::connect(&ep, ctx)?;
         let mut reader = LineReader::new(MAX_CHAT_LINE * 2);

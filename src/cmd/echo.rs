@@ -20,7 +20,6 @@ use crate::net::bulk::{self, BulkPlan, BulkResult};
 use crate::net::client::{self, ClientCtx, LineReader};
 use crate::net::echo::{TcpEcho, UdpEcho};
 use crate::net::probe::{self, Event, Plan, Status, Transport};
-use crate::net::sockopt::SockOpts;
 use crate::paint::Paint;
 use crate::proto::echo::{self as proto, Reply, Request};
 use crate::proto::escape::display_bytes;
@@ -113,12 +112,7 @@ impl Command for Echo {
         let a: EchoArgs = args_of(m)?;
         let (ep, message) = target_and_message(&a.words, &s.settings.server)?;
         let interrupt = std::sync::Arc::clone(&s.interrupt);
-        let ctx = ClientCtx {
-            timeout: s.settings.timeout,
-            retries: s.settings.retries,
-            opts: SockOpts::from_settings(&s.settings),
-            interrupt: &interrupt,
-        };
+        let ctx = s.settings.client_ctx(&interrupt);
         let report = if a.bulk {
             if message.is_some() {
                 return Err(Error::usage("echo --bulk takes no message")

@@ -32,7 +32,7 @@ impl Command for Set {
                 .value_name(k.value_name())
                 .help("New value; 'default' restores the built-in one; omit to show the current value")
                 .allow_negative_numbers(true);
-            if matches!(k, Key::Nodelay | Key::Keepalive) {
+            if k.def().switch {
                 value = value
                     .value_parser(PossibleValuesParser::new([
                         PossibleValue::new("on").aliases(["true", "yes", "1"]),

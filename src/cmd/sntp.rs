@@ -22,7 +22,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::net::Endpoint;
 use crate::net::client::{self, ClientCtx};
 use crate::net::sntp::{self, Outcome, Sample};
-use crate::net::sockopt::SockOpts;
 use crate::paint::Paint;
 use crate::proto::ntp;
 use crate::report::Report;
@@ -95,8 +94,7 @@ impl Command for Sntp {
         let ctx = ClientCtx {
             timeout,
             retries: 0,
-            opts: SockOpts::from_settings(&s.settings),
-            interrupt: &interrupt,
+            ..s.settings.client_ctx(&interrupt)
         };
         s.emit(&format!("[SNTP] Connecting to {} ...", ep.host))
             .ok();

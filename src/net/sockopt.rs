@@ -1,9 +1,8 @@
-//! Socket options from `set nodelay|keepalive|sndbuf|rcvbuf`, applied to every
-//! TCP connection netsh opens (echo, chat) through socket2.
+//! Socket options (from `set nodelay|keepalive|sndbuf|rcvbuf`, see
+//! `Settings::sock_opts`), applied to every TCP connection netsh opens
+//! (echo, chat) through socket2.
 
 use socket2::SockRef;
-
-use crate::settings::Settings;
 
 /// The options every client connection gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,16 +18,6 @@ pub struct SockOpts {
 }
 
 impl SockOpts {
-    /// The options the settings ask for.
-    pub fn from_settings(s: &Settings) -> SockOpts {
-        SockOpts {
-            nodelay: s.nodelay,
-            keepalive: s.keepalive,
-            sndbuf: s.sndbuf,
-            rcvbuf: s.rcvbuf,
-        }
-    }
-
     /// Apply to a connected or connecting TCP socket.
     ///
     /// # Errors
