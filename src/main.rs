@@ -153,6 +153,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // The terminal is the front end's: commands get it through the session.
+    let stdin_tty = io::stdin().is_terminal();
+    session.terminal = if cli.command.is_empty() && cli.eval.is_none() {
+        if shell_mode {
+            Box::new(shell::term::Tty::new(true))
+        } else {
+            Box::new(shell::term::Commands)
+        }
+    } else if stdin_tty {
+        Box::new(shell::term::Tty::new(io::stdout().is_terminal()))
+    } else {
+        Box::new(shell::term::Piped)
+    };
     shell::report_warnings(&mut session, &warnings);
     warnings.clear();
 

@@ -60,6 +60,102 @@ pub enum Frontend {
     Script,
 }
 
+/// A line a conversing command (chat) asked the front end for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A line, without its terminator.
+    Line(String),
+    /// No more lines: end of input, Ctrl-D or Ctrl-C.
+    End,
+}
+
+/// Prints lines from another thread (rustyline's external printer on a
+/// terminal, so lines arrive above the prompt while the user types).
+pub type Printer = Box<dyn FnMut(&str) + Send>;
+
+/// The process's terminal and standard streams, as the front end hands them
+/// to commands that converse or serve in the foreground: only the front end
+/// knows whether a person types, whether stdin holds commands, and how to
+/// print while a line is being edited. Commands never look at stdin or the
+/// terminal themselves, so a test or a script can drive them the same way.
+pub trait Terminal: Send {
+    /// Whether a person types at it: lines are edited with a prompt and
+    /// output may arrive while they type.
+    fn interactive(&self) -> bool;
+    /// The next line, showing `prompt` when interactive.
+    fn read_line(&mut self, prompt: &str) -> Input;
+    /// A printer other threads may use while [`Terminal::read_line`] waits.
+    ///
+    /// # Errors
+    /// `io` when the terminal cannot give one.
+    fn printer(&mut self) -> crate::error::Result<Printer>;
+    /// Where a foreground server's console lines go (a sink that never
+    /// blocks the loop), and a channel that closes once all are printed.
+    fn console(
+        &self,
+    ) -> (
+        crate::server::console::LineSink,
+        Option<std::sync::mpsc::Receiver<()>>,
+    );
+    /// Feed the lines a foreground server's operator types to `say`, on a
+    /// thread of its own, until `say` returns false or the input ends.
+    /// Does nothing where stdin holds something else (commands, nothing).
+    fn operator_input(&self, say: Box<dyn Fn(&str) -> bool + Send>);
+
+    /// Every line left, at most [`MAX_INPUT_LINES`] of them (a one-shot
+    /// `chat` with its lines piped in).
+    ///
+    /// # Errors
+    /// `bad-value` when there are more.
+    fn all_lines(&mut self) -> crate::error::Result<Vec<String>> {
+        let mut out = Vec::new();
+        while let Input::Line(l) = self.read_line("") {
+            if out.len() >= MAX_INPUT_LINES {
+                return Err(Error::bad_value(format!(
+                    "more than {MAX_INPUT_LINES} lines to send"
+                )));
+            }
+            out.push(l);
+        }
+        Ok(out)
+    }
+}
+
+/// Lines a command may take from its input in one run.
+pub const MAX_INPUT_LINES: usize = 10_000;
+
+/// The terminal of a session with none: no lines, output to stdout, no
+/// operator input (scripts, tests, piped commands).
+pub struct NoTerminal;
+
+impl Terminal for NoTerminal {
+    fn interactive(&self) -> bool {
+        false
+    }
+    fn read_line(&mut self, _prompt: &str) -> Input {
+        Input::End
+    }
+    fn printer(&mut self) -> crate::error::Result<Printer> {
+        Ok(Box::new(|line: &str| {
+            let _ = writeln!(io::stdout().lock(), "{line}");
+        }))
+    }
+    fn console(
+        &self,
+    ) -> (
+        crate::server::console::LineSink,
+        Option<std::sync::mpsc::Receiver<()>>,
+    ) {
+        (
+            Box::new(|line: &str| {
+                let _ = writeln!(io::stdout().lock(), "{line}");
+            }),
+            None,
+        )
+    }
+    fn operator_input(&self, _say: Box<dyn Fn(&str) -> bool + Send>) {}
+}
+
 /// A server started by `serve` in the background of this session.
 pub struct BackgroundServer {
     /// Stops it and reads its counters.
@@ -92,6 +188,8 @@ pub struct Session {
     pub frontend: Frontend,
     /// The server `serve` started in the background, if any.
     pub server: Option<BackgroundServer>,
+    /// The terminal and standard streams, as the front end hands them out.
+    pub terminal: Box<dyn Terminal>,
     sink: Sink,
     error_log: AppendLog,
     error_log_failed: bool,
@@ -116,6 +214,7 @@ impl Session {
             streaming: true,
             frontend: Frontend::OneShot,
             server: None,
+            terminal: Box::new(NoTerminal),
             sink: Box::new(|line: &str| {
                 let mut out = io::stdout().lock();
                 writeln!(out, "{line}")?;
@@ -140,6 +239,7 @@ impl Session {
             streaming: self.streaming,
             frontend: self.frontend,
             server: None,
+            terminal: Box::new(NoTerminal),
             sink: Box::new(|_: &str| Ok(())),
             error_log: self.error_log.clone(),
             error_log_failed: true,

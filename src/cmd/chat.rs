@@ -1,7 +1,7 @@
 //! `chat [HOST[:PORT]] [--nick NAME]`: join the chat room of a netsh server.
 //!
-//! - On a terminal, incoming lines appear above the prompt while you type
-//!   (rustyline's external printer); Enter sends; `exit`, `/quit`, Ctrl-D or
+//! - At a terminal (the session's [`Terminal`](crate::session::Terminal)),
+//!   incoming lines appear above the prompt while you type; Enter sends; `exit`, `/quit`, Ctrl-D or
 //!   Ctrl-C leave. A dropped connection is reported and the shell goes on.
 //! - With `serve` running in this shell and no HOST, you join as the
 //!   server's operator, in-process.
@@ -11,7 +11,7 @@
 //!
 //! The session is also logged on this side, in `logs/chat-client/DATE.log`.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,12 +32,10 @@ use crate::proto::echo::{Reply, Request, parse_reply};
 use crate::proto::escape::display_bytes;
 use crate::proto::escape::escape_controls;
 use crate::report::Report;
-use crate::session::{Frontend, Session};
+use crate::session::{Frontend, Input, Session};
 use crate::settings::DEFAULT_PORT;
 use crate::units;
 
-/// Lines sent from one non-interactive run.
-const MAX_SEND: usize = 10_000;
 /// Size cap of one day's client log.
 const CLIENT_LOG_CAP: u64 = 16 << 20;
 
@@ -88,9 +86,8 @@ impl Command for Chat {
         for l in &a.send {
             check_line(l)?;
         }
-        let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-        let interactive =
-            a.send.is_empty() && terminal && s.frontend != Frontend::Script && s.streaming;
+        // A person at a terminal converses; otherwise the lines are given.
+        let interactive = a.send.is_empty() && s.streaming && s.terminal.interactive();
         let log = AppendLog::new(
             s.paths
                 .logs_dir
@@ -135,11 +132,8 @@ impl Command for Chat {
         if interactive {
             interactive_tcp(sock, reader, &me, &addr.to_string(), &log, s)
         } else {
-            let lines = if a.send.is_empty()
-                && s.frontend == Frontend::OneShot
-                && !std::io::stdin().is_terminal()
-            {
-                read_stdin_lines()?
+            let lines = if a.send.is_empty() && s.frontend == Frontend::OneShot {
+                s.terminal.all_lines()?
             } else {
                 a.send.clone()
             };
@@ -162,20 +156,6 @@ fn stamp() -> String {
     chrono::Local::now()
         .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
         .to_string()
-}
-
-fn read_stdin_lines() -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for line in std::io::stdin().lock().lines() {
-        let line = line.map_err(|e| Error::io("read", "stdin", &e))?;
-        if out.len() >= MAX_SEND {
-            return Err(Error::bad_value(format!(
-                "more than {MAX_SEND} lines to send"
-            )));
-        }
-        out.push(line);
-    }
-    Ok(out)
 }
 
 fn check_line(line: &str) -> Result<()> {
@@ -266,10 +246,8 @@ fn interactive_tcp(
     log: &AppendLog,
     s: &mut Session,
 ) -> Result<Report> {
-    let mut rl = editor()?;
-    let mut printer = rl
-        .create_external_printer()
-        .map_err(|e| Error::new(ErrorKind::Io, format!("terminal printer: {e}")))?;
+    let mut printer = s.terminal.printer()?;
+    let mut note = s.terminal.printer()?;
     let closed = Arc::new(AtomicBool::new(false));
     let mut rsock = sock
         .try_clone()
@@ -280,7 +258,6 @@ fn interactive_tcp(
     let received = Arc::new(std::sync::Mutex::new(0u64));
     let received2 = Arc::clone(&received);
     let thread = std::thread::spawn(move || {
-        use rustyline::ExternalPrinter;
         let ctx = ClientCtx {
             timeout: Duration::from_secs(1),
             retries: 0,
@@ -301,7 +278,7 @@ fn interactive_tcp(
                         *n += 1;
                     }
                     let bye = parse_reply(&l) == Reply::Bye(b"");
-                    let _ = printer.print(format!("{line}\n"));
+                    printer(&line);
                     if bye {
                         break;
                     }
@@ -309,8 +286,8 @@ fn interactive_tcp(
                 Ok(ReadLine::TimedOut) => {}
                 Ok(ReadLine::Closed) | Err(_) => {
                     if !stop2.load(Ordering::Relaxed) {
-                        let _ = printer.print(format!(
-                            "[chat] {addr2} closed the connection; press Enter\n"
+                        printer(&format!(
+                            "[chat] {addr2} closed the connection; press Enter"
                         ));
                     }
                     closed2.store(true, Ordering::Relaxed);
@@ -327,14 +304,14 @@ fn interactive_tcp(
             failure = Some(dropped(addr));
             break;
         }
-        match rl.readline("chat> ") {
-            Ok(line) => {
+        match s.terminal.read_line("chat> ") {
+            Input::Line(line) => {
                 if closed.load(Ordering::Relaxed) {
                     failure = Some(dropped(addr));
                     break;
                 }
                 if let Err(e) = check_line(&line) {
-                    let _ = writeln!(std::io::stderr(), "{e}");
+                    note(&e.to_string());
                     continue;
                 }
                 let quit = chat::parse(line.as_bytes()) == chat::Action::Quit;
@@ -353,7 +330,7 @@ fn interactive_tcp(
                 }
                 sent += 1;
             }
-            Err(_) => {
+            Input::End => {
                 let _ = wsock.write_all(format!("{}\n", chat::QUIT).as_bytes());
                 break;
             }
@@ -393,26 +370,23 @@ fn operator(
     let mut received = Vec::new();
     let mut sent = 0u64;
     let result = if interactive {
-        let mut rl = editor()?;
-        let mut printer = rl
-            .create_external_printer()
-            .map_err(|e| Error::new(ErrorKind::Io, format!("terminal printer: {e}")))?;
+        let mut printer = s.terminal.printer()?;
+        let mut note = s.terminal.printer()?;
         let log2 = log.clone();
         let thread = std::thread::spawn(move || {
-            use rustyline::ExternalPrinter;
             // Ends when the server drops the sender (detach or shutdown).
             while let Ok(line) = rx.recv() {
                 let line = escape_controls(&line).into_owned();
                 let _ = log2.append(&format!("{} < {line}", stamp()));
-                let _ = printer.print(format!("{line}\n"));
+                printer(&line);
             }
         });
-        while let Ok(line) = rl.readline("chat (operator)> ") {
+        while let Input::Line(line) = s.terminal.read_line("chat (operator)> ") {
             if chat::parse(line.as_bytes()) == chat::Action::Quit {
                 break;
             }
             if let Err(e) = check_line(&line) {
-                let _ = writeln!(std::io::stderr(), "{e}");
+                note(&e.to_string());
                 continue;
             }
             if !handle.operator_say(&line) {
@@ -472,11 +446,6 @@ fn operator(
         sent,
         received,
     }))
-}
-
-fn editor() -> Result<rustyline::DefaultEditor> {
-    rustyline::DefaultEditor::new()
-        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start the line editor: {e}")))
 }
 
 /// What `chat` reports.

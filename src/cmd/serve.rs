@@ -3,7 +3,6 @@
 //! SIGTERM; inside the shell it runs in the background, with `serve status`
 //! and `serve stop`.
 
-use std::io::Write;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::log::AppendLog;
 use crate::paint::Paint;
 use crate::report::Report;
-use crate::server::console::{Console, LineSink, SERVER_LOG_CAP, Verbosity};
+use crate::server::console::{Console, SERVER_LOG_CAP, Verbosity};
 use crate::server::sntp::NtpConfig;
 use crate::server::{self, Server, ServerConfig, StatsSnapshot};
 use crate::session::{BackgroundServer, Frontend, Session};
@@ -134,7 +133,7 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
     }
     let log = AppendLog::new(s.paths.logs_dir.join("server.log"), SERVER_LOG_CAP);
     let (sink, pump_done) = if foreground && s.streaming {
-        let (sink, done) = stdout_sink();
+        let (sink, done) = s.terminal.console();
         (Some(sink), done)
     } else {
         (None, None)
@@ -179,12 +178,9 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         let _ = std::thread::Builder::new()
             .name("netsh-operator-out".into())
             .spawn(move || for _ in room_lines {});
-        if stdin_is_ours() {
-            let h = handle.clone();
-            let _ = std::thread::Builder::new()
-                .name("netsh-operator".into())
-                .spawn(move || operator_input(&h));
-        }
+        let h = handle.clone();
+        s.terminal
+            .operator_input(Box::new(move |line: &str| h.operator_say(line)));
         let stats = server.run();
         // The server (and the console sink in it) is gone: let the pump
         // print what it holds, but never wait long on a stdout nobody reads.
@@ -236,114 +232,6 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         stats: None,
         log: log.path().display().to_string(),
     }))
-}
-
-/// Lines queued for stdout before more are counted as dropped.
-const STDOUT_QUEUE: usize = 4096;
-
-/// A console sink that hands lines to a writer thread, so a stdout nobody
-/// reads (`serve | less` left paused, Ctrl-S in a terminal, a full pipe)
-/// cannot stall the event loop: when the queue is full, lines are counted
-/// and the count is printed once stdout moves again. Also returns a channel
-/// that closes when the writer has printed everything (after the sink is
-/// dropped).
-fn stdout_sink() -> (LineSink, Option<std::sync::mpsc::Receiver<()>>) {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::mpsc::{self, TrySendError};
-    let (tx, rx) = mpsc::sync_channel::<String>(STDOUT_QUEUE);
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let dropped = Arc::new(AtomicU64::new(0));
-    let seen = Arc::clone(&dropped);
-    let writer = std::thread::Builder::new()
-        .name("netsh-console".into())
-        .spawn(move || {
-            let mut out = std::io::stdout();
-            for line in rx {
-                let n = seen.swap(0, Ordering::Relaxed);
-                if n > 0 {
-                    let _ = writeln!(
-                        out,
-                        "[MAIN] ({n} console lines dropped: stdout was not being read)"
-                    );
-                }
-                let _ = writeln!(out, "{line}");
-            }
-            drop(done_tx);
-        });
-    if writer.is_err() {
-        // No thread: write directly, as before.
-        return (
-            Box::new(|line: &str| {
-                let _ = writeln!(std::io::stdout().lock(), "{line}");
-            }),
-            None,
-        );
-    }
-    let sink = Box::new(move |line: &str| {
-        if let Err(TrySendError::Full(_)) = tx.try_send(line.to_string()) {
-            dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    });
-    (sink, Some(done_rx))
-}
-
-/// The foreground operator's lines from stdin into the room, each at most a
-/// chat line long (longer ones are refused whole, with a note on stderr; the
-/// rest of the input goes on), invalid UTF-8 shown as U+FFFD. Memory stays
-/// bounded whatever stdin holds.
-fn operator_input(h: &server::Handle) {
-    use std::io::{BufRead, Read};
-    let max = crate::proto::chat::MAX_CHAT_LINE;
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
-    let mut buf = Vec::with_capacity(256);
-    loop {
-        buf.clear();
-        let n = match input
-            .by_ref()
-            .take(max as u64 + 1)
-            .read_until(b'\n', &mut buf)
-        {
-            Ok(0) => return, // end of input: the server goes on
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
-        };
-        if buf.last() != Some(&b'\n') && n > max {
-            // Over-long: skip to the end of this line, a bounded chunk at a time.
-            let mut skip = Vec::with_capacity(4096);
-            loop {
-                skip.clear();
-                match input.by_ref().take(4096).read_until(b'\n', &mut skip) {
-                    Ok(0) => break,
-                    Ok(_) if skip.last() == Some(&b'\n') => break,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => return,
-                }
-            }
-            eprintln!("[CHAT] not sent: your line is over {max} bytes");
-            continue;
-        }
-        let text = String::from_utf8_lossy(&buf);
-        let line = text.trim_end_matches(['\n', '\r']);
-        if !line.trim().is_empty() && !h.operator_say(line) {
-            return;
-        }
-    }
-}
-
-/// Whether reading stdin is safe: not a terminal, or a terminal whose
-/// foreground process group is ours (a background job reading its terminal
-/// would be stopped by SIGTTIN, and the server with it).
-fn stdin_is_ours() -> bool {
-    use std::io::IsTerminal;
-    if !std::io::stdin().is_terminal() {
-        return true;
-    }
-    // SAFETY: plain queries on fd 0 and this process; no pointers.
-    unsafe { libc::tcgetpgrp(0) == libc::getpgrp() }
 }
 
 fn list(addrs: &[std::net::SocketAddr]) -> String {

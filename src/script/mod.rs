@@ -25,7 +25,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Map, Position, Scope};
 
 use crate::cmd::{self, COMMANDS};
 use crate::error::{Error, ErrorKind, Result};
-use crate::session::{Frontend, Session};
+use crate::session::{Frontend, NoTerminal, Session};
 
 /// The sandbox's bounds.
 #[derive(Debug, Clone, Copy)]
@@ -388,6 +388,8 @@ fn run_here(
     let mut owned = s.detach();
     owned.frontend = Frontend::Script;
     owned.streaming = false;
+    // A script converses with nobody: its commands take no terminal input.
+    let terminal = std::mem::replace(&mut owned.terminal, Box::new(NoTerminal));
     let frontend = s.frontend;
     let shared = Rc::new(RefCell::new(owned));
     let result = {
@@ -420,6 +422,7 @@ fn run_here(
         Err(rc) => rc.borrow_mut().detach(),
     };
     s.restore(back);
+    s.terminal = terminal;
     s.settings = settings;
     if !had_server {
         s.shutdown();

@@ -4,6 +4,7 @@
 //! each line through [`run_line`], which the one-shot command line uses too.
 
 pub mod helper;
+pub mod term;
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::sync::atomic::Ordering;
