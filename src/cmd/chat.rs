@@ -70,8 +70,8 @@ impl Command for Chat {
     fn summary(&self) -> &'static str {
         "Join a netsh server's chat room (exit leaves); lines arrive while you type"
     }
-    fn args(&self) -> clap::Command {
-        ChatArgs::augment_args(clap::Command::new("chat"))
+    fn args(&self, c: clap::Command) -> clap::Command {
+        ChatArgs::augment_args(c)
     }
     fn run(&self, m: &ArgMatches, s: &mut Session) -> Result<Report> {
         let a: ChatArgs = args_of(m)?;

@@ -105,8 +105,8 @@ impl Command for Echo {
     fn summary(&self) -> &'static str {
         "Echo test against a netsh server: one message, ping-like probes (-c, --udp), or throughput (--bulk)"
     }
-    fn args(&self) -> clap::Command {
-        EchoArgs::augment_args(clap::Command::new("echo"))
+    fn args(&self, c: clap::Command) -> clap::Command {
+        EchoArgs::augment_args(c)
     }
     fn run(&self, m: &ArgMatches, s: &mut Session) -> Result<Report> {
         let a: EchoArgs = args_of(m)?;

@@ -21,8 +21,11 @@ impl Command for Exit {
     fn summary(&self) -> &'static str {
         "Leave the shell (or press Ctrl-D)"
     }
-    fn args(&self) -> clap::Command {
-        clap::Command::new("exit")
+    fn args(&self, c: clap::Command) -> clap::Command {
+        c
+    }
+    fn in_scripts(&self) -> bool {
+        false // scripts have exit(code)
     }
     fn run(&self, _m: &ArgMatches, _s: &mut Session) -> Result<Report> {
         Ok(Report::Exit)

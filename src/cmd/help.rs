@@ -31,8 +31,8 @@ impl Command for Help {
     fn summary(&self) -> &'static str {
         "List the commands, or show one command's help"
     }
-    fn args(&self) -> clap::Command {
-        HelpArgs::augment_args(clap::Command::new("help"))
+    fn args(&self, c: clap::Command) -> clap::Command {
+        HelpArgs::augment_args(c)
     }
     fn run(&self, m: &ArgMatches, _s: &mut Session) -> Result<Report> {
         let a: HelpArgs = args_of(m)?;

@@ -29,8 +29,8 @@ impl Command for Info {
     fn summary(&self) -> &'static str {
         "This machine: host name, interfaces, addresses, gateways, DNS servers"
     }
-    fn args(&self) -> clap::Command {
-        InfoArgs::augment_args(clap::Command::new("info"))
+    fn args(&self, c: clap::Command) -> clap::Command {
+        InfoArgs::augment_args(c)
     }
     fn run(&self, m: &ArgMatches, _s: &mut Session) -> Result<Report> {
         let a: InfoArgs = args_of(m)?;

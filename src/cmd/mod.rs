@@ -33,8 +33,19 @@ pub trait Command: Sync {
     }
     /// One line for `help` and hints.
     fn summary(&self) -> &'static str;
-    /// Its words: arguments, flags, sub-commands (name is set by [`cli`]).
-    fn args(&self) -> clap::Command;
+    /// Its words: arguments, flags, sub-commands, added to `c`, which
+    /// [`cli`] made with the command's name.
+    fn args(&self, c: clap::Command) -> clap::Command;
+    /// Whether scripts get it as a function (`exit` is replaced there by
+    /// the script's own `exit(code)`).
+    fn in_scripts(&self) -> bool {
+        true
+    }
+    /// Files offered first when completing its file argument, as a
+    /// directory and an extension (`run` offers `scripts/*.rhai`).
+    fn preferred_files(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
     /// Run with parsed words.
     ///
     /// # Errors
@@ -76,8 +87,7 @@ pub fn suggest(word: &str) -> Option<&'static str> {
 
 /// The full clap definition of a command, as every front end parses it.
 pub fn cli(c: &dyn Command) -> clap::Command {
-    c.args()
-        .name(c.name())
+    c.args(clap::Command::new(c.name()))
         .bin_name(c.name())
         .about(c.summary())
         .disable_version_flag(true)

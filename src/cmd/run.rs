@@ -100,8 +100,11 @@ impl Command for Run {
     fn summary(&self) -> &'static str {
         "Run a rhai script whose functions are these commands (scripts/diagnose.rhai, …)"
     }
-    fn args(&self) -> clap::Command {
-        RunArgs::augment_args(clap::Command::new("run"))
+    fn args(&self, c: clap::Command) -> clap::Command {
+        RunArgs::augment_args(c)
+    }
+    fn preferred_files(&self) -> Option<(&'static str, &'static str)> {
+        Some(("scripts", "rhai"))
     }
     fn run(&self, m: &ArgMatches, s: &mut Session) -> Result<Report> {
         let a: RunArgs = args_of(m)?;

@@ -96,8 +96,8 @@ impl Command for Serve {
     fn summary(&self) -> &'static str {
         "Run the netsh server (TCP and UDP echo); in the shell: serve status|stop"
     }
-    fn args(&self) -> clap::Command {
-        ServeArgs::augment_args(clap::Command::new("serve"))
+    fn args(&self, c: clap::Command) -> clap::Command {
+        ServeArgs::augment_args(c)
     }
     fn run(&self, m: &ArgMatches, s: &mut Session) -> Result<Report> {
         let a: ServeArgs = args_of(m)?;

@@ -25,8 +25,8 @@ impl Command for Set {
     fn summary(&self) -> &'static str {
         "Change a setting (saved for next time): set timeout 2.5, set server HOST[:PORT]"
     }
-    fn args(&self) -> clap::Command {
-        let mut c = clap::Command::new("set").subcommand_value_name("KEY");
+    fn args(&self, c: clap::Command) -> clap::Command {
+        let mut c = c.subcommand_value_name("KEY");
         for k in Key::ALL {
             let mut value = Arg::new("value")
                 .value_name(k.value_name())
@@ -94,8 +94,8 @@ impl Command for ShowSettings {
     fn summary(&self) -> &'static str {
         "Show every setting, its value and where it came from"
     }
-    fn args(&self) -> clap::Command {
-        clap::Command::new("settings")
+    fn args(&self, c: clap::Command) -> clap::Command {
+        c
     }
     fn run(&self, _m: &ArgMatches, s: &mut Session) -> Result<Report> {
         Ok(Report::Settings(SettingsReport::of(s)))

@@ -80,8 +80,8 @@ impl Command for Sntp {
     fn summary(&self) -> &'static str {
         "Clock offset against an NTP server (reports only; never sets the clock)"
     }
-    fn args(&self) -> clap::Command {
-        SntpArgs::augment_args(clap::Command::new("sntp"))
+    fn args(&self, c: clap::Command) -> clap::Command {
+        SntpArgs::augment_args(c)
     }
     fn run(&self, m: &ArgMatches, s: &mut Session) -> Result<Report> {
         let a: SntpArgs = args_of(m)?;

@@ -219,8 +219,8 @@ fn build_engine(session: &Rc<RefCell<Session>>, limits: Limits, started: Instant
     // Every command, at every arity, from the registry: no second list.
     for c in COMMANDS {
         let name = c.name();
-        if name == "exit" {
-            continue; // scripts have exit(code) below
+        if !c.in_scripts() {
+            continue;
         }
         macro_rules! reg {
             ($($a:ident),*) => {{

@@ -22,6 +22,9 @@ pub struct Completion {
     pub words: Vec<String>,
     /// Whether file names fit here too.
     pub files: bool,
+    /// Files offered first, as a directory and an extension (the command's
+    /// [`preferred_files`](crate::cmd::Command::preferred_files)).
+    pub preferred: Option<(&'static str, &'static str)>,
 }
 
 /// Completion for `line` (the text before the cursor). Pure: tested without a terminal.
@@ -37,6 +40,7 @@ pub fn complete(line: &str) -> Completion {
         start,
         words: Vec::new(),
         files: false,
+        preferred: None,
     };
     let Some((first, args)) = done.split_first() else {
         let mut names: Vec<&str> = COMMANDS
@@ -51,6 +55,7 @@ pub fn complete(line: &str) -> Completion {
     let Some(command) = cmd::find(first) else {
         return c;
     };
+    c.preferred = command.preferred_files();
     let mut clap_cmd = cmd::cli(command);
     // Walk into sub-commands (`set timeout`), counting positionals after the last one.
     let mut positional = 0;
@@ -119,14 +124,15 @@ pub fn complete(line: &str) -> Completion {
     c
 }
 
-/// `scripts/*.rhai` under the current directory whose path starts with `prefix`.
-pub fn script_files(prefix: &str) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("scripts")
+/// `DIR/*.EXT` under the current directory whose path starts with `prefix`.
+pub fn preferred_files(dir: &str, ext: &str, prefix: &str) -> Vec<String> {
+    let suffix = format!(".{ext}");
+    let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
             d.flatten()
                 .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.ends_with(".rhai"))
-                .map(|n| format!("scripts/{n}"))
+                .filter(|n| n.ends_with(&suffix))
+                .map(|n| format!("{dir}/{n}"))
                 .filter(|p| p.starts_with(prefix))
                 .collect()
         })
@@ -218,10 +224,10 @@ impl Completer for ShellHelper {
             .collect();
         let mut start = c.start;
         if c.files {
-            // Scripts first: `run ⇥` offers scripts/*.rhai before other files.
+            // The command's own files first: `run ⇥` offers scripts/*.rhai.
             let prefix = &line[c.start..pos];
-            if line.trim_start().starts_with("run") {
-                out.extend(script_files(prefix).into_iter().map(|f| Pair {
+            if let Some((dir, ext)) = c.preferred {
+                out.extend(preferred_files(dir, ext, prefix).into_iter().map(|f| Pair {
                     display: f.clone(),
                     replacement: format!("{f} "),
                 }));
@@ -331,8 +337,15 @@ mod tests {
         assert!(c.files, "run takes a file");
         assert_eq!(c.start, 4);
         // Tests run in the crate root, where scripts/ holds the shipped scripts.
-        assert!(script_files("").contains(&"scripts/diagnose.rhai".to_string()));
-        assert_eq!(script_files("scripts/dia"), ["scripts/diagnose.rhai"]);
+        assert_eq!(c.preferred, Some(("scripts", "rhai")));
+        assert_eq!(complete("echo ").preferred, None);
+        assert!(
+            preferred_files("scripts", "rhai", "").contains(&"scripts/diagnose.rhai".to_string())
+        );
+        assert_eq!(
+            preferred_files("scripts", "rhai", "scripts/dia"),
+            ["scripts/diagnose.rhai"]
+        );
     }
 
     #[test]
