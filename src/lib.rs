@@ -4,23 +4,26 @@
 //!
 //! # Layout
 //! ```text
-//! main.rs      argv → mode (shell | piped lines | one-shot); exit codes; BrokenPipe = 0
+//! main.rs      argv → mode (shell | piped lines | one-shot | -e); the session's Terminal; exit codes
 //! cmd/         the COMMANDS registry; one file per command; execute() parses words with clap
-//! report.rs    Report: what a command returns; text, --json and (later) rhai renderings
-//! session.rs   Session: settings, paths under the data dir, error log, output sink, Ctrl-C flag
-//! settings.rs  Key registry, validation, sources (default/file/env/flag/set), netsh.conf
+//! report.rs    Report: what a command returns; text, --json and rhai maps from one serde form
+//! session.rs   Session: settings, paths, error log, output sink, Ctrl-C flag, Terminal
+//! settings/    the KEYS table, validation, layers (default/file/env/flag/set); file.rs: netsh.conf, NETSH_*
 //! error.rs     Error: kind (code, exit status, default hint) + message + hint
 //! host.rs      this machine: interfaces (if-addrs + /sys/class/net), routes, DNS
-//! net/         addresses and socket options (the mio event loops join here)
-//! proto/       pure text/wire functions (escaping untrusted text now; codecs later)
-//! shell/       rustyline front end: completion, hints, highlighting, history, the line loop
-//! log.rs       size-capped append-only logs under logs/
-//! paint.rs     colour policy (tty and NO_COLOR)
-//! units.rs     durations, byte counts and switches as users type them
+//! net/         the client side: endpoints, connects with deadlines, the probe loop (probe.rs)
+//!              and its transports (echo.rs), bulk throughput, the SNTP client
+//! proto/       wire formats, both ends, as pure functions: line framing, echo, chat, NTP, escaping
+//! server/      the server: one mio loop for echo, chat and SNTP (mod.rs is its table of contents)
+//! script/      rhai: arguments, engine and limits, located errors, the script thread
+//! shell/       rustyline front end: completion, hints, history, the line loops, terminals
+//! stats.rs     RTT summaries; log.rs capped logs; paint.rs colour; units.rs durations and bytes
 //! ```
 //! Data flow: a line of words → `shlex` split → [`cmd::execute`] → the
 //! command's `run` → [`report::Report`] → rendered by the front end, or an
 //! [`error::Error`] printed as one line, logged, and the front end goes on.
+//! `net`, `proto` and `server` never print; commands never touch the
+//! terminal (they get [`session::Terminal`]).
 
 pub mod cmd;
 pub mod error;

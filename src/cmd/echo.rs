@@ -1,6 +1,6 @@
 //! `echo`: reachability and quality against a netsh server.
 //!
-//! - `echo [HOST[:PORT]] MESSAGE`: the seed's single exchange, with an exact
+//! - `echo [HOST[:PORT]] MESSAGE`: one exchange, with an exact
 //!   comparison (first differing byte offset, exit status 3 on a mismatch);
 //! - probe mode (`-c`, `-i`, `-s`, `-w`, `--udp`), like ping: a line per
 //!   probe, then loss/corrupt/duplicate/reordered and RTT min/avg/max/mdev
@@ -205,7 +205,7 @@ fn target_and_message(words: &[String], default: &Endpoint) -> Result<(Endpoint,
     Ok((ep, message))
 }
 
-/// The seed's exchange: connect, send one ECHO, compare.
+/// One exchange: connect, send one ECHO, compare.
 fn single(ep: &Endpoint, msg: &str, ctx: ClientCtx<'_>, s: &mut Session) -> Result<EchoReport> {
     s.emit(&format!("Connecting to {ep} ...")).ok();
     let (mut sock, addr, connect) = client::connect(ep, ctx)?;
@@ -309,7 +309,7 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-/// The seed's single exchange.
+/// One message, compared byte for byte.
 #[derive(Debug, Serialize)]
 pub struct SingleReport {
     /// `single`.

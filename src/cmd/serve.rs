@@ -1,5 +1,5 @@
-//! `serve`: run the server side (echo over TCP and UDP now; SNTP and chat join
-//! later). One-shot (`netsh serve`) runs it in the foreground until SIGINT or
+//! `serve`: run the server side (echo over TCP and UDP, SNTP, the chat
+//! room). One-shot (`netsh serve`) runs it in the foreground until SIGINT or
 //! SIGTERM; inside the shell it runs in the background, with `serve status`
 //! and `serve stop`.
 
@@ -169,8 +169,7 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
     let started = Instant::now();
     if foreground {
         // The console's operator is in the chat room: lines typed on stdin
-        // are its messages (the seed's two-way chat). At end of input the
-        // server goes on serving.
+        // are its messages. At end of input the server goes on serving.
         let handle = server.handle();
         // The console shows the room's lines already; drain the channel so
         // nothing piles up in it.

@@ -413,7 +413,7 @@ impl SntpReport {
         }
     }
 
-    /// Text form, in the seed's shape.
+    /// Text form: a labelled block, one field a line.
     pub fn render(&self, p: &Paint) -> String {
         let l = |s: &str| p.bold(&format!("{s:<13}"));
         let mut out = p.bold("--- SNTP Time Synchronization ---");

@@ -1,6 +1,7 @@
 //! SNTP client core: one query at a time on a connected UDP socket with a
 //! deadline, driving sntpc's split API through an adapter (sntpc 0.11 has no
-//! socket or timeout of its own, see CRATES.md). netsh does the I/O: it sends
+//! socket or timeout of its own: its std adapter is a separate crate and
+//! blocks without a deadline). netsh does the I/O: it sends
 //! the request sntpc builds, waits with its own deadline (sliced for Ctrl-C),
 //! drops replies whose origin timestamp is not ours (stale or spoofed),
 //! decodes the header itself so an unsynchronised server or a kiss-o'-death

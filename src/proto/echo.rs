@@ -23,7 +23,7 @@ use crate::proto::line::memchr;
 /// `ERR line too long (max 65536 bytes)` and the connection is closed.
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// Prefix of the reply to `ECHO` (the seed's reply form).
+/// Prefix of the reply to `ECHO`.
 pub const ECHO_REPLY_PREFIX: &[u8] = b"ECHO_RESPONSE:";
 
 /// The text of the reply to `HELP` (after the word `HELP `).

@@ -1,4 +1,4 @@
-//! The server's console and `logs/server.log`: lines in the seed's form
+//! The server's console and `logs/server.log`: lines tagged by service
 //! (`[MAIN] …`, `[ECHO] Client says: …`), with levels and a rate limit so a
 //! busy server does not spend its time printing. Untrusted text is escaped.
 
