@@ -1,14 +1,13 @@
 //! The interactive shell on a real pseudo-terminal (rexpect): Tab completion,
 //! history across restarts, Ctrl-C at the prompt, Ctrl-D to leave.
 
-mod common;
-
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rexpect::process::WaitStatus;
-use rexpect::session::{PtySession, spawn_command};
+use rexpect::session::PtySession;
+
+use crate::common::{self, DataDir, spawn_pty, type_keys};
 
 const PROMPT: &str = "netsh 127.0.0.1:5050> ";
 
@@ -20,19 +19,7 @@ fn shell(data: &Path) -> PtySession {
 
 /// The shell on a pty, before its first prompt.
 fn spawn_shell(data: &Path) -> PtySession {
-    // A fresh pty has a 0x0 window, which no real terminal has: give it one.
-    let mut c = Command::new("sh");
-    c.arg("-c")
-        .arg(r#"stty cols 100 rows 40 && exec "$0" "$@""#)
-        .arg(env!("CARGO_BIN_EXE_netsh"))
-        .arg("--data-dir")
-        .arg(data)
-        .current_dir(data);
-    c.env("NO_COLOR", "1").env("TERM", "xterm");
-    for k in ["NETSH_HOME", "NETSH_SERVER", "NETSH_TIMEOUT"] {
-        c.env_remove(k);
-    }
-    spawn_command(c, Some(10_000)).expect("spawn netsh on a pty")
+    spawn_pty(data, &[])
 }
 
 /// Wait for the prompt, then for the shell to go quiet, as a person does
@@ -54,12 +41,6 @@ fn at_prompt(p: &mut PtySession) {
     }
 }
 
-/// Type keys without Enter (rexpect's `send` buffers until flushed).
-fn type_keys(p: &mut PtySession, keys: &str) {
-    p.send(keys).unwrap();
-    p.flush().unwrap();
-}
-
 fn exits_zero(p: &mut PtySession) {
     match p.process().wait().expect("wait for netsh") {
         WaitStatus::Exited(_, 0) => {}
@@ -69,7 +50,7 @@ fn exits_zero(p: &mut PtySession) {
 
 #[test]
 fn tab_completes_a_command_name() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
     let mut p = shell(dir.path());
     // "inf" alone is not a command: only a completed "info" lists loopback.
     type_keys(&mut p, "inf\t");
@@ -88,7 +69,7 @@ fn tab_completes_a_command_name() {
 
 #[test]
 fn history_survives_a_restart_without_duplicates() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
     let mut p = shell(dir.path());
     p.send_line("set retries 3").unwrap();
     p.exp_string("retries = 3").unwrap();
@@ -127,7 +108,7 @@ fn a_history_file_that_is_a_device_or_huge_is_left_alone() {
         ("device", "is not a regular file"),
         ("huge", "over the 16MiB netsh reads"),
     ] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = DataDir::new();
         let hist_dir = dir.path().join("history");
         std::fs::create_dir_all(&hist_dir).unwrap();
         let hist = hist_dir.join("netsh_history");
@@ -165,7 +146,7 @@ fn a_history_file_that_is_a_device_or_huge_is_left_alone() {
 
 #[test]
 fn ctrl_c_clears_the_line_and_keeps_the_shell() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
     let mut p = shell(dir.path());
     type_keys(&mut p, "set retries 9");
     p.send_control('c').unwrap();
@@ -193,7 +174,7 @@ fn ctrl_c_clears_the_line_and_keeps_the_shell() {
 #[test]
 fn ctrl_c_stops_a_running_command_and_keeps_the_shell() {
     let srv = common::start_server("127.0.0.1");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
     let mut p = shell(dir.path());
     // 1,000 probes 100 ms apart would take 100 s; Ctrl-C ends it like ping.
     p.send_line(&format!("echo {} -c 1000 -i 100ms", srv.addr))

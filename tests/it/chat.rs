@@ -17,41 +17,42 @@
 //!   stop the room;
 //! - the `netsh chat` client: `--send`, `--json`, stdin, `--wait`, a server
 //!   that goes away, a refused port, bad words; the operator of a foreground
-//!   `netsh serve` (stdin lines; it does not keep every room line in
-//!   memory; its name cannot be taken) and of a piped shell's own server; the
-//!   interactive client on a pseudo-terminal (an incoming line does not eat
-//!   the half-typed one).
+//!   `netsh serve` (stdin lines; its name cannot be taken) and of a piped
+//!   shell's own server; the interactive client on a pseudo-terminal (an
+//!   incoming line does not eat the half-typed one).
+//!
+//! That a foreground server does not keep every room line in memory is a
+//! budget (`budgets.rs`), with [`Peer`], [`join`] and [`body`] from here.
 //!
 //! Every test that uses an in-process server ends by checking that a fresh
-//! ECHO client is still served. No sleeps as synchronisation: members read
-//! the lines they expect (with timeouts), other waits poll with a deadline.
-
-mod common;
+//! ECHO client is still served (`common::assert_serves`). No sleeps as
+//! synchronisation: members read the lines they expect (with timeouts),
+//! other waits poll with a deadline.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{
-    Opts, Output, ServerProc, TestServer, line_channel, netsh, run, start_server_with, wait_for,
+use crate::common::{
+    DataDir, KillOnDrop, LIMIT, Opts, ServerProc, TestServer, assert_serves, closed_tcp_port,
+    expect_exit, kill, line_channel, netsh, netsh_in, recv_until, show, spawn_pty,
+    start_server_with, type_keys, wait_for,
 };
 use serde_json::Value;
 
-/// Longest any single netsh run may take.
-const LIMIT: Duration = Duration::from_secs(20);
 /// Longest a member waits for one expected line.
 const READ_LIMIT: Duration = Duration::from_secs(10);
 /// The room's line limit (bytes before the terminator).
-const MAX_LINE: usize = 4096;
+pub(crate) const MAX_LINE: usize = 4096;
 
 // ---------------------------------------------------------------- helpers
 
 /// A raw TCP member (or line client) with buffered reading.
-struct Peer {
+pub(crate) struct Peer {
     s: TcpStream,
     buf: Vec<u8>,
     name: String,
@@ -60,7 +61,7 @@ struct Peer {
 }
 
 impl Peer {
-    fn connect(addr: SocketAddr, name: &str) -> Peer {
+    pub(crate) fn connect(addr: SocketAddr, name: &str) -> Peer {
         let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("{name}: connect {addr}: {e}"));
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         // Flow control may hold a writer back for a while, never for ever.
@@ -75,7 +76,7 @@ impl Peer {
     }
 
     /// A second handle on the same connection (for a reader thread).
-    fn split(&self, name: &str) -> Peer {
+    pub(crate) fn split(&self, name: &str) -> Peer {
         assert!(
             self.buf.is_empty(),
             "{}: split with unread bytes",
@@ -89,7 +90,7 @@ impl Peer {
         }
     }
 
-    fn send(&mut self, line: &str) {
+    pub(crate) fn send(&mut self, line: &str) {
         self.send_raw(format!("{line}\n").as_bytes());
     }
 
@@ -146,7 +147,7 @@ impl Peer {
     }
 
     /// The next line, which must be UTF-8 (the room never sends anything else).
-    fn line(&mut self) -> String {
+    pub(crate) fn line(&mut self) -> String {
         let raw = self.raw_line();
         String::from_utf8(raw).unwrap_or_else(|e| panic!("{}: not UTF-8: {e}", self.name))
     }
@@ -188,7 +189,7 @@ fn join_raw(addr: SocketAddr, nick: &str) -> (Peer, String) {
 
 /// Join a room without replay (or an empty one): exactly the `OK` line with
 /// the member count, then the member's own join notice.
-fn join(addr: SocketAddr, nick: &str, in_room: usize) -> Peer {
+pub(crate) fn join(addr: SocketAddr, nick: &str, in_room: usize) -> Peer {
     let (mut p, ok) = join_raw(addr, nick);
     assert_eq!(ok, format!("OK joined as {nick} ({in_room} in room)"));
     p.expect(&format!("* {nick} joined"));
@@ -196,7 +197,7 @@ fn join(addr: SocketAddr, nick: &str, in_room: usize) -> Peer {
 }
 
 /// The text of a room line after its `[HH:MM:SS] ` time, which is checked.
-fn body(line: &str) -> &str {
+pub(crate) fn body(line: &str) -> &str {
     let b = line.as_bytes();
     let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
     let ok = b.len() >= 11
@@ -228,30 +229,6 @@ fn server(replay: usize, log: Option<PathBuf>) -> TestServer {
     )
 }
 
-/// A fresh line client is still answered.
-fn still_serves(addr: SocketAddr) {
-    let mut p = Peer::connect(addr, "fresh");
-    p.send("ECHO fresh client");
-    assert_eq!(p.line(), "ECHO_RESPONSE:fresh client");
-    p.send("QUIT");
-    p.expect_bye_eof();
-}
-
-/// Everything about a run, for assertion messages.
-fn show(o: &Output) -> String {
-    format!(
-        "code {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.code, o.stdout, o.stderr
-    )
-}
-
-/// `netsh --data-dir DIR ARGS…` with a hard limit, optional stdin.
-fn netsh_run(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut c = netsh(dir);
-    c.args(args);
-    run(c, stdin, LIMIT)
-}
-
 /// Every record of the chat log files under `dir`, in order.
 fn log_records(dir: &Path) -> Vec<Value> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -275,64 +252,6 @@ fn log_records(dir: &Path) -> Vec<Value> {
 fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v[k].as_str()
         .unwrap_or_else(|| panic!("{k} is not a string in {v}"))
-}
-
-/// Send SIGKILL by PID.
-fn kill_9(pid: u32) {
-    let st = Command::new("kill")
-        .arg("-KILL")
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
-    assert!(st.success(), "kill -KILL {pid}");
-}
-
-/// The next line containing `needle` from `rx`; what came before is kept in `seen`.
-fn recv_until(
-    rx: &mpsc::Receiver<String>,
-    needle: &str,
-    seen: &mut Vec<String>,
-    within: Duration,
-) -> String {
-    let end = Instant::now() + within;
-    loop {
-        let left = end.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) if l.contains(needle) => {
-                seen.push(l.clone());
-                return l;
-            }
-            Ok(l) => seen.push(l),
-            Err(_) => panic!("no line containing {needle:?} within {within:?}; saw {seen:#?}"),
-        }
-    }
-}
-
-/// A child process killed by PID when dropped (if still running).
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let end = Instant::now() + within;
-    loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            return st;
-        }
-        assert!(
-            Instant::now() < end,
-            "process {} did not exit within {within:?}",
-            child.id()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// A member's connection read on a thread (with what its [`Peer`] had
@@ -458,7 +377,7 @@ fn members_get_every_line_in_one_order_with_their_own_as_acknowledgement() {
         !srv.lines_with("[CHAT]").is_empty(),
         "the console shows room lines"
     );
-    still_serves(srv.addr);
+    assert_serves(srv.addr);
 }
 
 #[test]
@@ -510,7 +429,7 @@ fn nicknames_clash_are_checked_and_change() {
     let (mut again, ok) = join_raw(srv.addr, "bob2");
     assert_eq!(ok, "OK joined as bob2 (4 in room)");
     again.expect("* bob2 joined");
-    still_serves(srv.addr);
+    assert_serves(srv.addr);
 }
 
 #[test]
@@ -569,7 +488,7 @@ fn who_me_help_unknown_exit_and_quit() {
         "console: {:?}",
         srv.lines_with("[CHAT]")
     );
-    still_serves(srv.addr);
+    assert_serves(srv.addr);
 }
 
 #[test]
@@ -597,7 +516,7 @@ fn newcomers_get_the_last_lines_replayed() {
     m.expect("<a> line 5");
     m.expect("* n joined");
     m.expect("* m joined");
-    still_serves(srv.addr);
+    assert_serves(srv.addr);
 }
 
 #[test]
@@ -738,7 +657,7 @@ fn a_member_that_never_reads_is_dropped_and_the_others_get_every_line() {
     fast.send("after the drop");
     fast.expect("<fast> after the drop");
     snd.expect("<fast> after the drop");
-    still_serves(srv.addr);
+    assert_serves(srv.addr);
 }
 
 /// Regression (d8387ad): room_flow dropped stalled members only over the
@@ -843,12 +762,12 @@ fn a_member_stuck_under_the_cap_does_not_freeze_a_paused_room() {
          and is never dropped"
     );
     let _ = flooder.join();
-    still_serves(srv.addr);
+    assert_serves(srv.addr);
 }
 
 #[test]
 fn escapes_controls_and_bad_utf8_arrive_neutralised_everywhere() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
     let log = dir.path().join("chat");
     let srv = server(0, Some(log.clone()));
     let mut a = join(srv.addr, "a", 1);
@@ -902,7 +821,7 @@ fn escapes_controls_and_bad_utf8_arrive_neutralised_everywhere() {
     for r in &recs {
         assert!(!s(r, "text").chars().any(char::is_control), "{r}");
     }
-    still_serves(srv.addr);
+    assert_serves(srv.addr);
 }
 
 /// True for the invisible and bidi characters the room must never pass on
@@ -925,7 +844,7 @@ fn invisible(c: char) -> bool {
 
 #[test]
 fn bidi_overrides_and_invisible_characters_arrive_escaped_everywhere() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
     let log = dir.path().join("chat");
     let srv = server(0, Some(log.clone()));
     let mut a = join(srv.addr, "a", 1);
@@ -969,7 +888,7 @@ fn bidi_overrides_and_invisible_characters_arrive_escaped_everywhere() {
         let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
         assert!(!text.chars().any(invisible), "raw in the log: {text:?}");
     }
-    still_serves(srv.addr);
+    assert_serves(srv.addr);
 }
 
 #[test]
@@ -1020,7 +939,7 @@ fn overlong_lines_are_refused_and_skipped_and_4096_bytes_pass() {
             "{l:.80}"
         );
     }
-    still_serves(srv.addr);
+    assert_serves(srv.addr);
 }
 
 /// Regression (d8387ad): the refusal was queued at once in `Conn::lines`,
@@ -1041,12 +960,12 @@ fn a_refused_line_does_not_overtake_earlier_acknowledgements() {
         format!("ERR line too long (max {MAX_LINE} bytes); not sent")
     );
     a.expect("<a> last");
-    still_serves(srv.addr);
+    assert_serves(srv.addr);
 }
 
 #[test]
 fn an_unwritable_log_dir_is_said_once_and_the_room_works() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
     let file = dir.path().join("file");
     std::fs::write(&file, b"not a directory").unwrap();
     let srv = server(0, Some(file.join("chat")));
@@ -1071,7 +990,7 @@ fn an_unwritable_log_dir_is_said_once_and_the_room_works() {
     assert_eq!(warned.len(), 1, "said once: {warned:?}");
     assert!(warned[0].starts_with("[CHAT] "), "{warned:?}");
     assert_eq!(std::fs::read(&file).unwrap(), b"not a directory");
-    still_serves(srv.addr);
+    assert_serves(srv.addr);
 }
 
 #[test]
@@ -1079,7 +998,7 @@ fn a_record_cut_short_by_a_full_disk_does_not_swallow_the_next() {
     // The disk filled mid-record earlier: the file ends without a newline.
     // The next record must start on a line of its own (it used to be glued
     // to the cut one, leaving neither valid JSON).
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
     let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
     let file = dir.path().join(format!("{day}.jsonl"));
     std::fs::write(&file, b"{\"time\":\"cut\",\"nick\":\"a\",\"te").unwrap();
@@ -1104,7 +1023,7 @@ fn a_record_cut_short_by_a_full_disk_does_not_swallow_the_next() {
 
 #[test]
 fn the_log_is_written_before_delivery_and_survives_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
     let mut srv = ServerProc::spawn(dir.path(), "", &["--no-ntp", "--chat-history", "0"]);
     // The foreground server's operator is a member: two in the room.
     let mut a = join(srv.addr(), "a", 2);
@@ -1127,8 +1046,8 @@ fn the_log_is_written_before_delivery_and_survives_kill_9() {
         a.expect(&format!("<b> b says {i}"));
     }
     // Every line was read by another member: now the server dies at once.
-    kill_9(srv.pid());
-    let st = wait_exit(&mut srv.child, Duration::from_secs(10));
+    kill("KILL", srv.pid());
+    let st = expect_exit(&mut srv.child, Duration::from_secs(10));
     assert!(!st.success(), "killed: {st:?}");
 
     let recs = log_records(&dir.path().join("logs/chat"));
@@ -1159,52 +1078,6 @@ fn the_log_is_written_before_delivery_and_survives_kill_9() {
     assert_eq!(joins, ["operator", "a", "b"]);
     let op = recs.iter().find(|r| s(r, "nick") == "operator").unwrap();
     assert_eq!(s(op, "addr"), "operator");
-}
-
-/// Regression (d8387ad): the foreground `serve` held the operator's
-/// receiver without reading it, so every room line stayed in the channel.
-#[test]
-fn a_foreground_server_does_not_keep_every_line_in_memory() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = ServerProc::spawn(
-        dir.path(),
-        "",
-        &["--no-ntp", "--chat-history", "0", "--quiet"],
-    );
-    let mut m = join(srv.addr(), "m", 2);
-    let reader = m.split("m reader");
-    let t = std::thread::spawn(move || {
-        let mut r = reader;
-        let mut n = 0usize;
-        loop {
-            let l = r.line();
-            match body(&l) {
-                "<m> END" => return n,
-                b if b.starts_with("<m> L") => n += 1,
-                b => panic!("unexpected {b:.60}"),
-            }
-        }
-    });
-    let pad = "x".repeat(MAX_LINE - 16);
-    let mut send = |from: usize, to: usize| {
-        for i in from..to {
-            m.send(&format!("L{i} {pad}"));
-        }
-    };
-    // Warm up (buffers, allocator), then measure over 24 MB of room lines.
-    send(0, 500);
-    let mut sync = Peer::connect(srv.addr(), "sync");
-    sync.send("ECHO sync");
-    assert_eq!(sync.line(), "ECHO_RESPONSE:sync");
-    let before = srv.rss_kib();
-    send(500, 6500);
-    m.send("END");
-    assert_eq!(t.join().unwrap(), 6500);
-    let after = srv.rss_kib();
-    assert!(
-        after < before + 12 * 1024,
-        "RSS grew from {before} KiB to {after} KiB over 6000 lines of 4 KiB"
-    );
 }
 
 /// A member that says `/quit` and closes at once frees its connection slot;
@@ -1246,7 +1119,7 @@ fn a_leaver_s_quit_never_closes_the_newcomer_that_took_its_place() {
             "round {i}: {seen:?}"
         );
     }
-    still_serves(srv.addr);
+    assert_serves(srv.addr);
 }
 
 /// Regression (d8387ad): `/nick operator` was allowed though `CHAT operator`
@@ -1296,7 +1169,7 @@ fn a_member_cannot_rename_itself_to_the_operator() {
         renamed.ends_with("* operator2 is now known as OPERATOR2"),
         "{renamed:?}"
     );
-    still_serves(srv.addr);
+    assert_serves(srv.addr);
 }
 
 // ---------------------------------------------------------------- the chat client
@@ -1304,11 +1177,11 @@ fn a_member_cannot_rename_itself_to_the_operator() {
 #[test]
 fn the_client_sends_and_prints_non_interactively() {
     let srv = server(0, None);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
     let target = srv.addr.to_string();
     let mut bob = join(srv.addr, "bob", 1);
 
-    let o = netsh_run(
+    let o = netsh_in(
         dir.path(),
         &[
             "chat",
@@ -1346,7 +1219,7 @@ fn the_client_sends_and_prints_non_interactively() {
     }
 
     // --json: the report, nothing else on stdout.
-    let o = netsh_run(
+    let o = netsh_in(
         dir.path(),
         &[
             "chat", &target, "--nick", "ann", "--send", "one", "--send", "two", "--json",
@@ -1370,7 +1243,7 @@ fn the_client_sends_and_prints_non_interactively() {
     }
 
     // Lines from stdin.
-    let o = netsh_run(
+    let o = netsh_in(
         dir.path(),
         &["chat", &target, "--nick", "p"],
         Some(b"a\nb\n"),
@@ -1384,7 +1257,7 @@ fn the_client_sends_and_prints_non_interactively() {
     // --wait: what others say meanwhile is printed.
     let (dir2, target2) = (dir.path().to_path_buf(), target.clone());
     let waiting = std::thread::spawn(move || {
-        netsh_run(
+        netsh_in(
             &dir2,
             &["chat", &target2, "--nick", "w", "--wait", "2s"],
             None,
@@ -1405,7 +1278,7 @@ fn the_client_sends_and_prints_non_interactively() {
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
         .collect();
     assert!(text.contains("> hi") && text.contains("< ["), "{text}");
-    still_serves(srv.addr);
+    assert_serves(srv.addr);
 }
 
 #[test]
@@ -1441,8 +1314,8 @@ fn the_client_escapes_what_a_hostile_server_sends() {
         }
         got
     });
-    let dir = tempfile::tempdir().unwrap();
-    let o = netsh_run(
+    let dir = DataDir::new();
+    let o = netsh_in(
         dir.path(),
         &["chat", &target, "--nick", "c", "--send", "hi"],
         None,
@@ -1484,7 +1357,7 @@ fn the_client_escapes_what_a_hostile_server_sends() {
 
 #[test]
 fn the_client_fails_clearly() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
 
     // A server that goes away while the client waits.
     let mut srv = ServerProc::spawn(dir.path(), "", &["--no-ntp"]);
@@ -1494,15 +1367,15 @@ fn the_client_fails_clearly() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = Guard(c.spawn().expect("spawn netsh chat"));
+    let mut child = KillOnDrop(c.spawn().expect("spawn netsh chat"));
     let out = line_channel(child.0.stdout.take().unwrap());
     let err = line_channel(child.0.stderr.take().unwrap());
     // It printed the OK line: it is in the room, waiting.
     let mut seen = Vec::new();
     recv_until(&out, "OK joined as d (2 in room)", &mut seen, LIMIT);
-    kill_9(srv.pid());
-    wait_exit(&mut srv.child, Duration::from_secs(10));
-    let st = wait_exit(&mut child.0, Duration::from_secs(10));
+    kill("KILL", srv.pid());
+    expect_exit(&mut srv.child, Duration::from_secs(10));
+    let st = expect_exit(&mut child.0, Duration::from_secs(10));
     let mut errs = Vec::new();
     while let Ok(l) = err.recv_timeout(Duration::from_secs(5)) {
         errs.push(l);
@@ -1515,10 +1388,8 @@ fn the_client_fails_clearly() {
     );
 
     // Nothing listens.
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
-    let o = netsh_run(
+    let port = closed_tcp_port();
+    let o = netsh_in(
         dir.path(),
         &[
             "chat",
@@ -1550,7 +1421,7 @@ fn the_client_fails_clearly() {
             "chat", &target, "--nick", "c", "--send", "ok", "--send", &long,
         ],
     ] {
-        let o = netsh_run(dir.path(), &args, None);
+        let o = netsh_in(dir.path(), &args, None);
         assert_eq!(o.code, Some(2), "{}", show(&o));
         assert_eq!(o.stderr.lines().count(), 1, "{}", show(&o));
         assert!(o.stderr.starts_with("error[bad-value]"), "{}", show(&o));
@@ -1576,21 +1447,10 @@ fn serve_with_stdin(dir: &Path) -> (ServerProc, ChildStdin) {
         "--chat-history",
         "0",
     ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
-    let mut child = c.spawn().expect("spawn netsh serve");
-    let stdin = child.stdin.take().unwrap();
-    let lines = line_channel(child.stdout.take().unwrap());
-    let mut seen = Vec::new();
-    let l = recv_until(&lines, "Server running on 127.0.0.1:", &mut seen, LIMIT);
-    let port = l
-        .split("127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    (ServerProc { child, port, lines }, stdin)
+    .stdin(Stdio::piped());
+    let mut srv = ServerProc::start(c);
+    let stdin = srv.child.stdin.take().expect("stdin");
+    (srv, stdin)
 }
 
 /// Threads of `pid` named `name`.
@@ -1606,7 +1466,7 @@ fn threads_named(pid: u32, name: &str) -> usize {
 
 #[test]
 fn the_console_operator_talks_and_the_server_outlives_its_stdin() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
     let (srv, mut stdin) = serve_with_stdin(dir.path());
     let mut m = join(srv.addr(), "m", 2);
     writeln!(stdin, "hello members").unwrap();
@@ -1633,14 +1493,14 @@ fn the_console_operator_talks_and_the_server_outlives_its_stdin() {
     m.expect("* n joined");
     n.send("/who");
     n.expect("* in the room (3): m, n, operator");
-    still_serves(srv.addr());
+    assert_serves(srv.addr());
 }
 
 #[test]
 fn the_console_operator_s_bad_lines_are_refused_and_the_rest_goes_on() {
     // The reader used to stop for good at the first invalid UTF-8 line, and
     // to hold a line of any length in memory.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
     let (srv, mut stdin) = serve_with_stdin(dir.path());
     let mut m = join(srv.addr(), "m", 2);
     stdin.write_all(b"before\n").unwrap();
@@ -1652,12 +1512,12 @@ fn the_console_operator_s_bad_lines_are_refused_and_the_rest_goes_on() {
     stdin.write_all(b"\nafter\n").unwrap();
     m.expect("<operator> after");
     drop(stdin);
-    still_serves(srv.addr());
+    assert_serves(srv.addr());
 }
 
 #[test]
 fn the_operator_of_a_piped_shells_own_server() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
     let mut c = netsh(dir.path());
     c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -1666,7 +1526,7 @@ fn the_operator_of_a_piped_shells_own_server() {
     let mut stdin = child.stdin.take().unwrap();
     let out = line_channel(child.stdout.take().unwrap());
     let err = line_channel(child.stderr.take().unwrap());
-    let mut child = Guard(child);
+    let mut child = KillOnDrop(child);
 
     writeln!(stdin, "serve --port 0 --bind 127.0.0.1 --no-ntp --json").unwrap();
     let mut seen = Vec::new();
@@ -1695,7 +1555,7 @@ fn the_operator_of_a_piped_shells_own_server() {
     drop(stdin);
     assert_eq!(m.line(), "BYE server shutting down");
     m.expect_eof();
-    let st = wait_exit(&mut child.0, LIMIT);
+    let st = expect_exit(&mut child.0, LIMIT);
     let rest: Vec<String> = out.try_iter().collect();
     let errs: Vec<String> = err.try_iter().collect();
     assert!(
@@ -1709,7 +1569,7 @@ fn the_operator_of_a_piped_shells_own_server() {
     assert!(errs.is_empty(), "{errs:#?}");
 
     // The same as the brief's one-liner, on stdin all at once.
-    let o = netsh_run(
+    let o = netsh_in(
         dir.path(),
         &[],
         Some(b"serve --port 0 --bind 127.0.0.1 --no-ntp\nchat --send \"hello from op\"\nserve stop\n"),
@@ -1747,34 +1607,13 @@ fn strip_csi(s: &str) -> String {
 #[test]
 fn on_a_terminal_an_incoming_line_keeps_the_half_typed_one() {
     use rexpect::process::WaitStatus;
-    use rexpect::session::spawn_command;
 
     let srv = server(0, None);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
     let mut ann = join(srv.addr, "ann", 1);
 
-    let mut c = Command::new("sh");
-    c.arg("-c")
-        .arg(r#"stty cols 100 rows 40 && exec "$0" "$@""#)
-        .arg(env!("CARGO_BIN_EXE_netsh"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("chat")
-        .arg(srv.addr.to_string())
-        .arg("--nick")
-        .arg("tom")
-        .current_dir(dir.path());
-    c.env("NO_COLOR", "1").env("TERM", "xterm");
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("NETSH_") {
-            c.env_remove(k);
-        }
-    }
-    let mut p = spawn_command(c, Some(10_000)).expect("spawn netsh chat on a pty");
-    let type_keys = |p: &mut rexpect::session::PtySession, keys: &str| {
-        p.send(keys).unwrap();
-        p.flush().unwrap();
-    };
+    let target = srv.addr.to_string();
+    let mut p = spawn_pty(dir.path(), &["chat", &target, "--nick", "tom"]);
     p.exp_string("OK joined as tom (2 in room)").unwrap();
     ann.expect("* tom joined");
     p.exp_string("* tom joined").unwrap();
@@ -1800,5 +1639,5 @@ fn on_a_terminal_an_incoming_line_keeps_the_half_typed_one() {
         WaitStatus::Exited(_, 0) => {}
         other => panic!("netsh chat did not exit 0: {other:?}"),
     }
-    still_serves(srv.addr);
+    assert_serves(srv.addr);
 }

@@ -8,19 +8,13 @@
 //! loopback is used; servers are in-process (`common::start_server`) or
 //! started by the script itself on port 0.
 
-mod common;
-
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::Output;
-
-/// Longest a single netsh run may take before the test fails.
-const LIMIT: Duration = Duration::from_secs(20);
+use crate::common::{self, DataDir, LIMIT, Output, json, json_lines, show};
 
 /// How long a script stopped by a sandbox limit may take to end.
 const PROMPT_EXIT: Duration = Duration::from_secs(10);
@@ -39,94 +33,28 @@ const SHIPPED: &[&str] = &[
 
 // ---------------------------------------------------------------- helpers
 
-/// A private data directory (also the working directory of netsh).
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().expect("create a temporary data dir"),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Write `source` to `name` (relative to the data dir); returns `name`.
-    fn write<'a>(&self, name: &'a str, source: &str) -> &'a str {
-        let p = self.path().join(name);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).expect("create script dir");
-        }
-        std::fs::write(&p, source).expect("write script");
-        name
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = common::netsh(self.path());
-        c.args(args);
-        c
-    }
-
-    /// `netsh ARGS…`.
-    fn netsh(&self, args: &[&str]) -> Output {
-        common::run(self.cmd(args), None, LIMIT)
-    }
-
+impl DataDir {
     /// Write `source` as t.rhai and `netsh run t.rhai EXTRA…`.
     fn script(&self, source: &str, extra: &[&str]) -> Output {
         self.write("t.rhai", source);
         let mut args = vec!["run", "t.rhai"];
         args.extend_from_slice(extra);
-        self.netsh(&args)
+        self.run(&args)
     }
-
-    /// `netsh` reading `input` from a pipe.
-    fn piped(&self, input: &str) -> Output {
-        common::run(self.cmd(&[]), Some(input.as_bytes()), LIMIT)
-    }
-}
-
-/// Everything a run produced, for assertion messages.
-fn dump(o: &Output) -> String {
-    format!(
-        "exit status {:?}\n--- stdout\n{}--- stderr\n{}---",
-        o.code, o.stdout, o.stderr
-    )
 }
 
 fn assert_ok(o: &Output) {
-    assert_eq!(o.code, Some(0), "expected success: {}", dump(o));
-    assert_eq!(o.stderr, "", "expected nothing on stderr: {}", dump(o));
-}
-
-/// stdout as one JSON document.
-fn json(o: &Output) -> Value {
-    serde_json::from_str(o.stdout.trim())
-        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", dump(o)))
-}
-
-/// Each stdout line as a JSON document.
-fn json_lines(o: &Output) -> Vec<Value> {
-    o.stdout
-        .lines()
-        .map(|l| {
-            serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("line {l:?} is not JSON ({e}): {}", dump(o)))
-        })
-        .collect()
+    assert_eq!(o.code, Some(0), "expected success: {}", show(o));
+    assert_eq!(o.stderr, "", "expected nothing on stderr: {}", show(o));
 }
 
 /// A script's `print(to_json(EXPR))` and `netsh ARGS… --json`, both as JSON.
-fn via_script_and_json(env: &Env, expr: &str, args: &[&str]) -> (Value, Value) {
+fn via_script_and_json(env: &DataDir, expr: &str, args: &[&str]) -> (Value, Value) {
     let s = env.script(&format!("print(to_json({expr}));\n"), &[]);
     assert_ok(&s);
     let mut a = args.to_vec();
     a.push("--json");
-    let j = env.netsh(&a);
+    let j = env.run(&a);
     assert_ok(&j);
     (json(&s), json(&j))
 }
@@ -205,25 +133,25 @@ fn assert_located(o: &Output, code: &str, file: &str, line: usize, col: usize) -
     assert!(
         lines.len() >= 3,
         "expected a 3-line located error: {}",
-        dump(o)
+        show(o)
     );
     let prefix = format!("error[{code}]: {file}:{line}:{col}: ");
     let first = lines[0]
         .strip_prefix(&prefix)
-        .unwrap_or_else(|| panic!("stderr does not start with {prefix:?}: {}", dump(o)));
+        .unwrap_or_else(|| panic!("stderr does not start with {prefix:?}: {}", show(o)));
     let source_line = lines[1]
         .strip_prefix(&format!("{line:>5} | "))
-        .unwrap_or_else(|| panic!("second line is not the source line {line}: {}", dump(o)));
+        .unwrap_or_else(|| panic!("second line is not the source line {line}: {}", show(o)));
     assert!(
         !source_line.trim().is_empty(),
         "empty source line: {}",
-        dump(o)
+        show(o)
     );
     assert_eq!(
         lines[2],
         format!("      | {}^", " ".repeat(col - 1)),
         "caret not under column {col}: {}",
-        dump(o)
+        show(o)
     );
     first.to_string()
 }
@@ -231,30 +159,30 @@ fn assert_located(o: &Output, code: &str, file: &str, line: usize, col: usize) -
 /// A sandbox limit stopped the script: status 1, a located `script` error
 /// naming `limit` and `flag`, and within [`PROMPT_EXIT`].
 fn assert_limit(o: &Output, took: Duration, limit: &str, flag: &str) {
-    assert_eq!(o.code, Some(1), "a limit is a script error: {}", dump(o));
+    assert_eq!(o.code, Some(1), "a limit is a script error: {}", show(o));
     let first = o.stderr.lines().next().unwrap_or_default();
     assert!(
         first.starts_with("error[script]: t.rhai:"),
         "not a located script error: {}",
-        dump(o)
+        show(o)
     );
     assert!(
         first.contains(limit),
         "the error does not name {limit:?}: {}",
-        dump(o)
+        show(o)
     );
     assert!(
         first.contains(&format!("raise it with {flag}")),
         "the error does not name the flag {flag}: {}",
-        dump(o)
+        show(o)
     );
-    assert!(took < PROMPT_EXIT, "took {took:?} to stop: {}", dump(o));
+    assert!(took < PROMPT_EXIT, "took {took:?} to stop: {}", show(o));
 }
 
 /// Run a script that must hit a limit, then show netsh still works for the
 /// next script in the same data dir.
 fn hits_limit(source: &str, flags: &[&str], limit: &str, flag: &str) {
-    let env = Env::new();
+    let env = DataDir::new();
     let t0 = Instant::now();
     let o = env.script(source, flags);
     assert_limit(&o, t0.elapsed(), limit, flag);
@@ -268,12 +196,12 @@ fn repo_path(rel: &str) -> PathBuf {
 }
 
 /// `netsh run scripts/NAME ARGS…` (the shipped file, by absolute path).
-fn shipped(env: &Env, name: &str, args: &[&str]) -> Output {
+fn shipped(env: &DataDir, name: &str, args: &[&str]) -> Output {
     let file = repo_path("scripts").join(name);
     let file = file.to_str().expect("UTF-8 path");
     let mut a = vec!["run", file];
     a.extend_from_slice(args);
-    env.netsh(&a)
+    env.run(&a)
 }
 
 /// The stdout line that starts with `prefix`.
@@ -281,21 +209,21 @@ fn line_starting<'a>(o: &'a Output, prefix: &str) -> &'a str {
     o.stdout
         .lines()
         .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no stdout line starts with {prefix:?}: {}", dump(o)))
+        .unwrap_or_else(|| panic!("no stdout line starts with {prefix:?}: {}", show(o)))
 }
 
 /// Byte offset of `needle` in stdout (the test fails if it is missing).
 fn at(o: &Output, needle: &str) -> usize {
     o.stdout
         .find(needle)
-        .unwrap_or_else(|| panic!("{needle:?} not on stdout: {}", dump(o)))
+        .unwrap_or_else(|| panic!("{needle:?} not on stdout: {}", show(o)))
 }
 
 // ------------------------------------------------- 1. the API is --json
 
 #[test]
 fn info_map_matches_info_json() {
-    let env = Env::new();
+    let env = DataDir::new();
     let (s, j) = via_script_and_json(&env, "info()", &["info"]);
     assert_same_shape("info", &s, &j);
     assert_fields_equal(&s, &j, &["/hostname", "/dns/servers"]);
@@ -339,7 +267,7 @@ fn shape_comparison_catches_differences() {
 
 #[test]
 fn settings_map_equals_settings_json() {
-    let env = Env::new();
+    let env = DataDir::new();
     let (s, j) = via_script_and_json(&env, "settings()", &["settings"]);
     assert_same_shape("settings", &s, &j);
     assert_eq!(s, j, "every settings value is deterministic");
@@ -352,7 +280,7 @@ fn settings_map_equals_settings_json() {
 fn echo_maps_match_echo_json() {
     let srv = common::start_server("127.0.0.1");
     let addr = srv.addr.to_string();
-    let env = Env::new();
+    let env = DataDir::new();
     let a = addr.as_str();
 
     // Single message.
@@ -442,7 +370,7 @@ fn echo_maps_match_echo_json() {
 fn sntp_map_matches_sntp_json() {
     let srv = common::start_server("127.0.0.1");
     let ntp = srv.ntp_addr.expect("SNTP responder").to_string();
-    let env = Env::new();
+    let env = DataDir::new();
     let (s, j) = via_script_and_json(&env, &format!("sntp(\"{ntp}\")"), &["sntp", &ntp]);
     assert_same_shape("sntp", &s, &j);
     assert_fields_equal(
@@ -467,15 +395,15 @@ fn sntp_map_matches_sntp_json() {
 
 #[test]
 fn uncaught_command_error_is_located_and_keeps_its_status() {
-    let env = Env::new();
+    let env = DataDir::new();
     let o = env.script(&format!("let x = 1;\necho(\"{CLOSED}\", \"x\");\n"), &[]);
-    assert_eq!(o.code, Some(1), "connection refused exits 1: {}", dump(&o));
+    assert_eq!(o.code, Some(1), "connection refused exits 1: {}", show(&o));
     let msg = assert_located(&o, "connection-refused", "t.rhai", 2, 1);
-    assert!(msg.contains(CLOSED), "{}", dump(&o));
+    assert!(msg.contains(CLOSED), "{}", show(&o));
     assert!(
         msg.contains("netsh serve"),
         "the hint is on the first line: {}",
-        dump(&o)
+        show(&o)
     );
     assert_eq!(
         o.stderr.lines().nth(1),
@@ -487,19 +415,19 @@ fn uncaught_command_error_is_located_and_keeps_its_status() {
         &format!("print(\"a\");\nlet r =  echo(\"{CLOSED}\", #{{count: \"abc\"}});\n"),
         &[],
     );
-    assert_eq!(o.code, Some(2), "bad value exits 2: {}", dump(&o));
+    assert_eq!(o.code, Some(2), "bad value exits 2: {}", show(&o));
     let msg = assert_located(&o, "bad-value", "t.rhai", 2, 10);
     assert!(
         msg.contains("'abc'") && msg.contains("--count"),
         "{}",
-        dump(&o)
+        show(&o)
     );
     assert_eq!(o.stdout, "a\n", "output before the error stays");
 }
 
 #[test]
 fn caught_command_error_is_a_map() {
-    let env = Env::new();
+    let env = DataDir::new();
     let o = env.script(
         &format!(
             "try {{ echo(\"{CLOSED}\", \"x\") }} catch (e) {{ print(e.code); print(e.message); print(e.hint) }}\n\
@@ -510,76 +438,76 @@ fn caught_command_error_is_a_map() {
     );
     assert_ok(&o);
     let lines: Vec<&str> = o.stdout.lines().collect();
-    assert_eq!(lines.len(), 5, "{}", dump(&o));
+    assert_eq!(lines.len(), 5, "{}", show(&o));
     assert_eq!(lines[0], "connection-refused");
     assert!(
         lines[1].contains(CLOSED) && lines[1].contains("connection refused"),
         "message names the address: {}",
-        dump(&o)
+        show(&o)
     );
-    assert!(lines[2].contains("netsh serve"), "hint: {}", dump(&o));
+    assert!(lines[2].contains("netsh serve"), "hint: {}", show(&o));
     assert_eq!(lines[3], "bad-value");
     assert_eq!(lines[4], "after");
 }
 
 #[test]
 fn parse_error_is_located() {
-    let env = Env::new();
+    let env = DataDir::new();
     let o = env.script("let = ;\n", &[]);
-    assert_eq!(o.code, Some(1), "{}", dump(&o));
+    assert_eq!(o.code, Some(1), "{}", show(&o));
     assert_located(&o, "script", "t.rhai", 1, 5);
     assert_eq!(o.stdout, "", "nothing ran");
 
     // On a later line, with output before it never produced (it does not run).
     let o = env.script("print(\"never\");\nlet x = (1 + ;\n", &[]);
-    assert_eq!(o.code, Some(1), "{}", dump(&o));
+    assert_eq!(o.code, Some(1), "{}", show(&o));
     assert!(
         o.stderr.starts_with("error[script]: t.rhai:2:"),
         "{}",
-        dump(&o)
+        show(&o)
     );
     assert_eq!(o.stdout, "", "a script that does not parse does not run");
 }
 
 #[test]
 fn unknown_function_suggests_the_command() {
-    let env = Env::new();
+    let env = DataDir::new();
     let o = env.script("ecko(1)\n", &[]);
-    assert_eq!(o.code, Some(1), "{}", dump(&o));
+    assert_eq!(o.code, Some(1), "{}", show(&o));
     let msg = assert_located(&o, "script", "t.rhai", 1, 1);
-    assert!(msg.contains("ecko"), "{}", dump(&o));
-    assert!(msg.contains("did you mean 'echo'"), "{}", dump(&o));
+    assert!(msg.contains("ecko"), "{}", show(&o));
+    assert!(msg.contains("did you mean 'echo'"), "{}", show(&o));
 }
 
 #[test]
 fn argument_type_error_names_the_function_and_the_form() {
-    let env = Env::new();
+    let env = DataDir::new();
     let o = env.script("echo([1,2])\n", &[]);
-    assert_eq!(o.code, Some(2), "a usage error: {}", dump(&o));
+    assert_eq!(o.code, Some(2), "a usage error: {}", show(&o));
     let msg = assert_located(&o, "usage", "t.rhai", 1, 1);
-    assert!(msg.contains("echo(): argument 1 is array"), "{}", dump(&o));
+    assert!(msg.contains("echo(): argument 1 is array"), "{}", show(&o));
     assert!(
         msg.contains("expected a string or a number"),
         "{}",
-        dump(&o)
+        show(&o)
     );
     assert!(
         msg.contains("echo(\"127.0.0.1:5050\""),
         "an example call: {}",
-        dump(&o)
+        show(&o)
     );
 }
 
 #[test]
 fn options_map_must_be_last() {
-    let env = Env::new();
+    let env = DataDir::new();
     let o = env.script(&format!("echo(#{{count: 1}}, \"{CLOSED}\")\n"), &[]);
-    assert_eq!(o.code, Some(2), "{}", dump(&o));
+    assert_eq!(o.code, Some(2), "{}", show(&o));
     let msg = assert_located(&o, "usage", "t.rhai", 1, 1);
     assert!(
         msg.contains("echo(): the options map must be the last argument (argument 1 is a map)"),
         "{}",
-        dump(&o)
+        show(&o)
     );
 }
 
@@ -663,23 +591,23 @@ fn a_script_that_grows_the_process_is_stopped_at_the_memory_limit() {
 
 #[test]
 fn a_memory_limit_under_a_mebibyte_is_refused_before_running() {
-    let env = Env::new();
+    let env = DataDir::new();
     let o = env.script("print(\"ran\")", &["--max-memory", "10k"]);
-    assert_eq!(o.code, Some(2), "a bad flag is a usage error: {}", dump(&o));
-    assert!(o.stdout.is_empty(), "the script must not run: {}", dump(&o));
-    assert!(o.stderr.contains("--max-memory"), "{}", dump(&o));
+    assert_eq!(o.code, Some(2), "a bad flag is a usage error: {}", show(&o));
+    assert!(o.stdout.is_empty(), "the script must not run: {}", show(&o));
+    assert!(o.stderr.contains("--max-memory"), "{}", show(&o));
 }
 
 #[test]
 fn a_script_path_that_never_ends_is_refused_and_a_pipe_is_read() {
-    let env = Env::new();
-    let o = env.netsh(&["run", "/dev/zero"]);
-    assert_eq!(o.code, Some(2), "{}", dump(&o));
+    let env = DataDir::new();
+    let o = env.run(&["run", "/dev/zero"]);
+    assert_eq!(o.code, Some(2), "{}", show(&o));
     assert!(
         o.stderr
             .starts_with("error[bad-value]: /dev/zero is over 1 MiB; scripts are at most 1 MiB"),
         "{}",
-        dump(&o)
+        show(&o)
     );
     // A pipe has no length either, but ends: `run /dev/stdin` works.
     let o = common::run(
@@ -704,13 +632,13 @@ fn a_command_still_running_at_the_script_timeout_is_stopped() {
             "try {{ echo(\"{target}\", #{{count: 1000, interval: \"1\"}}); }} catch (e) {{ print(e.code); }}\nloop {{ }}\n"
         ),
     ] {
-        let env = Env::new();
+        let env = DataDir::new();
         let t0 = Instant::now();
         let o = env.script(&source, &["--script-timeout", "700ms"]);
         let took = t0.elapsed();
         assert_limit(&o, took, "longer than 700ms", "--script-timeout");
-        assert!(took < Duration::from_secs(3), "took {took:?}: {}", dump(&o));
-        assert!(!o.stdout.contains("after"), "{}", dump(&o));
+        assert!(took < Duration::from_secs(3), "took {took:?}: {}", show(&o));
+        assert!(!o.stdout.contains("after"), "{}", show(&o));
         // The shell's Ctrl-C flag was the script's only: netsh goes on.
         let after = env.script("print(`still ${40 + 2}`);", &[]);
         assert_ok(&after);
@@ -720,24 +648,24 @@ fn a_command_still_running_at_the_script_timeout_is_stopped() {
 
 #[test]
 fn a_thrown_escape_sequence_and_a_huge_line_stay_readable() {
-    let env = Env::new();
+    let env = DataDir::new();
     let o = env.script("throw \"\\x1b[2Jboom\";\n", &[]);
-    assert_eq!(o.code, Some(1), "{}", dump(&o));
+    assert_eq!(o.code, Some(1), "{}", show(&o));
     assert!(
         !o.stderr.contains('\x1b'),
         "raw ESC on the terminal: {}",
-        dump(&o)
+        show(&o)
     );
-    assert!(o.stderr.contains("\\x1b[2Jboom"), "{}", dump(&o));
+    assert!(o.stderr.contains("\\x1b[2Jboom"), "{}", show(&o));
     // One 200 KB line: the error shows a window of it, not all of it.
     let big = format!("let x = {} ;\n", "1 + ".repeat(50_000));
     let o = env.script(&big, &[]);
-    assert_eq!(o.code, Some(1), "{}", dump(&o));
+    assert_eq!(o.code, Some(1), "{}", show(&o));
     assert!(o.stderr.len() < 1000, "{} bytes of error", o.stderr.len());
     assert!(
         o.stderr.starts_with("error[script]: t.rhai:1:"),
         "{}",
-        dump(&o)
+        show(&o)
     );
     assert!(
         o.stderr
@@ -746,13 +674,13 @@ fn a_thrown_escape_sequence_and_a_huge_line_stay_readable() {
             .unwrap_or("")
             .contains("split it into smaller expressions"),
         "the fix is on the error line: {}",
-        dump(&o)
+        show(&o)
     );
 }
 
 #[test]
 fn sleep_is_bounded_by_the_script_timeout() {
-    let env = Env::new();
+    let env = DataDir::new();
     let t0 = Instant::now();
     let o = env.script("sleep(60000)\n", &["--script-timeout", "300ms"]);
     let took = t0.elapsed();
@@ -768,22 +696,22 @@ fn sleep_is_bounded_by_the_script_timeout() {
 
 #[test]
 fn eval_is_refused() {
-    let env = Env::new();
+    let env = DataDir::new();
     let o = env.script("let x = eval(\"1\");\nprint(x);\n", &[]);
-    assert_eq!(o.code, Some(1), "{}", dump(&o));
+    assert_eq!(o.code, Some(1), "{}", show(&o));
     let msg = assert_located(&o, "script", "t.rhai", 1, 9);
-    assert!(msg.contains("'eval' is disabled"), "{}", dump(&o));
+    assert!(msg.contains("'eval' is disabled"), "{}", show(&o));
     assert_eq!(o.stdout, "");
 }
 
 #[test]
 fn import_is_refused() {
-    let env = Env::new();
+    let env = DataDir::new();
     env.write("x.rhai", "export const A = 1;\n");
     let o = env.script("import \"x\" as y;\nprint(y::A);\n", &[]);
-    assert_eq!(o.code, Some(1), "{}", dump(&o));
+    assert_eq!(o.code, Some(1), "{}", show(&o));
     let msg = assert_located(&o, "script", "t.rhai", 1, 1);
-    assert!(msg.to_lowercase().contains("module"), "{}", dump(&o));
+    assert!(msg.to_lowercase().contains("module"), "{}", show(&o));
     assert_eq!(o.stdout, "", "the module was not loaded");
 }
 
@@ -791,16 +719,16 @@ fn import_is_refused() {
 /// is 8), so debug and release builds accept the same scripts.
 #[test]
 fn call_depth_default_is_64_in_every_build() {
-    let env = Env::new();
+    let env = DataDir::new();
     let rec = "fn f(n) { if n == 0 { 0 } else { 1 + f(n - 1) } }\nprint(f(N));\n";
     let o = env.script(&rec.replace('N', "50"), &[]);
     assert_ok(&o);
     assert_eq!(o.stdout, "50\n");
     let o = env.script(&rec.replace('N', "100"), &[]);
-    assert_eq!(o.code, Some(1), "{}", dump(&o));
+    assert_eq!(o.code, Some(1), "{}", show(&o));
     let first = o.stderr.lines().next().unwrap_or_default();
-    assert!(first.starts_with("error[script]: t.rhai:"), "{}", dump(&o));
-    assert!(first.contains("deeper than 64"), "{}", dump(&o));
+    assert!(first.starts_with("error[script]: t.rhai:"), "{}", show(&o));
+    assert!(first.contains("deeper than 64"), "{}", show(&o));
     // Raised by the flag.
     let o = env.script(&rec.replace('N', "100"), &["--max-call-depth", "200"]);
     assert_ok(&o);
@@ -819,61 +747,61 @@ fn nested_recursion(nest: usize) -> String {
 
 #[test]
 fn nested_recursion_within_the_default_depth_is_fine() {
-    let env = Env::new();
+    let env = DataDir::new();
     let o = env.script(&nested_recursion(8), &[]);
-    assert_eq!(o.code, Some(1), "{}", dump(&o));
-    assert!(o.stderr.contains("deeper than 64"), "{}", dump(&o));
+    assert_eq!(o.code, Some(1), "{}", show(&o));
+    assert!(o.stderr.contains("deeper than 64"), "{}", show(&o));
 }
 
 #[test]
 fn nested_recursion_hits_the_call_depth_limit_not_the_native_stack() {
-    let env = Env::new();
+    let env = DataDir::new();
     let o = env.script(&nested_recursion(24), &[]);
-    assert_eq!(o.code, Some(1), "must not crash: {}", dump(&o));
-    assert!(o.stderr.contains("deeper than 64"), "{}", dump(&o));
+    assert_eq!(o.code, Some(1), "must not crash: {}", show(&o));
+    assert!(o.stderr.contains("deeper than 64"), "{}", show(&o));
 }
 
 #[test]
 fn highest_call_depth_flag_is_a_clean_error() {
-    let env = Env::new();
+    let env = DataDir::new();
     for source in [
         "fn f(n) { f(n + 1) }\nf(0)\n".to_string(),
         nested_recursion(24),
     ] {
         let o = env.script(&source, &["--max-call-depth", "1000"]);
-        assert_eq!(o.code, Some(1), "must not crash: {}", dump(&o));
-        assert!(o.stderr.contains("deeper than 1000"), "{}", dump(&o));
+        assert_eq!(o.code, Some(1), "must not crash: {}", show(&o));
+        assert!(o.stderr.contains("deeper than 1000"), "{}", show(&o));
     }
 }
 
 #[test]
 fn a_limit_in_a_piped_session_leaves_the_session_working() {
-    let env = Env::new();
+    let env = DataDir::new();
     env.write("scripts/spin.rhai", "print(\"spin\"); loop {}\n");
     env.write("scripts/ok.rhai", "print(\"ok script\");\n");
     let t0 = Instant::now();
     let o = env.piped(
         "run scripts/spin.rhai --max-operations 100000\nrun scripts/ok.rhai\ninfo lo --json\n",
     );
-    assert!(t0.elapsed() < PROMPT_EXIT, "{}", dump(&o));
+    assert!(t0.elapsed() < PROMPT_EXIT, "{}", show(&o));
     assert_eq!(
         o.code,
         Some(1),
         "the first failing line's status: {}",
-        dump(&o)
+        show(&o)
     );
     let errors: Vec<&str> = o
         .stderr
         .lines()
         .filter(|l| l.starts_with("error["))
         .collect();
-    assert_eq!(errors.len(), 1, "{}", dump(&o));
-    assert!(errors[0].contains("--max-operations"), "{}", dump(&o));
-    assert!(at(&o, "spin\n") < at(&o, "ok script\n"), "{}", dump(&o));
+    assert_eq!(errors.len(), 1, "{}", show(&o));
+    assert!(errors[0].contains("--max-operations"), "{}", show(&o));
+    assert!(at(&o, "spin\n") < at(&o, "ok script\n"), "{}", show(&o));
     assert!(
         at(&o, "ok script\n") < at(&o, "\"name\": \"lo\""),
         "{}",
-        dump(&o)
+        show(&o)
     );
 }
 
@@ -881,7 +809,7 @@ fn a_limit_in_a_piped_session_leaves_the_session_working() {
 
 #[test]
 fn args_are_the_words_after_the_file() {
-    let env = Env::new();
+    let env = DataDir::new();
     let o = env.script("print(to_json(args));\n", &["a", "b", "c d"]);
     assert_ok(&o);
     assert_eq!(json(&o), serde_json::json!(["a", "b", "c d"]));
@@ -896,15 +824,15 @@ fn args_are_the_words_after_the_file() {
 
 #[test]
 fn exit_sets_the_status_without_an_error() {
-    let env = Env::new();
+    let env = DataDir::new();
     let o = env.script("print(\"before\");\nexit(3);\nprint(\"after\");\n", &[]);
-    assert_eq!(o.code, Some(3), "{}", dump(&o));
-    assert_eq!(o.stderr, "", "exit is no error: {}", dump(&o));
-    assert!(o.stdout.starts_with("before\n"), "{}", dump(&o));
+    assert_eq!(o.code, Some(3), "{}", show(&o));
+    assert_eq!(o.stderr, "", "exit is no error: {}", show(&o));
+    assert!(o.stdout.starts_with("before\n"), "{}", show(&o));
     assert!(
         !o.stdout.contains("after"),
         "exit stops the script: {}",
-        dump(&o)
+        show(&o)
     );
 
     let o = env.script("exit();\nprint(\"after\");\n", &[]);
@@ -913,14 +841,14 @@ fn exit_sets_the_status_without_an_error() {
 
     // Inside a function too.
     let o = env.script("fn stop() { exit(4); }\nstop();\nprint(\"after\");\n", &[]);
-    assert_eq!(o.code, Some(4), "{}", dump(&o));
-    assert_eq!(o.stderr, "", "{}", dump(&o));
+    assert_eq!(o.code, Some(4), "{}", show(&o));
+    assert_eq!(o.stderr, "", "{}", show(&o));
 }
 
 #[test]
 fn print_is_stdout_in_order_and_commands_print_nothing() {
     let srv = common::start_server("127.0.0.1");
-    let env = Env::new();
+    let env = DataDir::new();
     // Commands in a script return maps: no report text, no progress lines.
     let o = env.script(
         &format!(
@@ -951,7 +879,7 @@ fn print_is_stdout_in_order_and_commands_print_nothing() {
     assert!(
         order.windows(2).all(|w| w[0] < w[1]),
         "out of order: {}",
-        dump(&o)
+        show(&o)
     );
 }
 
@@ -959,9 +887,9 @@ fn print_is_stdout_in_order_and_commands_print_nothing() {
 
 #[test]
 fn set_in_a_script_is_not_saved() {
-    let env = Env::new();
+    let env = DataDir::new();
     // A saved setting first, so the file exists and must keep it.
-    assert_eq!(env.netsh(&["set", "retries", "2"]).code, Some(0));
+    assert_eq!(env.run(&["set", "retries", "2"]).code, Some(0));
     let conf = env.path().join("netsh.conf");
     let before = std::fs::read_to_string(&conf).expect("netsh.conf written by set");
 
@@ -972,22 +900,22 @@ fn set_in_a_script_is_not_saved() {
     );
     assert_ok(&o);
     let lines: Vec<&str> = o.stdout.lines().collect();
-    assert_eq!(lines[..2], ["3.0", "2.0"], "{}", dump(&o));
+    assert_eq!(lines[..2], ["3.0", "2.0"], "{}", show(&o));
     assert_eq!(lines[2], "true");
-    assert!(lines[3].contains("not saved"), "{}", dump(&o));
+    assert!(lines[3].contains("not saved"), "{}", show(&o));
     assert_eq!(lines[4], "2", "the saved settings are the script's start");
 
     let after = std::fs::read_to_string(&conf).expect("netsh.conf");
     assert_eq!(after, before, "netsh.conf unchanged");
     assert!(!after.contains("timeout"), "{after}");
-    let s = json(&env.netsh(&["settings", "--json"]));
+    let s = json(&env.run(&["settings", "--json"]));
     assert_eq!(s["timeout"], 3.0);
     assert_eq!(s["sources"]["timeout"], "default");
 }
 
 #[test]
 fn set_in_a_script_does_not_leak_into_the_session() {
-    let env = Env::new();
+    let env = DataDir::new();
     env.write(
         "scripts/set.rhai",
         "set(\"timeout\", \"2s\"); print(`inside ${settings().timeout}`);\n",
@@ -1011,7 +939,7 @@ fn set_in_a_script_does_not_leak_into_the_session() {
 
 #[test]
 fn serve_in_a_script_starts_echoes_and_stops() {
-    let env = Env::new();
+    let env = DataDir::new();
     let o = env.script(
         "let s = serve(#{port: 0, bind: \"127.0.0.1\"});\nprint(to_json(s));\n\
          let e = echo(`127.0.0.1:${s.port}`, \"hi there\");\nprint(to_json(e));\n\
@@ -1021,7 +949,7 @@ fn serve_in_a_script_starts_echoes_and_stops() {
     );
     assert_ok(&o);
     let docs = json_lines(&o);
-    assert_eq!(docs.len(), 5, "{}", dump(&o));
+    assert_eq!(docs.len(), 5, "{}", show(&o));
     let (started, single, probes, stopped, status) =
         (&docs[0], &docs[1], &docs[2], &docs[3], &docs[4]);
 
@@ -1053,7 +981,7 @@ fn serve_in_a_script_starts_echoes_and_stops() {
 
 #[test]
 fn a_script_that_does_not_stop_its_server_still_exits() {
-    let env = Env::new();
+    let env = DataDir::new();
     let t0 = Instant::now();
     let o = env.script(
         "let s = serve(#{port: 0, bind: \"127.0.0.1\"});\n\
@@ -1069,7 +997,7 @@ fn a_script_that_does_not_stop_its_server_still_exits() {
 
 #[test]
 fn a_scripts_server_stops_with_the_script_in_a_session() {
-    let env = Env::new();
+    let env = DataDir::new();
     env.write(
         "scripts/srv.rhai",
         "let s = serve(#{port: 0, bind: \"127.0.0.1\"}); print(s.port);\n",
@@ -1101,7 +1029,7 @@ fn every_shipped_script_has_a_test() {
     found.sort();
     assert_eq!(
         found, SHIPPED,
-        "scripts/*.rhai changed: give each new script a test in tests/scripts.rs and list it in SHIPPED"
+        "scripts/*.rhai changed: give each new script a test in tests/it/scripts.rs and list it in SHIPPED"
     );
     // Each has the usage header the tests rely on.
     for name in SHIPPED {
@@ -1116,20 +1044,20 @@ fn every_shipped_script_has_a_test() {
 
 #[test]
 fn script_server_smoke() {
-    let env = Env::new();
+    let env = DataDir::new();
     let o = shipped(&env, "server-smoke.rhai", &[]);
     assert_ok(&o);
     assert!(
         o.stdout.lines().any(|l| l == "all checks passed"),
         "{}",
-        dump(&o)
+        show(&o)
     );
-    assert!(!o.stdout.contains("FAIL"), "{}", dump(&o));
+    assert!(!o.stdout.contains("FAIL"), "{}", show(&o));
     for check in ["echo ", "probes ", "udp ", "bulk ", "sntp "] {
         assert!(
             line_starting(&o, check).contains(" ok "),
             "{check}: {}",
-            dump(&o)
+            show(&o)
         );
     }
     assert!(line_starting(&o, "server stopped after").contains("SNTP replies"));
@@ -1142,7 +1070,7 @@ fn script_diagnose_against_a_loopback_server() {
         srv.addr.to_string(),
         srv.ntp_addr.expect("SNTP").to_string(),
     );
-    let env = Env::new();
+    let env = DataDir::new();
     let o = shipped(&env, "diagnose.rhai", &[&addr, &ntp]);
     assert_ok(&o);
     for check in [
@@ -1154,22 +1082,22 @@ fn script_diagnose_against_a_loopback_server() {
         "clock",
     ] {
         let l = line_starting(&o, check);
-        assert!(!l.contains("FAIL"), "{check} failed: {}", dump(&o));
+        assert!(!l.contains("FAIL"), "{check} failed: {}", show(&o));
     }
     assert!(
         line_starting(&o, "echo tcp").contains("20/20 back"),
         "{}",
-        dump(&o)
+        show(&o)
     );
     assert!(
         line_starting(&o, "echo udp").contains("20/20 back"),
         "{}",
-        dump(&o)
+        show(&o)
     );
     assert!(
         line_starting(&o, "clock").contains("stratum 10"),
         "{}",
-        dump(&o)
+        show(&o)
     );
     let stats = srv.stop();
     assert!(
@@ -1180,14 +1108,14 @@ fn script_diagnose_against_a_loopback_server() {
 
 #[test]
 fn script_diagnose_against_a_closed_port_fails() {
-    let env = Env::new();
+    let env = DataDir::new();
     let o = shipped(&env, "diagnose.rhai", &[CLOSED, CLOSED]);
-    assert_eq!(o.code, Some(1), "{}", dump(&o));
-    assert_eq!(o.stderr, "", "exit(1) is no error line: {}", dump(&o));
+    assert_eq!(o.code, Some(1), "{}", show(&o));
+    assert_eq!(o.stderr, "", "exit(1) is no error line: {}", show(&o));
     for check in ["echo tcp", "echo udp", "clock"] {
         let l = line_starting(&o, check);
-        assert!(l.contains(" FAIL "), "{check} should FAIL: {}", dump(&o));
-        assert!(l.contains("refused"), "{check}: {}", dump(&o));
+        assert!(l.contains(" FAIL "), "{check} should FAIL: {}", show(&o));
+        assert!(l.contains("refused"), "{check}: {}", show(&o));
     }
 }
 
@@ -1195,10 +1123,10 @@ fn script_diagnose_against_a_closed_port_fails() {
 fn script_latency_sweep() {
     let srv = common::start_server("127.0.0.1");
     let addr = srv.addr.to_string();
-    let env = Env::new();
+    let env = DataDir::new();
     let o = shipped(&env, "latency-sweep.rhai", &[&addr, "5"]);
     assert_ok(&o);
-    assert!(o.stdout.contains(", 5 probes per size"), "{}", dump(&o));
+    assert!(o.stdout.contains(", 5 probes per size"), "{}", show(&o));
     for size in [16, 64, 256, 1024, 4096, 16384, 60000] {
         let l = line_starting(&o, &format!("{size} "));
         let cols: Vec<&str> = l.split_whitespace().collect();
@@ -1210,7 +1138,7 @@ fn script_latency_sweep() {
     assert!(
         bulk.contains("67108864 bytes verified, 0 differing"),
         "{}",
-        dump(&o)
+        show(&o)
     );
 }
 
@@ -1218,10 +1146,10 @@ fn script_latency_sweep() {
 fn script_clock_watch() {
     let srv = common::start_server("127.0.0.1");
     let ntp = srv.ntp_addr.expect("SNTP").to_string();
-    let env = Env::new();
+    let env = DataDir::new();
     let o = shipped(&env, "clock-watch.rhai", &[&ntp, "0.1", "3"]);
     assert_ok(&o);
-    assert!(!o.stdout.contains("error["), "{}", dump(&o));
+    assert!(!o.stdout.contains("error["), "{}", show(&o));
     for i in 0..3 {
         let l = line_starting(&o, &format!("{i} "));
         assert_eq!(l.split_whitespace().count(), 4, "sample {i}: {l:?}");
@@ -1237,7 +1165,7 @@ fn script_clock_watch() {
 
 #[test]
 fn run_in_a_piped_session() {
-    let env = Env::new();
+    let env = DataDir::new();
     env.write("scripts/x.rhai", "print(`x says ${args}`);\n");
     env.write(
         "scripts/bad.rhai",
@@ -1249,76 +1177,76 @@ fn run_in_a_piped_session() {
     assert!(
         at(&o, "x says [\"1\", \"2\"]\n") < at(&o, "Host name"),
         "{}",
-        dump(&o)
+        show(&o)
     );
 
     // A failing script is one error like any other; the next line still runs.
     let o = env.piped("run scripts/bad.rhai\ninfo lo\nrun scripts/x.rhai\n");
-    assert_eq!(o.code, Some(1), "the failing line's status: {}", dump(&o));
+    assert_eq!(o.code, Some(1), "the failing line's status: {}", show(&o));
     let errors: Vec<&str> = o
         .stderr
         .lines()
         .filter(|l| l.starts_with("error["))
         .collect();
-    assert_eq!(errors.len(), 1, "{}", dump(&o));
+    assert_eq!(errors.len(), 1, "{}", show(&o));
     assert!(
         errors[0].starts_with("error[connection-refused]: scripts/bad.rhai:2:1: "),
         "{}",
-        dump(&o)
+        show(&o)
     );
-    assert!(!o.stdout.contains("never"), "{}", dump(&o));
-    assert!(at(&o, "bad starts") < at(&o, "Host name"), "{}", dump(&o));
-    assert!(at(&o, "Host name") < at(&o, "x says []"), "{}", dump(&o));
+    assert!(!o.stdout.contains("never"), "{}", show(&o));
+    assert!(at(&o, "bad starts") < at(&o, "Host name"), "{}", show(&o));
+    assert!(at(&o, "Host name") < at(&o, "x says []"), "{}", show(&o));
 }
 
 #[test]
 fn a_script_cannot_run_another() {
-    let env = Env::new();
+    let env = DataDir::new();
     env.write("scripts/ok.rhai", "print(\"inner ran\");\n");
     env.write("scripts/nest.rhai", "run(\"scripts/ok.rhai\");\n");
-    let o = env.netsh(&["run", "scripts/nest.rhai"]);
-    assert_eq!(o.code, Some(2), "{}", dump(&o));
+    let o = env.run(&["run", "scripts/nest.rhai"]);
+    assert_eq!(o.code, Some(2), "{}", show(&o));
     let msg = assert_located(&o, "usage", "scripts/nest.rhai", 1, 1);
     assert!(
         msg.contains("a script cannot run another script"),
         "{}",
-        dump(&o)
+        show(&o)
     );
-    assert!(!o.stdout.contains("inner ran"), "{}", dump(&o));
+    assert!(!o.stdout.contains("inner ran"), "{}", show(&o));
 
     let o = env.piped("run scripts/nest.rhai\nrun scripts/ok.rhai\n");
-    assert_eq!(o.code, Some(2), "{}", dump(&o));
+    assert_eq!(o.code, Some(2), "{}", show(&o));
     assert!(
         o.stderr.contains("a script cannot run another script"),
         "{}",
-        dump(&o)
+        show(&o)
     );
-    assert_eq!(o.stdout, "inner ran\n", "the next line ran: {}", dump(&o));
+    assert_eq!(o.stdout, "inner ran\n", "the next line ran: {}", show(&o));
 }
 
 // ------------------------------------------------------------------ 9. -e
 
 #[test]
 fn eval_flag_runs_code() {
-    let env = Env::new();
-    let o = env.netsh(&["-e", "print(1+1)"]);
+    let env = DataDir::new();
+    let o = env.run(&["-e", "print(1+1)"]);
     assert_ok(&o);
     assert_eq!(o.stdout, "2\n");
 
-    let o = env.netsh(&["-e", "exit(5)"]);
-    assert_eq!(o.code, Some(5), "{}", dump(&o));
+    let o = env.run(&["-e", "exit(5)"]);
+    assert_eq!(o.code, Some(5), "{}", show(&o));
 
-    let o = env.netsh(&["-e", "ecko(1)"]);
-    assert_eq!(o.code, Some(1), "{}", dump(&o));
+    let o = env.run(&["-e", "ecko(1)"]);
+    assert_eq!(o.code, Some(1), "{}", show(&o));
     let msg = assert_located(&o, "script", "-e", 1, 1);
-    assert!(msg.contains("did you mean 'echo'"), "{}", dump(&o));
+    assert!(msg.contains("did you mean 'echo'"), "{}", show(&o));
 
     // The limit flags apply to -e too.
-    let o = env.netsh(&["--max-operations", "1000", "-e", "loop {}"]);
-    assert_eq!(o.code, Some(1), "{}", dump(&o));
+    let o = env.run(&["--max-operations", "1000", "-e", "loop {}"]);
+    assert_eq!(o.code, Some(1), "{}", show(&o));
     assert!(
         o.stderr.contains("raise it with --max-operations"),
         "{}",
-        dump(&o)
+        show(&o)
     );
 }

@@ -8,8 +8,6 @@
 //! No sleeps as synchronisation: waits poll with a deadline, reads have
 //! timeouts, every fake server loop is bounded in time.
 
-mod common;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,47 +16,23 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Opts, Output, netsh, run, start_server, start_server_with, wait_for};
+use crate::common::{
+    self, DataDir, LIMIT, Opts, Output, closed_udp_port, f, json, netsh_in, retry_eintr, run, show,
+    start_server, start_server_with, u, wait_for,
+};
 use netsh::server::sntp::NtpConfig;
 use serde_json::Value;
 
-/// Longest one netsh (or peer script) run may take.
-const LIMIT: Duration = Duration::from_secs(20);
 /// Seconds from 1900 (NTP epoch) to 1970 (Unix epoch).
 const NTP_UNIX: u64 = 2_208_988_800;
 
 // ---------------------------------------------------------------- helpers
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().expect("temp data dir")
-}
-
 /// `netsh --data-dir DIR sntp ARGS…`.
 fn sntp(dir: &Path, args: &[&str]) -> Output {
-    let mut c = netsh(dir);
-    c.arg("sntp").args(args);
-    run(c, None, LIMIT)
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.code, o.stdout, o.stderr
-    )
-}
-
-fn json(o: &Output) -> Value {
-    serde_json::from_str(&o.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", show(o)))
-}
-
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64()
-        .unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
+    let mut words = vec!["sntp"];
+    words.extend_from_slice(args);
+    netsh_in(dir, &words, None)
 }
 
 /// Assert a failed run: exit status and `error[CODE]` on stderr; returns stderr.
@@ -130,12 +104,6 @@ fn kiss(req: &[u8], li: u8, code: &[u8; 4]) -> Vec<u8> {
     reply(req, li, 4, 4, 0, *code)
 }
 
-/// A UDP port on 127.0.0.1 that nothing listens on (bound, then released).
-fn free_udp_port() -> u16 {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    s.local_addr().unwrap().port()
-}
-
 /// A client socket connected to `to`, bound to `from` (port 0), 2 s read timeout.
 fn udp_client(from: &str, to: SocketAddr) -> UdpSocket {
     let s = UdpSocket::bind(format!("{from}:0")).expect("bind client");
@@ -148,7 +116,7 @@ fn udp_client(from: &str, to: SocketAddr) -> UdpSocket {
 fn recv_within(s: &UdpSocket, within: Duration) -> Option<Vec<u8>> {
     s.set_read_timeout(Some(within)).unwrap();
     let mut buf = [0u8; 2048];
-    let r = match s.recv(&mut buf) {
+    let r = match retry_eintr(|| s.recv(&mut buf)) {
         Ok(n) => Some(buf[..n].to_vec()),
         Err(e)
             if matches!(
@@ -280,7 +248,7 @@ impl Drop for Fake {
 fn own_responder_json(ip: &str) {
     let srv = start_server(ip);
     let addr = srv.ntp_addr.expect("SNTP responder on");
-    let dir = tmp();
+    let dir = DataDir::new();
     let t0 = Instant::now();
     let o = sntp(dir.path(), &[&addr.to_string(), "--json"]);
     let wall = t0.elapsed();
@@ -353,7 +321,7 @@ fn own_responder_ipv6_json() {
 fn own_responder_text_and_verbose() {
     let srv = start_server("127.0.0.1");
     let addr = srv.ntp_addr.unwrap().to_string();
-    let dir = tmp();
+    let dir = DataDir::new();
     let o = sntp(dir.path(), &[&addr]);
     assert_eq!(o.code, Some(0), "{}", show(&o));
     for want in [
@@ -401,7 +369,7 @@ fn own_responder_text_and_verbose() {
 fn own_responder_sample_counts() {
     let srv = start_server("127.0.0.1");
     let addr = srv.ntp_addr.unwrap().to_string();
-    let dir = tmp();
+    let dir = DataDir::new();
     let o = sntp(dir.path(), &[&addr, "-c", "1", "--json"]);
     assert_eq!(o.code, Some(0), "{}", show(&o));
     let v = json(&o);
@@ -438,11 +406,9 @@ fn own_responder_sample_counts() {
 
 #[test]
 fn help_says_it_never_sets_the_clock() {
-    let dir = tmp();
+    let dir = DataDir::new();
     for args in [&["help", "sntp"][..], &["sntp", "--help"][..]] {
-        let mut c = netsh(dir.path());
-        c.args(args);
-        let o = run(c, None, LIMIT);
+        let o = dir.run(args);
         assert_eq!(o.code, Some(0), "{args:?}: {}", show(&o));
         assert!(
             o.stdout.contains("never sets the system clock"),
@@ -503,7 +469,7 @@ fn ntplib_accepts_the_responder() {
 
 #[test]
 fn ntpdig_accepts_the_responder() {
-    let dir = tmp();
+    let dir = DataDir::new();
     let srv = common::ServerProc::spawn(dir.path(), "", &[]);
     let line = srv.expect_line("[SNTP] Answering on 127.0.0.1:", Duration::from_secs(10));
     let port: u16 = line
@@ -549,9 +515,15 @@ impl Chrony {
 
 impl Drop for Chrony {
     fn drop(&mut self) {
-        let o = self.script("chrony-down.sh", &[]);
-        if o.code != Some(0) {
-            eprintln!("chrony-down.sh failed: {}", show(&o));
+        // Never a panic out of here: this also runs while a failed test
+        // unwinds, and a panic then would abort the whole test binary.
+        let down = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.script("chrony-down.sh", &[])
+        }));
+        match down {
+            Ok(o) if o.code == Some(0) => {}
+            Ok(o) => eprintln!("chrony-down.sh failed: {}", show(&o)),
+            Err(_) => eprintln!("chrony-down.sh could not be run"),
         }
     }
 }
@@ -576,12 +548,14 @@ fn against_real_chronyd() {
             "chronyd is not installed: run ./scripts/setup (or set NETSH_SKIP_CHRONY=1 to skip this test)"
         );
     }
-    let port = free_udp_port().to_string();
-    let chrony = Chrony { state: tmp() };
+    let port = closed_udp_port().to_string();
+    let chrony = Chrony {
+        state: tempfile::tempdir().expect("temp dir for chronyd"),
+    };
     let up = chrony.script("chrony-up.sh", &[&port]);
     assert_eq!(up.code, Some(0), "chrony-up.sh {port}: {}", show(&up));
     let target = format!("127.0.0.1:{port}");
-    let dir = tmp();
+    let dir = DataDir::new();
 
     // Wait (bounded) until it answers as a synchronised server.
     let end = Instant::now() + Duration::from_secs(15);
@@ -795,9 +769,8 @@ fn responder_answers_1000_requests() {
             c.send(&request(4, 3, base + sent)).unwrap();
             sent += 1;
         }
-        let n = c
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("after {got} replies: {e}"));
+        let n =
+            retry_eintr(|| c.recv(&mut buf)).unwrap_or_else(|e| panic!("after {got} replies: {e}"));
         assert_eq!(n, 48);
         assert_eq!((buf[0], buf[1]), (0x24, 10));
         let i = be64(&buf, 24).wrapping_sub(base);
@@ -893,7 +866,7 @@ fn wrong_origin_is_ignored() {
         r[24..32].copy_from_slice(&o.to_be_bytes());
         vec![r]
     });
-    let dir = tmp();
+    let dir = DataDir::new();
     let o = sntp(
         dir.path(),
         &[&fake.target(), "--timeout", "300ms", "-c", "2"],
@@ -917,7 +890,7 @@ fn wrong_origin_then_right_one_succeeds() {
         wrong[1] = 3; // tell the replies apart: a stale one would show stratum 3
         vec![wrong, right]
     });
-    let dir = tmp();
+    let dir = DataDir::new();
     let o = sntp(
         dir.path(),
         &[&fake.target(), "--timeout", "2s", "-c", "2", "--json"],
@@ -937,7 +910,7 @@ fn stale_replies_are_counted_even_when_a_good_one_follows() {
         wrong[24..32].copy_from_slice(&be64(&right, 24).wrapping_sub(1).to_be_bytes());
         vec![wrong, vec![0u8; 20], right]
     });
-    let dir = tmp();
+    let dir = DataDir::new();
     let o = sntp(
         dir.path(),
         &[&fake.target(), "--timeout", "2s", "-c", "2", "--json", "-v"],
@@ -951,7 +924,7 @@ fn stale_replies_are_counted_even_when_a_good_one_follows() {
 #[test]
 fn silent_server_times_out() {
     let fake = Fake::start(|_, _| Vec::new());
-    let dir = tmp();
+    let dir = DataDir::new();
     let t0 = Instant::now();
     let o = sntp(
         dir.path(),
@@ -977,7 +950,7 @@ fn silent_server_times_out() {
 #[test]
 fn truncated_replies_are_a_protocol_error() {
     let fake = Fake::start(|_, req| vec![good(req)[..20].to_vec()]);
-    let dir = tmp();
+    let dir = DataDir::new();
     let o = sntp(
         dir.path(),
         &[&fake.target(), "--timeout", "300ms", "-c", "2"],
@@ -991,7 +964,7 @@ fn truncated_replies_are_a_protocol_error() {
 fn unsynchronised_server_is_not_a_kiss() {
     // What chrony sends before it has a source: LI 3, stratum 0, refid 0.
     let fake = Fake::start(|_, req| vec![reply(req, 3, 4, 4, 0, [0; 4])]);
-    let dir = tmp();
+    let dir = DataDir::new();
     let o = sntp(dir.path(), &[&fake.target(), "--timeout", "2s", "-c", "2"]);
     let err = assert_fails(&o, 1, "protocol");
     assert!(err.contains("not synchronised"), "{}", show(&o));
@@ -1013,7 +986,7 @@ fn kod_deny_is_remembered() {
             good(req)
         }]
     });
-    let dir = tmp();
+    let dir = DataDir::new();
     let list = dir.path().join("sntp-kod.list");
     let o = sntp(dir.path(), &[&fake.target(), "--timeout", "2s", "-c", "3"]);
     let err = assert_fails(&o, 1, "protocol");
@@ -1048,7 +1021,7 @@ fn kod_deny_is_remembered() {
 #[test]
 fn kod_rstr_is_remembered_too() {
     let fake = Fake::start(|_, req| vec![kiss(req, 0, b"RSTR")]);
-    let dir = tmp();
+    let dir = DataDir::new();
     let o = sntp(dir.path(), &[&fake.target(), "--timeout", "2s", "-c", "2"]);
     assert!(
         assert_fails(&o, 1, "protocol").contains("RSTR"),
@@ -1067,7 +1040,7 @@ fn kod_rstr_is_remembered_too() {
 #[test]
 fn kod_deny_with_alarm_leap_is_a_kiss() {
     let fake = Fake::start(|_, req| vec![kiss(req, 3, b"DENY")]);
-    let dir = tmp();
+    let dir = DataDir::new();
     let o = sntp(dir.path(), &[&fake.target(), "--timeout", "2s", "-c", "2"]);
     let err = assert_fails(&o, 1, "protocol");
     assert!(err.contains("DENY"), "{}", show(&o));
@@ -1084,7 +1057,7 @@ fn kod_rate_then_good_replies() {
             good(req)
         }]
     });
-    let dir = tmp();
+    let dir = DataDir::new();
     let o = sntp(
         dir.path(),
         &[&fake.target(), "--timeout", "2s", "-c", "2", "--json"],
@@ -1125,7 +1098,7 @@ fn own_rate_limited_responder_slows_the_client_down() {
         },
     );
     let addr = srv.ntp_addr.unwrap().to_string();
-    let dir = tmp();
+    let dir = DataDir::new();
     let o = sntp(dir.path(), &[&addr, "-c", "3", "--timeout", "2s", "--json"]);
     assert_eq!(o.code, Some(0), "{}", show(&o));
     let v = json(&o);
@@ -1136,7 +1109,7 @@ fn own_rate_limited_responder_slows_the_client_down() {
 #[test]
 fn only_rate_kisses_is_not_a_timeout() {
     let fake = Fake::start(|_, req| vec![kiss(req, 0, b"RATE")]);
-    let dir = tmp();
+    let dir = DataDir::new();
     let o = sntp(dir.path(), &[&fake.target(), "--timeout", "2s", "-c", "1"]);
     let err = assert_fails(&o, 1, "protocol");
     assert!(err.contains("RATE"), "{}", show(&o));
@@ -1145,7 +1118,7 @@ fn only_rate_kisses_is_not_a_timeout() {
 #[test]
 fn unknown_kiss_code_is_a_bad_reply() {
     let fake = Fake::start(|_, req| vec![kiss(req, 0, b"XYZW")]);
-    let dir = tmp();
+    let dir = DataDir::new();
     let o = sntp(dir.path(), &[&fake.target(), "--timeout", "2s", "-c", "2"]);
     let err = assert_fails(&o, 1, "protocol");
     assert!(err.contains("kiss-o'-death XYZW"), "{}", show(&o));
@@ -1159,7 +1132,7 @@ fn a_kiss_code_with_terminal_escapes_is_shown_escaped() {
     // The kiss code is four bytes from the network: ESC [ 2 J would clear
     // the user's screen if printed raw.
     let fake = Fake::start(|_, req| vec![kiss(req, 0, b"\x1b[2J")]);
-    let dir = tmp();
+    let dir = DataDir::new();
     let o = sntp(dir.path(), &[&fake.target(), "--timeout", "2s", "-c", "1"]);
     let err = assert_fails(&o, 1, "protocol");
     assert!(err.contains("kiss-o'-death \\x1b[2J"), "{}", show(&o));
@@ -1192,7 +1165,7 @@ fn garbage_timestamps_are_bad_replies_not_an_offset() {
             _ => good(req),
         }]
     });
-    let dir = tmp();
+    let dir = DataDir::new();
     let o = sntp(
         dir.path(),
         &[
@@ -1244,7 +1217,7 @@ fn offset_sign_follows_the_server_clock() {
             };
             vec![reply_at(req, ntp_of(t), ntp_of(t))]
         });
-        let dir = tmp();
+        let dir = DataDir::new();
         let o = sntp(dir.path(), &[&fake.target(), "--timeout", "2s", "--json"]);
         assert_eq!(o.code, Some(0), "{}", show(&o));
         let v = json(&o);
@@ -1288,7 +1261,7 @@ fn server_hold_time_is_not_round_trip_delay() {
         let t = now_ntp();
         vec![reply_at(req, t, t)]
     });
-    let dir = tmp();
+    let dir = DataDir::new();
     let o = sntp(
         dir.path(),
         &[&held.target(), "--timeout", "2s", "-c", "2", "--json"],
@@ -1325,7 +1298,7 @@ fn bad_replies_are_named() {
             "version 5",
         ),
     ];
-    let dir = tmp();
+    let dir = DataDir::new();
     for (what, mangle, want) in cases {
         let fake = Fake::start(move |_, req| {
             let mut r = good(req);
@@ -1349,8 +1322,8 @@ fn bad_replies_are_named() {
 
 #[test]
 fn closed_port_is_refused() {
-    let port = free_udp_port();
-    let dir = tmp();
+    let port = closed_udp_port();
+    let dir = DataDir::new();
     let o = sntp(
         dir.path(),
         &[&format!("127.0.0.1:{port}"), "--timeout", "2s"],
@@ -1361,7 +1334,7 @@ fn closed_port_is_refused() {
 
 #[test]
 fn dns_family_and_bad_words() {
-    let dir = tmp();
+    let dir = DataDir::new();
     let o = sntp(dir.path(), &["nosuchhost.invalid", "--timeout", "1s"]);
     assert_fails(&o, 1, "dns");
     let o = sntp(dir.path(), &["nosuchhost.invalid", "--json"]);

@@ -13,28 +13,13 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// `netsh --data-dir DIR ARGS…` with no `NETSH_*` variables; stdout as JSON.
+use crate::common::{DataDir, json, netsh_in, show};
+
+/// `netsh --data-dir DIR ARGS…`, which must succeed; stdout as JSON.
 fn netsh_json(dir: &Path, args: &[&str]) -> Value {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_netsh"));
-    c.current_dir(dir).arg("--data-dir").arg(dir).args(args);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("NETSH_") {
-            c.env_remove(&k);
-        }
-    }
-    let out = c.output().expect("run netsh");
-    assert!(
-        out.status.success(),
-        "netsh {args:?} failed: {:?}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "netsh {args:?}: not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    let o = netsh_in(dir, args, None);
+    assert_eq!(o.code, Some(0), "netsh {args:?} failed:\n{}", show(&o));
+    json(&o)
 }
 
 /// `ip ARGS…` as JSON, or `None` when `ip` is missing and the test may be
@@ -278,7 +263,7 @@ fn differences(dir: &Path) -> Option<Vec<String>> {
 
 #[test]
 fn info_json_agrees_with_iproute2() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
     let Some(first) = differences(dir.path()) else {
         return;
     };
@@ -298,7 +283,7 @@ fn info_json_agrees_with_iproute2() {
 
 #[test]
 fn info_lo_has_the_loopback_address() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
     let v = netsh_json(dir.path(), &["info", "lo", "--json"]);
     let ifs = v["interfaces"].as_array().expect("interfaces");
     assert_eq!(ifs.len(), 1, "{v}");

@@ -6,175 +6,18 @@
 //! scrubbed environment, so neither the host's `NETSH_*` variables nor files
 //! left by another test can change what netsh sees.
 
-use std::io::{Read, Write};
-use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use serde_json::Value;
 
-/// Longest a single netsh run may take before the test fails.
-const TIMEOUT: Duration = Duration::from_secs(20);
+use crate::common::{DataDir, LIMIT, Output, bare_netsh, json, run, run_io, scrub_env};
 
-/// What one run produced.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// stdout as JSON; the test fails with the whole run on a parse error.
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {self:#?}"))
-    }
-
-    /// The stderr lines (without the newline).
-    fn err_lines(&self) -> Vec<&str> {
-        self.stderr.lines().collect()
-    }
-}
-
-/// A per-test data directory, also used as the working directory.
-struct Data {
-    dir: tempfile::TempDir,
-}
-
-impl Data {
-    fn new() -> Data {
-        Data {
-            dir: tempfile::tempdir().expect("create a temporary data dir"),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn conf(&self) -> PathBuf {
-        self.path().join("netsh.conf")
-    }
-
-    /// `netsh --data-dir DATA` in DATA with no `NETSH_*` variables; the caller
-    /// adds the command words and any extra environment.
-    fn cmd(&self) -> Command {
-        let mut c = bare(self.path());
-        c.arg("--data-dir").arg(self.path());
-        c
-    }
-
-    /// Run `netsh --data-dir DATA ARGS…` with no stdin.
-    fn run(&self, args: &[&str]) -> Run {
-        let mut c = self.cmd();
-        c.args(args);
-        run(c, None)
-    }
-
-    /// Run `netsh --data-dir DATA` (no command words) with `input` piped in.
-    fn session(&self, input: impl AsRef<[u8]>) -> Run {
-        run(self.cmd(), Some(input.as_ref()))
-    }
-
+impl DataDir {
     /// `settings --json` in a new process.
     fn settings(&self) -> Value {
         let r = self.run(&["settings", "--json"]);
-        assert_eq!(r.code, 0, "{r:#?}");
-        r.json()
-    }
-}
-
-/// The binary in `dir`, with every `NETSH_*` variable and `NO_COLOR` removed.
-fn bare(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_netsh"));
-    c.current_dir(dir);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("NETSH_") {
-            c.env_remove(&k);
-        }
-    }
-    c.env_remove("NO_COLOR");
-    c
-}
-
-/// Run `cmd` with `stdin` (or /dev/null), stdout and stderr captured.
-fn run(cmd: Command, stdin: Option<&[u8]>) -> Run {
-    run_io(cmd, stdin, Stdio::piped())
-}
-
-/// Run `cmd` under a hard [`TIMEOUT`] (a hung netsh is killed and the test
-/// fails), with `stdin` (or /dev/null) and stdout going to `stdout` (captured
-/// only when that is `Stdio::piped()`). Input is written from its own thread
-/// so a child that stops reading early, or writes a lot first, cannot
-/// deadlock the test.
-fn run_io(mut cmd: Command, stdin: Option<&[u8]>, stdout: Stdio) -> Run {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    cmd.stdout(stdout).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn netsh");
-    if let Some(bytes) = stdin {
-        let mut w = child.stdin.take().expect("stdin pipe");
-        let bytes = bytes.to_vec();
-        // A write error (netsh stopped reading after `exit`) is expected;
-        // dropping `w` closes the pipe: netsh's end of input.
-        thread::spawn(move || {
-            let _ = w.write_all(&bytes);
-        });
-    }
-    let (tx, rx) = mpsc::channel::<(bool, Vec<u8>)>();
-    let mut readers = 1;
-    if let Some(mut out) = child.stdout.take() {
-        let tx = tx.clone();
-        readers += 1;
-        thread::spawn(move || {
-            let mut b = Vec::new();
-            let _ = out.read_to_end(&mut b);
-            let _ = tx.send((true, b));
-        });
-    }
-    let mut err = child.stderr.take().expect("stderr pipe");
-    thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = err.read_to_end(&mut b);
-        let _ = tx.send((false, b));
-    });
-    // The pipes reach end-of-file when netsh exits (it starts no children).
-    let deadline = Instant::now() + TIMEOUT;
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    for _ in 0..readers {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok((true, b)) => out = b,
-            Ok((false, b)) => err = b,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "netsh {:?} did not finish within {TIMEOUT:?}; killed",
-                    cmd.get_args()
-                );
-            }
-        }
-    }
-    let status = child.wait().expect("wait for netsh");
-    let code = status.code().unwrap_or_else(|| {
-        panic!(
-            "netsh {:?} was killed by signal {:?}; stderr: {}",
-            cmd.get_args(),
-            status.signal(),
-            String::from_utf8_lossy(&err)
-        )
-    });
-    Run {
-        code,
-        stdout: String::from_utf8_lossy(&out).into_owned(),
-        stderr: String::from_utf8_lossy(&err).into_owned(),
+        assert_eq!(r.code, Some(0), "{r:#?}");
+        json(&r)
     }
 }
 
@@ -220,24 +63,24 @@ fn assert_lists_commands(listed: &[&str]) {
     }
 }
 
-fn assert_ok_quiet(r: &Run) {
-    assert_eq!(r.code, 0, "{r:#?}");
+fn assert_ok_quiet(r: &Output) {
+    assert_eq!(r.code, Some(0), "{r:#?}");
     assert_eq!(r.stderr, "", "{r:#?}");
 }
 
 /// One stderr line starting with `prefix`, nothing on stdout, exit status 2.
-fn assert_usage_failure(r: &Run, prefix: &str) {
-    assert_eq!(r.code, 2, "{r:#?}");
+fn assert_usage_failure(r: &Output, prefix: &str) {
+    assert_eq!(r.code, Some(2), "{r:#?}");
     assert_eq!(r.stdout, "", "{r:#?}");
-    let lines = r.err_lines();
+    let lines: Vec<&str> = r.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one error line: {r:#?}");
     assert!(lines[0].starts_with(prefix), "expected {prefix:?}…: {r:#?}");
 }
 
 /// `{"error": {"code": CODE, "message": "…", "hint": …}}` and nothing else.
-fn assert_json_error(r: &Run, code: &str) -> Value {
-    assert_ne!(r.code, 0, "{r:#?}");
-    let v = r.json();
+fn assert_json_error(r: &Output, code: &str) -> Value {
+    assert_ne!(r.code, Some(0), "{r:#?}");
+    let v = json(r);
     let top: Vec<&String> = v.as_object().expect("an object").keys().collect();
     assert_eq!(top, ["error"], "{v}");
     let e = &v["error"];
@@ -253,7 +96,7 @@ fn assert_json_error(r: &Run, code: &str) -> Value {
 
 #[test]
 fn version() {
-    let d = Data::new();
+    let d = DataDir::new();
     let r = d.run(&["--version"]);
     assert_ok_quiet(&r);
     assert_eq!(r.stdout, format!("netsh {}\n", env!("CARGO_PKG_VERSION")));
@@ -261,7 +104,7 @@ fn version() {
 
 #[test]
 fn top_level_help_lists_every_command() {
-    let d = Data::new();
+    let d = DataDir::new();
     let r = d.run(&["--help"]);
     assert_ok_quiet(&r);
     assert!(
@@ -286,7 +129,7 @@ fn top_level_help_lists_every_command() {
 
 #[test]
 fn command_help_flag() {
-    let d = Data::new();
+    let d = DataDir::new();
     let r = d.run(&["info", "--help"]);
     assert_ok_quiet(&r);
     assert!(
@@ -306,7 +149,7 @@ fn command_help_flag() {
 
 #[test]
 fn help_lists_every_command() {
-    let d = Data::new();
+    let d = DataDir::new();
     let r = d.run(&["help"]);
     assert_ok_quiet(&r);
     assert!(r.stdout.starts_with("Commands:\n"), "{}", r.stdout);
@@ -314,7 +157,7 @@ fn help_lists_every_command() {
     let help_line = r.stdout.lines().find(|l| l.starts_with("  help ")).unwrap();
     assert!(help_line.ends_with("(also: ?)"), "{help_line}");
 
-    let v = d.run(&["help", "--json"]).json();
+    let v = json(&d.run(&["help", "--json"]));
     let names: Vec<&str> = v["commands"]
         .as_array()
         .expect("commands array")
@@ -336,7 +179,7 @@ fn help_lists_every_command() {
 
 #[test]
 fn help_for_one_command() {
-    let d = Data::new();
+    let d = DataDir::new();
     let r = d.run(&["help", "set"]);
     assert_ok_quiet(&r);
     assert!(
@@ -351,7 +194,7 @@ fn help_for_one_command() {
     // The alias works too.
     assert_eq!(d.run(&["?", "set"]).stdout, r.stdout);
 
-    let v = d.run(&["help", "set", "--json"]).json();
+    let v = json(&d.run(&["help", "set", "--json"]));
     assert_eq!(v["command"], "set");
     assert_eq!(v["usage"], "set [OPTIONS] [KEY]");
     assert!(v["help"].as_str().unwrap().contains("sntp-server"), "{v}");
@@ -364,7 +207,7 @@ fn help_for_one_command() {
 
 #[test]
 fn info_one_shot() {
-    let d = Data::new();
+    let d = DataDir::new();
     let r = d.run(&["info"]);
     assert_ok_quiet(&r);
     let labels: Vec<&str> = r
@@ -382,7 +225,7 @@ fn info_one_shot() {
 
 #[test]
 fn info_one_interface() {
-    let d = Data::new();
+    let d = DataDir::new();
     let r = d.run(&["info", "lo"]);
     assert_ok_quiet(&r);
     // Interface heads look like "   1: lo         UP  loopback …".
@@ -412,7 +255,7 @@ fn info_one_interface() {
 
 #[test]
 fn info_unknown_interface() {
-    let d = Data::new();
+    let d = DataDir::new();
     let r = d.run(&["info", "no-such-iface"]);
     assert_usage_failure(&r, "error[bad-value]: no interface named 'no-such-iface'");
     // The hint lists the interfaces there are.
@@ -424,7 +267,7 @@ fn info_unknown_interface() {
 
 #[test]
 fn info_interface_name_with_escape_codes_is_shown_escaped() {
-    let d = Data::new();
+    let d = DataDir::new();
     let r = d.run(&["info", "\u{1b}[2Jx"]);
     assert_usage_failure(&r, "error[bad-value]: no interface named '\\x1b[2Jx'");
     assert!(!r.stderr.contains('\u{1b}'), "{r:#?}");
@@ -434,10 +277,10 @@ fn info_interface_name_with_escape_codes_is_shown_escaped() {
 
 #[test]
 fn info_json() {
-    let d = Data::new();
+    let d = DataDir::new();
     let r = d.run(&["info", "--json"]);
     assert_ok_quiet(&r);
-    let v = r.json();
+    let v = json(&r);
     assert!(v["hostname"].as_str().is_some_and(|h| !h.is_empty()), "{v}");
     let ifs = v["interfaces"].as_array().expect("interfaces");
     assert!(ifs.iter().any(|i| i["name"] == "lo"), "{v}");
@@ -446,37 +289,37 @@ fn info_json() {
         "{v}"
     );
 
-    let v = d.run(&["info", "lo", "--json"]).json();
+    let v = json(&d.run(&["info", "lo", "--json"]));
     let ifs = v["interfaces"].as_array().unwrap();
     assert_eq!(ifs.len(), 1, "{v}");
     assert_eq!(ifs[0]["name"], "lo");
     // --json may come before the interface name too.
     assert_eq!(
-        d.run(&["info", "--json", "lo"]).json()["interfaces"],
+        json(&d.run(&["info", "--json", "lo"]))["interfaces"],
         v["interfaces"]
     );
 }
 
 #[test]
 fn json_errors_are_json() {
-    let d = Data::new();
+    let d = DataDir::new();
     let r = d.run(&["info", "nosuch", "--json"]);
-    assert_eq!(r.code, 2);
+    assert_eq!(r.code, Some(2));
     let e = assert_json_error(&r, "bad-value");
     assert_eq!(e["message"], "no interface named 'nosuch'");
 
     let r = d.run(&["info", "--bogus", "--json"]);
-    assert_eq!(r.code, 2);
+    assert_eq!(r.code, Some(2));
     let e = assert_json_error(&r, "usage");
     assert!(e["message"].as_str().unwrap().contains("--bogus"), "{e}");
 
     let r = d.run(&["ifno", "--json"]);
-    assert_eq!(r.code, 2);
+    assert_eq!(r.code, Some(2));
     let e = assert_json_error(&r, "unknown-command");
     assert_eq!(e["hint"], "did you mean 'info'? (type 'help' for the list)");
 
     let r = d.run(&["set", "retries", "99", "--json"]);
-    assert_eq!(r.code, 2);
+    assert_eq!(r.code, Some(2));
     assert_json_error(&r, "bad-value");
 
     // Every one of them is in the error log, too.
@@ -488,11 +331,11 @@ fn json_errors_are_json() {
 
 #[test]
 fn unknown_command_suggests_and_is_logged() {
-    let d = Data::new();
+    let d = DataDir::new();
     let before = chrono::Utc::now();
     let r = d.run(&["ifno"]);
     let after = chrono::Utc::now();
-    assert_eq!(r.code, 2, "{r:#?}");
+    assert_eq!(r.code, Some(2), "{r:#?}");
     assert_eq!(r.stdout, "");
     assert_eq!(
         r.stderr,
@@ -518,7 +361,7 @@ fn unknown_command_suggests_and_is_logged() {
 
 #[test]
 fn set_timeout_persists_across_processes() {
-    let d = Data::new();
+    let d = DataDir::new();
     let r = d.run(&["set", "timeout", "2.5"]);
     assert_ok_quiet(&r);
     assert_eq!(r.stdout, "timeout = 2.5s  (was 3s; saved)\n");
@@ -552,8 +395,8 @@ fn set_timeout_persists_across_processes() {
 
 #[test]
 fn set_server_survives_with_default_port() {
-    let d = Data::new();
-    let v = d.run(&["set", "server", "10.1.2.3", "--json"]).json();
+    let d = DataDir::new();
+    let v = json(&d.run(&["set", "server", "10.1.2.3", "--json"]));
     assert_eq!(v["key"], "server");
     assert_eq!(v["value"], "10.1.2.3:5050");
     assert_eq!(v["previous"], "127.0.0.1:5050");
@@ -566,7 +409,7 @@ fn set_server_survives_with_default_port() {
 
 #[test]
 fn bad_values_are_rejected_and_change_nothing() {
-    let d = Data::new();
+    let d = DataDir::new();
     // Nothing is created by a failed `set` in an empty data dir.
     let r = d.run(&["set", "retries", "99"]);
     assert_usage_failure(
@@ -579,7 +422,7 @@ fn bad_values_are_rejected_and_change_nothing() {
         d.conf().display()
     );
 
-    assert_eq!(d.run(&["set", "timeout", "2.5"]).code, 0);
+    assert_eq!(d.run(&["set", "timeout", "2.5"]).code, Some(0));
     let before = std::fs::read(d.conf()).unwrap();
     let cases: [(&[&str], &str); 6] = [
         (&["timeout", "-1"], "'-1'"),
@@ -613,9 +456,9 @@ fn bad_values_are_rejected_and_change_nothing() {
 
 #[test]
 fn set_default_removes_the_key_from_the_file() {
-    let d = Data::new();
-    assert_eq!(d.run(&["set", "timeout", "2.5"]).code, 0);
-    assert_eq!(d.run(&["set", "retries", "3"]).code, 0);
+    let d = DataDir::new();
+    assert_eq!(d.run(&["set", "timeout", "2.5"]).code, Some(0));
+    assert_eq!(d.run(&["set", "retries", "3"]).code, Some(0));
     let r = d.run(&["set", "timeout", "default"]);
     assert_ok_quiet(&r);
     assert_eq!(r.stdout, "timeout = 3s  (was 2.5s; saved)\n");
@@ -630,36 +473,34 @@ fn set_default_removes_the_key_from_the_file() {
 
 #[test]
 fn environment_and_flag_layers() {
-    let d = Data::new();
-    assert_eq!(d.run(&["set", "timeout", "2.5"]).code, 0);
+    let d = DataDir::new();
+    assert_eq!(d.run(&["set", "timeout", "2.5"]).code, Some(0));
     let conf = std::fs::read(d.conf()).unwrap();
 
-    let mut c = d.cmd();
+    let mut c = d.cmd(&[]);
     c.env("NETSH_TIMEOUT", "750ms").args(["settings", "--json"]);
-    let r = run(c, None);
+    let r = run(c, None, LIMIT);
     assert_ok_quiet(&r);
-    let v = r.json();
+    let v = json(&r);
     assert_eq!(v["timeout"], 0.75);
     assert_eq!(v["sources"]["timeout"], "env");
 
     // A flag beats the environment, which beats the file.
-    let mut c = d.cmd();
+    let mut c = d.cmd(&[]);
     c.env("NETSH_TIMEOUT", "750ms")
         .args(["-o", "timeout=1s", "settings", "--json"]);
-    let v = run(c, None).json();
+    let v = json(&run(c, None, LIMIT));
     assert_eq!(v["timeout"], 1.0);
     assert_eq!(v["sources"]["timeout"], "flag");
 
-    let v = d
-        .run(&[
-            "-o",
-            "retries=4",
-            "--option",
-            "nodelay=off",
-            "settings",
-            "--json",
-        ])
-        .json();
+    let v = json(&d.run(&[
+        "-o",
+        "retries=4",
+        "--option",
+        "nodelay=off",
+        "settings",
+        "--json",
+    ]));
     assert_eq!(
         (v["retries"].clone(), v["nodelay"].clone()),
         (4.into(), false.into())
@@ -673,10 +514,10 @@ fn environment_and_flag_layers() {
     );
 
     // `set` while the environment overrides the key says so.
-    let mut c = d.cmd();
+    let mut c = d.cmd(&[]);
     c.env("NETSH_TIMEOUT", "750ms")
         .args(["set", "timeout", "2", "--json"]);
-    let v = run(c, None).json();
+    let v = json(&run(c, None, LIMIT));
     assert_eq!(v["value"], 2.0);
     assert!(
         v["note"]
@@ -688,7 +529,7 @@ fn environment_and_flag_layers() {
 
 #[test]
 fn bad_flags_and_environment() {
-    let d = Data::new();
+    let d = DataDir::new();
     let r = d.run(&["-o", "bogus=1", "settings"]);
     assert_usage_failure(&r, "error[usage]: -o bogus=1: unknown setting 'bogus'");
     let r = d.run(&["-o", "timeout", "settings"]);
@@ -697,13 +538,13 @@ fn bad_flags_and_environment() {
     assert_usage_failure(&r, "error[bad-value]: timeout: 'zz' is not a duration");
 
     // A bad environment value is a warning; the default stays.
-    let mut c = d.cmd();
+    let mut c = d.cmd(&[]);
     c.env("NETSH_RETRIES", "99").args(["settings", "--json"]);
-    let r = run(c, None);
-    assert_eq!(r.code, 0, "{r:#?}");
-    assert_eq!(r.json()["retries"], 1);
-    assert_eq!(r.json()["sources"]["retries"], "default");
-    let lines = r.err_lines();
+    let r = run(c, None, LIMIT);
+    assert_eq!(r.code, Some(0), "{r:#?}");
+    assert_eq!(json(&r)["retries"], 1);
+    assert_eq!(json(&r)["sources"]["retries"], "default");
+    let lines: Vec<&str> = r.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{r:#?}");
     assert!(
         lines[0].starts_with("warning: ") && lines[0].contains("NETSH_RETRIES"),
@@ -715,12 +556,12 @@ fn bad_flags_and_environment() {
 fn a_full_disk_on_set_keeps_the_old_settings_and_no_debris() {
     // The temporary file lands on /dev/full: every write is ENOSPC, as on a
     // full disk.
-    let d = Data::new();
+    let d = DataDir::new();
     std::fs::write(d.conf(), "retries = 4\n").unwrap();
     let tmp = d.path().join("netsh.conf.tmp");
     std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
-    let r = d.session("set retries 2\nsettings --json\n");
-    assert_eq!(r.code, 1, "{r:#?}");
+    let r = d.piped("set retries 2\nsettings --json\n");
+    assert_eq!(r.code, Some(1), "{r:#?}");
     assert!(
         r.stderr.lines().any(|l| l
             .starts_with("error[settings]: retries = 2 applied for this session but not saved")
@@ -737,27 +578,27 @@ fn a_full_disk_on_set_keeps_the_old_settings_and_no_debris() {
 #[test]
 fn netsh_own_bad_flags_are_one_line_or_json() {
     use std::os::unix::ffi::OsStrExt;
-    let d = Data::new();
+    let d = DataDir::new();
     let r = d.run(&["--max-operations", "abc", "-e", "1"]);
     assert_usage_failure(
         &r,
         "error[bad-value]: netsh: invalid value 'abc' for '--max-operations <N>'",
     );
-    let mut c = bare(d.path());
+    let mut c = bare_netsh(d.path());
     c.arg("--data-dir");
-    let r = run(c, None);
+    let r = run(c, None, LIMIT);
     assert_usage_failure(
         &r,
         "error[bad-value]: netsh: a value is required for '--data-dir <DIR>'",
     );
     // Invalid UTF-8 in an argument, with --json: a JSON error on stdout.
-    let mut c = d.cmd();
+    let mut c = d.cmd(&[]);
     c.arg("echo")
         .arg(std::ffi::OsStr::from_bytes(b"\xff"))
         .arg("--json");
-    let r = run(c, None);
-    assert_eq!(r.code, 2, "{r:#?}");
-    assert_eq!(r.json()["error"]["code"], "bad-value", "{r:#?}");
+    let r = run(c, None, LIMIT);
+    assert_eq!(r.code, Some(2), "{r:#?}");
+    assert_eq!(json(&r)["error"]["code"], "bad-value", "{r:#?}");
     // A command with subcommands keeps its usage on the one line.
     let r = d.run(&["serve", "--port", "abc"]);
     assert_usage_failure(
@@ -768,27 +609,27 @@ fn netsh_own_bad_flags_are_one_line_or_json() {
 
 #[test]
 fn netsh_home_is_the_data_dir() {
-    let home = Data::new();
-    let cwd = Data::new();
-    let mut c = bare(cwd.path());
+    let home = DataDir::new();
+    let cwd = DataDir::new();
+    let mut c = bare_netsh(cwd.path());
     c.env("NETSH_HOME", home.path())
         .args(["set", "retries", "5"]);
-    assert_ok_quiet(&run(c, None));
+    assert_ok_quiet(&run(c, None, LIMIT));
     assert!(home.conf().exists());
     assert!(!cwd.conf().exists());
     assert_eq!(home.settings()["retries"], 5);
 
     // Without either, the data dir is the working directory.
-    let mut c = bare(cwd.path());
+    let mut c = bare_netsh(cwd.path());
     c.args(["set", "retries", "6"]);
-    assert_ok_quiet(&run(c, None));
+    assert_ok_quiet(&run(c, None, LIMIT));
     assert!(cwd.conf().exists());
     assert_eq!(home.settings()["retries"], 5);
 }
 
 #[test]
 fn garbage_settings_file_warns_and_keeps_good_lines() {
-    let d = Data::new();
+    let d = DataDir::new();
     let mut junk: Vec<u8> = Vec::new();
     junk.extend_from_slice(b"\xff\xfe\x00\x01garbage\x00\n");
     junk.extend_from_slice(b"\x80\x81 = \xc3\x28\n");
@@ -812,8 +653,8 @@ fn garbage_settings_file_warns_and_keeps_good_lines() {
     std::fs::write(d.conf(), &junk).unwrap();
 
     let r = d.run(&["settings", "--json"]);
-    assert_eq!(r.code, 0, "{r:#?}");
-    let v = r.json();
+    assert_eq!(r.code, Some(0), "{r:#?}");
+    let v = json(&r);
     assert_eq!(v["retries"], 4);
     assert_eq!(v["sources"]["retries"], "file");
     for k in KEYS.iter().filter(|k| **k != "retries") {
@@ -821,7 +662,7 @@ fn garbage_settings_file_warns_and_keeps_good_lines() {
     }
     assert_eq!(v["timeout"], 3.0);
     assert_eq!(v["server"], "127.0.0.1:5050");
-    let lines = r.err_lines();
+    let lines: Vec<&str> = r.stderr.lines().collect();
     assert!(lines.len() >= 5, "{r:#?}");
     for l in &lines {
         assert!(l.starts_with("warning: "), "{l:?}");
@@ -841,9 +682,9 @@ fn garbage_settings_file_warns_and_keeps_good_lines() {
 
 #[test]
 fn escape_sequences_in_a_bad_option_are_not_echoed_raw() {
-    let d = Data::new();
+    let d = DataDir::new();
     let r = d.run(&["-o", "\x1b[2J=1", "info"]);
-    assert_eq!(r.code, 2, "{r:#?}");
+    assert_eq!(r.code, Some(2), "{r:#?}");
     assert!(!r.stderr.contains('\x1b'), "{r:#?}");
     assert!(r.stderr.contains("unknown setting '\\x1b[2J'"), "{r:#?}");
 }
@@ -852,15 +693,15 @@ fn escape_sequences_in_a_bad_option_are_not_echoed_raw() {
 fn a_settings_path_that_never_ends_warns_and_runs() {
     // /dev/zero has no length to check up front and reads forever: only a
     // capped read stops it.
-    let d = Data::new();
+    let d = DataDir::new();
     std::os::unix::fs::symlink("/dev/zero", d.conf()).unwrap();
     let r = d.run(&["settings", "--json"]);
-    assert_eq!(r.code, 0, "{r:#?}");
-    let v = r.json();
+    assert_eq!(r.code, Some(0), "{r:#?}");
+    let v = json(&r);
     for k in KEYS {
         assert_eq!(v["sources"][k], "default", "{k}: {v}");
     }
-    let lines = r.err_lines();
+    let lines: Vec<&str> = r.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{r:#?}");
     assert!(
         lines[0].starts_with("warning: error[settings]: settings file ")
@@ -871,15 +712,15 @@ fn a_settings_path_that_never_ends_warns_and_runs() {
 
 #[test]
 fn unreadable_settings_path_warns_and_runs() {
-    let d = Data::new();
+    let d = DataDir::new();
     std::fs::create_dir(d.conf()).unwrap();
     let r = d.run(&["settings", "--json"]);
-    assert_eq!(r.code, 0, "{r:#?}");
-    let v = r.json();
+    assert_eq!(r.code, Some(0), "{r:#?}");
+    let v = json(&r);
     for k in KEYS {
         assert_eq!(v["sources"][k], "default", "{k}: {v}");
     }
-    let lines = r.err_lines();
+    let lines: Vec<&str> = r.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{r:#?}");
     assert!(
         lines[0].starts_with("warning: ") && lines[0].contains("netsh.conf"),
@@ -887,14 +728,14 @@ fn unreadable_settings_path_warns_and_runs() {
     );
 
     // `set` applies for the session but cannot save: status 1, says why.
-    let r = d.session("set retries 2\nsettings --json\n");
-    assert_eq!(r.code, 1, "{r:#?}");
+    let r = d.piped("set retries 2\nsettings --json\n");
+    assert_eq!(r.code, Some(1), "{r:#?}");
     assert!(
         r.stderr.lines().any(|l| l
             .starts_with("error[settings]: retries = 2 applied for this session but not saved")),
         "{r:#?}"
     );
-    assert_eq!(r.json()["retries"], 2);
+    assert_eq!(json(&r)["retries"], 2);
 }
 
 // ---- piped sessions -------------------------------------------------------
@@ -908,8 +749,8 @@ fn last_json(stdout: &str) -> Value {
 
 #[test]
 fn piped_session_runs_every_line_plainly() {
-    let d = Data::new();
-    let r = d.session("info lo\nset retries 2\nsettings --json\n");
+    let d = DataDir::new();
+    let r = d.piped("info lo\nset retries 2\nsettings --json\n");
     assert_ok_quiet(&r);
     assert!(
         r.stdout.contains("inet  127.0.0.1/8 scope host"),
@@ -942,9 +783,9 @@ fn piped_session_runs_every_line_plainly() {
 
 #[test]
 fn piped_session_goes_on_after_a_failing_line() {
-    let d = Data::new();
-    let r = d.session("ifno\nset retries 5\n");
-    assert_eq!(r.code, 2, "{r:#?}");
+    let d = DataDir::new();
+    let r = d.piped("ifno\nset retries 5\n");
+    assert_eq!(r.code, Some(2), "{r:#?}");
     assert_eq!(
         r.stderr,
         "error[unknown-command]: unknown command 'ifno' — did you mean 'info'? (type 'help' for the list)\n"
@@ -955,10 +796,10 @@ fn piped_session_goes_on_after_a_failing_line() {
 
 #[test]
 fn piped_unbalanced_quote() {
-    let d = Data::new();
-    let r = d.session("set server \"10.0.0.1\nset retries 6\n");
-    assert_eq!(r.code, 2, "{r:#?}");
-    let lines = r.err_lines();
+    let d = DataDir::new();
+    let r = d.piped("set server \"10.0.0.1\nset retries 6\n");
+    assert_eq!(r.code, Some(2), "{r:#?}");
+    let lines: Vec<&str> = r.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{r:#?}");
     assert!(
         lines[0].starts_with("error[usage]: unbalanced quote"),
@@ -967,17 +808,17 @@ fn piped_unbalanced_quote() {
     assert_eq!(r.stdout, "retries = 6  (was 1; saved)\n");
     assert_eq!(d.settings()["server"], "127.0.0.1:5050");
     // A balanced quote is one word.
-    let r = d.session("set server \"10.0.0.1\"\n");
+    let r = d.piped("set server \"10.0.0.1\"\n");
     assert_ok_quiet(&r);
     assert_eq!(d.settings()["server"], "10.0.0.1:5050");
 }
 
 #[test]
 fn piped_invalid_utf8_line_is_skipped() {
-    let d = Data::new();
-    let r = d.session(b"\xff\xfe info\nset retries 7\n");
-    assert_eq!(r.code, 2, "{r:#?}");
-    let lines = r.err_lines();
+    let d = DataDir::new();
+    let r = d.piped(b"\xff\xfe info\nset retries 7\n");
+    assert_eq!(r.code, Some(2), "{r:#?}");
+    let lines: Vec<&str> = r.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{r:#?}");
     assert!(
         lines[0].starts_with("error[usage]: line 1 is not valid UTF-8"),
@@ -988,17 +829,17 @@ fn piped_invalid_utf8_line_is_skipped() {
 
 #[test]
 fn piped_over_long_line_is_skipped() {
-    let d = Data::new();
+    let d = DataDir::new();
     let mut input = b"set retries 3\n".to_vec();
     input.extend(std::iter::repeat_n(b'x', 100 * 1024));
     input.extend_from_slice(b"\nset retries 8\n");
-    let r = d.session(&input);
-    assert_eq!(r.code, 2, "{r:#?}");
+    let r = d.piped(&input);
+    assert_eq!(r.code, Some(2), "{r:#?}");
     assert_eq!(
         r.stdout,
         "retries = 3  (was 1; saved)\nretries = 8  (was 3; saved)\n"
     );
-    let lines = r.err_lines();
+    let lines: Vec<&str> = r.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{r:#?}");
     assert!(
         lines[0].starts_with("error[usage]: line 2 is longer than 65536 bytes; skipped"),
@@ -1012,13 +853,13 @@ fn piped_over_long_line_is_skipped() {
 
 #[test]
 fn piped_blank_lines_and_comments_do_nothing() {
-    let d = Data::new();
-    let r = d.session("\n   \n# set retries 9\n\t# another\n  #\nset retries 4\r\n\n");
+    let d = DataDir::new();
+    let r = d.piped("\n   \n# set retries 9\n\t# another\n  #\nset retries 4\r\n\n");
     assert_ok_quiet(&r);
     assert_eq!(r.stdout, "retries = 4  (was 1; saved)\n");
     assert_eq!(d.settings()["retries"], 4);
     // No input at all is a fine, empty session.
-    let r = d.session("");
+    let r = d.piped("");
     assert_ok_quiet(&r);
     assert_eq!(r.stdout, "");
 }
@@ -1026,23 +867,23 @@ fn piped_blank_lines_and_comments_do_nothing() {
 #[test]
 fn piped_exit_stops_reading() {
     for word in ["exit", "quit"] {
-        let d = Data::new();
-        let r = d.session(format!("set retries 3\n{word}\nset retries 9\nifno\n"));
+        let d = DataDir::new();
+        let r = d.piped(format!("set retries 3\n{word}\nset retries 9\nifno\n"));
         assert_ok_quiet(&r);
         assert_eq!(r.stdout, "retries = 3  (was 1; saved)\n", "{word}");
         assert_eq!(d.settings()["retries"], 3, "{word}");
     }
     // `exit` keeps the status of an earlier failure.
-    let d = Data::new();
-    let r = d.session("ifno\nexit\n");
-    assert_eq!(r.code, 2, "{r:#?}");
+    let d = DataDir::new();
+    let r = d.piped("ifno\nexit\n");
+    assert_eq!(r.code, Some(2), "{r:#?}");
 }
 
 // ---- output plumbing ------------------------------------------------------
 
 #[test]
 fn closed_stdout_ends_quietly() {
-    let d = Data::new();
+    let d = DataDir::new();
     let cases: [(&[&str], Option<&[u8]>); 5] = [
         (&["info"], None),
         (&["info", "--json"], None),
@@ -1054,10 +895,10 @@ fn closed_stdout_ends_quietly() {
         // The reading end is gone before netsh starts: every write gets EPIPE.
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let mut c = d.cmd();
+        let mut c = d.cmd(&[]);
         c.args(args);
-        let r = run_io(c, input, writer.into());
-        assert_eq!(r.code, 0, "netsh {args:?}: {r:#?}");
+        let r = run_io(c, input, writer.into(), LIMIT);
+        assert_eq!(r.code, Some(0), "netsh {args:?}: {r:#?}");
         assert!(!r.stderr.contains("panicked"), "netsh {args:?}: {r:#?}");
         assert_eq!(r.stderr, "", "netsh {args:?}");
     }
@@ -1065,20 +906,16 @@ fn closed_stdout_ends_quietly() {
 
 #[test]
 fn stdout_through_head() {
-    let d = Data::new();
+    let d = DataDir::new();
     let mut sh = Command::new("sh");
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("NETSH_") {
-            sh.env_remove(&k);
-        }
-    }
-    sh.current_dir(d.path())
+    scrub_env(&mut sh)
+        .current_dir(d.path())
         .env("NETSH_HOME", d.path())
         .arg("-c")
         .arg(r#"{ "$0" info; echo "netsh-status=$?" >&2; } | head -1"#)
         .arg(env!("CARGO_BIN_EXE_netsh"));
-    let r = run(sh, None);
-    assert_eq!(r.code, 0, "{r:#?}");
+    let r = run(sh, None, LIMIT);
+    assert_eq!(r.code, Some(0), "{r:#?}");
     assert!(r.stdout.starts_with("Host name"), "{r:#?}");
     assert_eq!(r.stdout.lines().count(), 1, "{r:#?}");
     assert!(!r.stderr.contains("panicked"), "{r:#?}");
@@ -1087,14 +924,14 @@ fn stdout_through_head() {
 
 #[test]
 fn no_escape_codes_without_a_terminal() {
-    let d = Data::new();
+    let d = DataDir::new();
     for no_color in [None, Some("1")] {
-        let mut c = d.cmd();
+        let mut c = d.cmd(&[]);
         c.env("TERM", "xterm-256color").args(["info"]);
         if let Some(v) = no_color {
             c.env("NO_COLOR", v);
         }
-        let r = run(c, None);
+        let r = run(c, None, LIMIT);
         assert_ok_quiet(&r);
         assert!(
             !r.stdout.contains('\u{1b}'),
@@ -1102,13 +939,13 @@ fn no_escape_codes_without_a_terminal() {
             r.stdout
         );
 
-        let mut c = d.cmd();
+        let mut c = d.cmd(&[]);
         c.env("TERM", "xterm-256color").args(["ifno"]);
         if let Some(v) = no_color {
             c.env("NO_COLOR", v);
         }
-        let r = run(c, None);
-        assert_eq!(r.code, 2);
+        let r = run(c, None, LIMIT);
+        assert_eq!(r.code, Some(2));
         assert!(
             !r.stderr.contains('\u{1b}'),
             "NO_COLOR={no_color:?}: {:?}",
@@ -1117,16 +954,14 @@ fn no_escape_codes_without_a_terminal() {
     }
 }
 
-// ---- known bugs (see the report that added this file) ---------------------
-// Each of these states the behaviour netsh should have and fails today; run
-// them with `cargo test --test cli -- --ignored`, and drop the `ignore` with
-// the fix.
+// ---- once known bugs (see the report that added this file) ---------------
+// Each of these states the behaviour netsh should have; they were `ignore`d
+// until the fix.
 
 #[test]
-
 fn socket_buffer_default_does_not_crash() {
-    let d = Data::new();
-    assert_eq!(d.run(&["set", "sndbuf", "64k"]).code, 0);
+    let d = DataDir::new();
+    assert_eq!(d.run(&["set", "sndbuf", "64k"]).code, Some(0));
     assert_eq!(d.settings()["sndbuf"], 65536);
     let r = d.run(&["set", "sndbuf", "default"]);
     assert_ok_quiet(&r);
@@ -1140,10 +975,10 @@ fn socket_buffer_default_does_not_crash() {
 
     let r = d.run(&["-o", "rcvbuf=default", "settings", "--json"]);
     assert_ok_quiet(&r);
-    let mut c = d.cmd();
+    let mut c = d.cmd(&[]);
     c.env("NETSH_SNDBUF", "default")
         .args(["settings", "--json"]);
-    assert_ok_quiet(&run(c, None));
+    assert_ok_quiet(&run(c, None, LIMIT));
     // The word `set` documents (BYTES|default) in the file must not stop netsh.
     std::fs::write(d.conf(), "rcvbuf = default\n").unwrap();
     let r = d.run(&["info", "lo"]);
@@ -1151,40 +986,36 @@ fn socket_buffer_default_does_not_crash() {
 }
 
 #[test]
-
 fn piped_line_of_exactly_max_line_bytes_is_accepted() {
-    let d = Data::new();
+    let d = DataDir::new();
     // A 65536-byte comment line, then a command.
     let mut input = b"#".to_vec();
     input.extend(std::iter::repeat_n(b'x', 64 * 1024 - 1));
     input.extend_from_slice(b"\nset retries 2\n");
-    let r = d.session(&input);
+    let r = d.piped(&input);
     assert_ok_quiet(&r);
 }
 
 #[test]
-
 fn help_names_each_alias_once() {
-    let d = Data::new();
+    let d = DataDir::new();
     let r = d.run(&["help"]);
     let exit = r.stdout.lines().find(|l| l.starts_with("  exit ")).unwrap();
     assert_eq!(exit.matches("quit").count(), 1, "{exit}");
 }
 
 #[test]
-
 fn negative_timeout_is_a_bad_value() {
-    let d = Data::new();
+    let d = DataDir::new();
     let r = d.run(&["set", "timeout", "-1"]);
     assert_usage_failure(&r, "error[bad-value]: timeout: '-1' is not a duration");
 }
 
 #[test]
-
 fn set_switch_accepts_what_the_file_accepts() {
-    let d = Data::new();
+    let d = DataDir::new();
     assert_eq!(
-        d.run(&["-o", "nodelay=no", "settings", "--json"]).json()["nodelay"],
+        json(&d.run(&["-o", "nodelay=no", "settings", "--json"]))["nodelay"],
         false
     );
     for word in ["no", "false", "0", "OFF"] {
@@ -1199,10 +1030,9 @@ fn set_switch_accepts_what_the_file_accepts() {
 }
 
 #[test]
-
 fn bad_option_with_json_is_a_json_error() {
-    let d = Data::new();
+    let d = DataDir::new();
     let r = d.run(&["-o", "bogus=1", "settings", "--json"]);
-    assert_eq!(r.code, 2);
+    assert_eq!(r.code, Some(2));
     assert_json_error(&r, "usage");
 }

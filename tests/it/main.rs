@@ -1,0 +1,43 @@
+//! netsh's integration tests: one test binary, a module per area, all
+//! against the real binary (`CARGO_BIN_EXE_netsh`) or an in-process server,
+//! over real sockets on loopback.
+//!
+//! - `common`: the shared helpers (servers, running the binary, reading
+//!   its output, the "a fresh client is still served" check, the pty);
+//! - `chat`: the chat room, its log, the `netsh chat` client and the
+//!   server's operator;
+//! - `cli`: argv, `--json`, exit statuses, settings layers, piped sessions,
+//!   broken input and a closed stdout;
+//! - `echo`: the echo protocol on exact bytes (TCP, STREAM, UDP) and the
+//!   `netsh echo` command (single, probes, bulk) against good and fake
+//!   servers;
+//! - `info`: `netsh info --json` against iproute2's view of this machine;
+//! - `netns`: a fixture of network namespaces (multi-hop chains), with
+//!   tests of the fixture itself;
+//! - `scripts`: rhai scripts (`run`, `-e`), their sandbox limits, and the
+//!   scripts shipped in scripts/;
+//! - `server_limits`: the server's limits (long lines, clients that never
+//!   read, churn, idle timeout, `--max-clients`, out of fds, hostile bytes,
+//!   shutdown by signal);
+//! - `shell`: the interactive shell on a pseudo-terminal;
+//! - `sntp`: the SNTP client and responder, against each other, standard
+//!   clients, chronyd and fake servers;
+//! - `budgets`: CPU, memory and speed budgets, `#[ignore]`d so the normal
+//!   run skips them (timing on a shared machine); `scripts/test` runs them
+//!   serially afterwards.
+//!
+//! One module: `cargo test --test it echo::`; one test:
+//! `cargo test --test it echo::seed_example_end_to_end -- --exact`; the
+//! budgets: `cargo test --test it budgets:: -- --ignored --test-threads=1`.
+
+mod budgets;
+mod chat;
+mod cli;
+mod common;
+mod echo;
+mod info;
+mod netns;
+mod scripts;
+mod server_limits;
+mod shell;
+mod sntp;
