@@ -46,11 +46,13 @@ pub enum ErrorKind {
     Interrupted,
     /// A script failed (syntax, runtime, or a sandbox limit).
     Script,
+    /// The system refused this process something it needs (a raw socket).
+    Permission,
 }
 
 impl ErrorKind {
     /// Every kind, for looking one up by its code.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::Usage,
         ErrorKind::UnknownCommand,
         ErrorKind::BadValue,
@@ -65,6 +67,7 @@ impl ErrorKind {
         ErrorKind::Io,
         ErrorKind::Interrupted,
         ErrorKind::Script,
+        ErrorKind::Permission,
     ];
 
     /// The kind with this code.
@@ -89,6 +92,7 @@ impl ErrorKind {
             ErrorKind::Io => "io",
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::Script => "script",
+            ErrorKind::Permission => "permission-denied",
         }
     }
 
@@ -203,7 +207,7 @@ impl Error {
 }
 
 /// The OS message without Rust's " (os error N)" suffix, lower-cased first letter.
-fn io_reason(e: &io::Error) -> String {
+pub fn io_reason(e: &io::Error) -> String {
     let s = e.to_string();
     let s = match s.find(" (os error") {
         Some(i) => s[..i].to_string(),

@@ -130,6 +130,9 @@ fn main() -> ExitCode {
 
     let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from("."));
     let (mut session, mut warnings) = Session::new(&data_dir, Paint::detect(), interrupt);
+    // Ctrl-\ (SIGQUIT) while a probe loop runs prints its statistics so far.
+    let _ =
+        signal_hook::flag::register(signal_hook::consts::SIGQUIT, Arc::clone(&session.progress));
     for o in &cli.options {
         let applied = match o.split_once('=') {
             Some((k, v)) => match Key::from_name(k) {

@@ -22,6 +22,10 @@ pub enum Report {
     Help(cmd::help::HelpReport),
     /// `echo`.
     Echo(cmd::echo::EchoReport),
+    /// `ping`.
+    Ping(cmd::ping::PingReport),
+    /// `tcping`.
+    Tcping(cmd::tcping::TcpingReport),
     /// `sntp`.
     Sntp(cmd::sntp::SntpReport),
     /// `chat`.
@@ -44,6 +48,8 @@ impl Report {
             Report::Help(r) => r.render(p),
             Report::Serve(r) => r.render(p),
             Report::Echo(r) => r.render(p),
+            Report::Ping(r) => r.render(p),
+            Report::Tcping(r) => r.render(p),
             Report::Sntp(r) => r.render(p),
             Report::Run(r) => r.render(p),
             Report::Chat(r) => r.render(p),
@@ -57,7 +63,8 @@ impl Report {
     pub fn failure(&self) -> Option<crate::error::Error> {
         match self {
             Report::Echo(r) => r.failure(),
-
+            Report::Ping(r) => r.failure(),
+            Report::Tcping(r) => r.failure(),
             _ => None,
         }
     }

@@ -102,6 +102,12 @@ pub trait Terminal: Send {
     /// Does nothing where stdin holds something else (commands, nothing).
     fn operator_input(&self, say: Box<dyn Fn(&str) -> bool + Send>);
 
+    /// Columns of the terminal, where output goes to one (a live view fits
+    /// its lines to it).
+    fn width(&self) -> Option<usize> {
+        None
+    }
+
     /// Every line left, at most [`MAX_INPUT_LINES`] of them (a one-shot
     /// `chat` with its lines piped in).
     ///
@@ -182,6 +188,9 @@ pub struct Session {
     pub paint: Paint,
     /// Set by SIGINT (Ctrl-C while a command runs); long commands poll it.
     pub interrupt: Arc<AtomicBool>,
+    /// Set by SIGQUIT (Ctrl-\\ while a command runs): a probe loop prints
+    /// its statistics so far and goes on, as ping does.
+    pub progress: Arc<AtomicBool>,
     /// Whether the running command may stream progress lines (off for `--json`).
     pub streaming: bool,
     /// Which front end runs the commands.
@@ -211,6 +220,7 @@ impl Session {
             paths,
             paint,
             interrupt,
+            progress: Arc::new(AtomicBool::new(false)),
             streaming: true,
             frontend: Frontend::OneShot,
             server: None,
@@ -236,6 +246,7 @@ impl Session {
             paths: self.paths.clone(),
             paint: self.paint,
             interrupt: Arc::clone(&self.interrupt),
+            progress: Arc::clone(&self.progress),
             streaming: self.streaming,
             frontend: self.frontend,
             server: None,

@@ -1,55 +1,165 @@
 //! Round-trip statistics as `ping` prints them (min/avg/max/mdev) plus
-//! percentiles. Pure functions over milliseconds.
+//! percentiles to p99.9, kept in bounded memory: [`Rtt`] records each RTT
+//! into an HDR histogram (3 significant digits, 1 µs to 1 h: about 100 KB
+//! whatever the count) and running sums for the mean and deviation, which
+//! are exact. Pure computation over milliseconds.
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// Summary of a set of round-trip times, in milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RttStats {
-    /// Fastest.
+    /// Fastest (exact).
     pub min: f64,
-    /// Mean.
+    /// Mean (exact).
     pub avg: f64,
-    /// Slowest.
+    /// Slowest (exact).
     pub max: f64,
-    /// Mean deviation as ping computes it: sqrt(mean(x²) − mean(x)²).
+    /// Mean deviation as ping computes it: sqrt(mean(x²) − mean(x)²) (exact).
     pub mdev: f64,
-    /// Median (nearest rank).
+    /// Median, to 3 significant digits.
     pub p50: f64,
-    /// 90th percentile (nearest rank).
+    /// 90th percentile, to 3 significant digits.
     pub p90: f64,
-    /// 99th percentile (nearest rank).
+    /// 99th percentile, to 3 significant digits.
     pub p99: f64,
+    /// 99.9th percentile, to 3 significant digits.
+    pub p99_9: f64,
 }
 
-/// Summarise; `None` when there is nothing to summarise.
+impl RttStats {
+    /// The two lines ping-like commands print: `rtt min/avg/max/mdev = …`
+    /// as iputils does, then the percentiles.
+    pub fn text(&self) -> String {
+        format!(
+            "rtt min/avg/max/mdev = {:.3}/{:.3}/{:.3}/{:.3} ms\nrtt p50/p90/p99/p99.9 = {:.3}/{:.3}/{:.3}/{:.3} ms",
+            self.min, self.avg, self.max, self.mdev, self.p50, self.p90, self.p99, self.p99_9
+        )
+    }
+}
+
+/// An RTT as iputils prints one reply's: three significant decimals below
+/// 1 ms, fewer above (`0.045`, `1.23`, `12.3`, `123`).
+pub fn reply_ms(ms: f64) -> String {
+    if ms >= 99.95 {
+        format!("{ms:.0}")
+    } else if ms >= 9.995 {
+        format!("{ms:.1}")
+    } else if ms >= 1.0 {
+        format!("{ms:.2}")
+    } else {
+        format!("{ms:.3}")
+    }
+}
+
+/// A percentage as iputils prints loss (`%g`): `0`, `20`, `33.3333`.
+pub fn pct(p: f64) -> String {
+    let s = format!("{p:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() {
+        "0".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Largest RTT the histogram tells apart, in µs (an hour: the longest
+/// timeout); longer ones count as this.
+const MAX_US: u64 = 3_600_000_000;
+
+/// RTTs recorded one at a time, in constant memory.
+#[derive(Debug, Clone)]
+pub struct Rtt {
+    hist: Option<Histogram<u32>>,
+    n: u64,
+    sum: f64,
+    sum_sq: f64,
+    min: f64,
+    max: f64,
+    last: Option<f64>,
+}
+
+impl Default for Rtt {
+    fn default() -> Self {
+        Rtt {
+            // Bounds and precision are constants that hdrhistogram accepts;
+            // without the histogram only the percentiles would be missing.
+            hist: Histogram::new_with_bounds(1, MAX_US, 3).ok(),
+            n: 0,
+            sum: 0.0,
+            sum_sq: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            last: None,
+        }
+    }
+}
+
+impl Rtt {
+    /// Record one RTT in milliseconds (non-finite values are ignored).
+    pub fn record(&mut self, ms: f64) {
+        if !ms.is_finite() || ms < 0.0 {
+            return;
+        }
+        self.n += 1;
+        self.sum += ms;
+        self.sum_sq += ms * ms;
+        self.min = self.min.min(ms);
+        self.max = self.max.max(ms);
+        self.last = Some(ms);
+        if let Some(h) = self.hist.as_mut() {
+            let us = (ms * 1e3).round().clamp(1.0, MAX_US as f64) as u64;
+            h.saturating_record(us);
+        }
+    }
+
+    /// How many were recorded.
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+
+    /// The most recent one.
+    pub fn last(&self) -> Option<f64> {
+        self.last
+    }
+
+    /// The summary; `None` when nothing was recorded.
+    pub fn summary(&self) -> Option<RttStats> {
+        if self.n == 0 {
+            return None;
+        }
+        let n = self.n as f64;
+        let avg = self.sum / n;
+        let q = |p: f64| {
+            self.hist
+                .as_ref()
+                .map_or(f64::NAN, |h| {
+                    h.median_equivalent(h.value_at_quantile(p)) as f64 / 1e3
+                })
+                // The histogram rounds to its buckets; the exact ends bound it.
+                .clamp(self.min, self.max)
+        };
+        Some(RttStats {
+            min: self.min,
+            avg,
+            max: self.max,
+            mdev: (self.sum_sq / n - avg * avg).max(0.0).sqrt(),
+            p50: q(0.50),
+            p90: q(0.90),
+            p99: q(0.99),
+            p99_9: q(0.999),
+        })
+    }
+}
+
+/// Summarise a slice of RTTs; `None` when there is nothing to summarise.
 pub fn summarize(rtts: &[f64]) -> Option<RttStats> {
-    if rtts.is_empty() {
-        return None;
+    let mut r = Rtt::default();
+    for &x in rtts {
+        r.record(x);
     }
-    let mut v: Vec<f64> = rtts.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len() as f64;
-    let avg = v.iter().sum::<f64>() / n;
-    let sq = v.iter().map(|x| x * x).sum::<f64>() / n;
-    Some(RttStats {
-        min: v[0],
-        avg,
-        max: v[v.len() - 1],
-        mdev: (sq - avg * avg).max(0.0).sqrt(),
-        p50: percentile(&v, 50.0),
-        p90: percentile(&v, 90.0),
-        p99: percentile(&v, 99.0),
-    })
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    r.summary()
 }
 
 #[cfg(test)]
@@ -58,12 +168,21 @@ mod tests {
 
     #[test]
     fn known_sequence() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        let v: Vec<f64> = (1..=1000).map(f64::from).collect();
         let s = summarize(&v).unwrap();
-        assert_eq!((s.min, s.max, s.avg), (1.0, 100.0, 50.5));
-        assert_eq!((s.p50, s.p90, s.p99), (50.0, 90.0, 99.0));
-        // Population standard deviation of 1..=100.
-        assert!((s.mdev - 28.866_070_047_722_12).abs() < 1e-9, "{}", s.mdev);
+        assert_eq!((s.min, s.max, s.avg), (1.0, 1000.0, 500.5));
+        // Nearest rank, to 3 significant digits (within 0.1 %).
+        let near = |got: f64, want: f64| (got - want).abs() <= want * 1e-3;
+        for (got, want) in [
+            (s.p50, 500.0),
+            (s.p90, 900.0),
+            (s.p99, 990.0),
+            (s.p99_9, 999.0),
+        ] {
+            assert!(near(got, want), "{got} for {want}");
+        }
+        // Population standard deviation of 1..=1000.
+        assert!((s.mdev - 288.674_990_257_210_7).abs() < 1e-6, "{}", s.mdev);
     }
 
     #[test]
@@ -74,5 +193,19 @@ mod tests {
         assert_eq!(s.p50, 0.2);
         assert_eq!(summarize(&[]), None);
         assert_eq!(summarize(&[5.0]).unwrap().mdev, 0.0);
+        assert_eq!(summarize(&[f64::NAN]), None);
+    }
+
+    #[test]
+    fn a_million_in_constant_memory_and_three_digits() {
+        let mut r = Rtt::default();
+        for i in 0..1_000_000u64 {
+            r.record(0.020 + (i % 1000) as f64 * 0.001); // 20 µs … 1.019 ms
+        }
+        assert_eq!(r.count(), 1_000_000);
+        let s = r.summary().unwrap();
+        assert!((s.p50 - 0.519).abs() <= 0.001, "{}", s.p50);
+        assert!((s.p99_9 - 1.018).abs() <= 0.002, "{}", s.p99_9);
+        assert!((s.min - 0.020).abs() < 1e-12 && (s.max - 1.019).abs() < 1e-9);
     }
 }

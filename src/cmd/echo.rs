@@ -4,7 +4,7 @@
 //!   comparison (first differing byte offset, exit status 3 on a mismatch);
 //! - probe mode (`-c`, `-i`, `-s`, `-w`, `--udp`), like ping: a line per
 //!   probe, then loss/corrupt/duplicate/reordered and RTT min/avg/max/mdev
-//!   and p50/p90/p99. Each probe waits at most `set timeout`;
+//!   and p50/p90/p99/p99.9. Each probe waits at most `set timeout`;
 //! - `--bulk` (`-t`/`-n`, `-P`), like iperf3: per-second lines and a total,
 //!   every byte checked.
 
@@ -163,11 +163,13 @@ impl Command for Echo {
             }
             let plan = Plan {
                 count: a.count.unwrap_or(DEFAULT_COUNT),
+                first_seq: 0,
                 interval: a.interval,
                 deadline: a.deadline,
                 timeout: ctx.timeout,
                 // One probe in flight: the next waits for this one's answer.
                 await_previous: Some(ctx.timeout),
+                progress: None,
             };
             probes(&ep, &plan, a.size as usize, a.udp, ctx, s)?
         };
@@ -481,10 +483,8 @@ impl EchoReport {
                     r.summary.transmitted, r.summary.received, r.summary.corrupt, r.summary.duplicate, r.summary.reordered, r.summary.time_ms
                 ));
                 if let Some(s) = &r.summary.rtt {
-                    out.push_str(&format!(
-                        "\nrtt min/avg/max/mdev = {:.3}/{:.3}/{:.3}/{:.3} ms\nrtt p50/p90/p99 = {:.3}/{:.3}/{:.3} ms",
-                        s.min, s.avg, s.max, s.mdev, s.p50, s.p90, s.p99
-                    ));
+                    out.push('\n');
+                    out.push_str(&s.text());
                 }
                 if r.summary.interrupted {
                     out.push_str(&p.yellow("\n(interrupted)"));

@@ -12,10 +12,12 @@ pub mod echo;
 pub mod exit;
 pub mod help;
 pub mod info;
+pub mod ping;
 pub mod run;
 pub mod serve;
 pub mod set;
 pub mod sntp;
+pub mod tcping;
 
 use clap::{Arg, ArgAction, ArgMatches};
 
@@ -57,6 +59,8 @@ pub trait Command: Sync {
 pub static COMMANDS: &[&dyn Command] = &[
     &info::Info,
     &echo::Echo,
+    &ping::PingCmd,
+    &tcping::TcpingCmd,
     &sntp::Sntp,
     &chat::Chat,
     &serve::Serve,

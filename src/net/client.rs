@@ -62,6 +62,60 @@ pub fn resolve(ep: &Endpoint, ctx: ClientCtx<'_>) -> Result<Vec<SocketAddr>> {
     ep.resolve_within(ctx.timeout, Some(ctx.interrupt))
 }
 
+/// Which address family a command may use (`-4`, `-6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Family {
+    /// Either; IPv4 first where both resolve.
+    #[default]
+    Any,
+    /// IPv4 only.
+    V4,
+    /// IPv6 only.
+    V6,
+}
+
+impl Family {
+    /// From `-4` / `-6` flags (clap makes them exclusive).
+    pub fn from_flags(v4: bool, v6: bool) -> Family {
+        match (v4, v6) {
+            (true, _) => Family::V4,
+            (_, true) => Family::V6,
+            _ => Family::Any,
+        }
+    }
+
+    fn admits(self, a: &SocketAddr) -> bool {
+        match self {
+            Family::Any => true,
+            Family::V4 => a.is_ipv4(),
+            Family::V6 => a.is_ipv6(),
+        }
+    }
+}
+
+/// Resolve `ep` to the first address of `family`.
+///
+/// # Errors
+/// `dns` when it does not resolve, or resolves only to the other family;
+/// `interrupted` on Ctrl-C.
+pub fn resolve_one(ep: &Endpoint, family: Family, ctx: ClientCtx<'_>) -> Result<SocketAddr> {
+    let addrs = resolve(ep, ctx)?;
+    addrs
+        .iter()
+        .copied()
+        .find(|a| family.admits(a))
+        .ok_or_else(|| {
+            let want = if family == Family::V6 { "IPv6" } else { "IPv4" };
+            Error::new(ErrorKind::Dns, format!("{} has no {want} address", ep.host)).with_hint(
+                if family == Family::V6 {
+                    "drop -6, or use an IPv6 address"
+                } else {
+                    "drop -4, or use an IPv4 address"
+                },
+            )
+        })
+}
+
 /// Connect to the first address of `ep` that answers. Returns the stream,
 /// the address and the connect time (resolution not included).
 ///

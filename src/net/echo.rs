@@ -125,7 +125,13 @@ impl Transport for TcpEcho {
                                     ));
                                 };
                                 let (seq, kind) = self.judge(text);
-                                out.push(Answer { seq, at, kind });
+                                out.push(Answer {
+                                    seq,
+                                    at,
+                                    kind,
+                                    from: None,
+                                    ttl: None,
+                                });
                             }
                             Frame::Incomplete => break,
                             Frame::TooLong => {
@@ -209,7 +215,13 @@ impl Transport for UdpEcho {
                     // Datagrams that are not our probes are not answers.
                     if let Some(seq) = proto::udp_probe_seq(d).filter(|&s| s <= self.last_sent) {
                         let kind = compare(&proto::udp_probe(seq, self.size), d);
-                        out.push(Answer { seq, at, kind });
+                        out.push(Answer {
+                            seq,
+                            at,
+                            kind,
+                            from: None,
+                            ttl: None,
+                        });
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),

@@ -7,8 +7,11 @@ pub mod addr;
 pub mod bulk;
 pub mod client;
 pub mod echo;
+pub mod ping;
 pub mod probe;
 pub mod sntp;
+pub mod sock;
 pub mod sockopt;
+pub mod tcping;
 
 pub use addr::Endpoint;

@@ -17,6 +17,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Registry, Token};
@@ -24,7 +27,7 @@ use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::client::{self, ClientCtx};
-use crate::stats::{RttStats, summarize};
+use crate::stats::{Rtt, RttStats};
 
 /// Probes kept one by one in the result (the most recent); the counts and
 /// the RTT summary cover every probe.
@@ -35,6 +38,9 @@ pub const MAX_KEPT: usize = 10_000;
 pub struct Plan {
     /// Probes to send.
     pub count: u64,
+    /// The number of the first probe (0 for `echo`, 1 for `ping`'s
+    /// `icmp_seq` and the commands that follow it).
+    pub first_seq: u64,
     /// Time between the starts of two probes.
     pub interval: Duration,
     /// Stop after this long, whatever the count.
@@ -44,6 +50,9 @@ pub struct Plan {
     /// Before sending the next probe, wait at most this long for the
     /// previous one to be settled (`None`: send on the interval alone).
     pub await_previous: Option<Duration>,
+    /// Raised (by SIGQUIT, Ctrl-\\) to ask for the statistics so far: the
+    /// loop lowers it and reports [`Event::Progress`].
+    pub progress: Option<Arc<AtomicBool>>,
 }
 
 /// How one probe ended.
@@ -56,6 +65,10 @@ pub enum Status {
     Lost,
     /// Answered with different bytes.
     Corrupt,
+    /// The port refused (a TCP reset): the host answers, nothing listens.
+    Refused,
+    /// An error came back instead (ICMP unreachable, a TCP connect error).
+    Error,
 }
 
 /// What happened to one probe.
@@ -71,6 +84,15 @@ pub struct Probe {
     pub status: Status,
     /// For a corrupt answer: offset of the first differing byte.
     pub first_difference: Option<usize>,
+    /// Who answered, where it is not the target (an ICMP error's sender).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<IpAddr>,
+    /// The answer's TTL (hop limit), where the transport sees it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u8>,
+    /// What the error said (`Destination Host Unreachable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What an answer says about its probe.
@@ -83,6 +105,13 @@ pub enum AnswerKind {
         /// Offset of the first differing byte.
         first_difference: usize,
     },
+    /// The port refused: the host is there, nothing listens.
+    Refused,
+    /// An error came back instead of an answer.
+    Error {
+        /// What it said.
+        what: String,
+    },
 }
 
 /// One answer read by a transport.
@@ -94,6 +123,10 @@ pub struct Answer {
     pub at: Instant,
     /// What it says.
     pub kind: AnswerKind,
+    /// Who sent it, where that is worth saying (an ICMP error's router).
+    pub from: Option<IpAddr>,
+    /// Its TTL (hop limit), where the transport sees it.
+    pub ttl: Option<u8>,
 }
 
 /// How probes travel. The loop owns the poll; a transport owns its sockets.
@@ -114,6 +147,28 @@ pub trait Transport {
     /// # Errors
     /// A socket error that ends the run (the peer refused or closed).
     fn ready(&mut self, token: Token, registry: &Registry, out: &mut Vec<Answer>) -> Result<()>;
+    /// Answers that may already wait without the poll having said so (a
+    /// connect refused in the call itself; a loopback reply, which is there
+    /// before the send returns): called after every send, so a fast answer
+    /// costs no poll. Must leave the sockets drained, as `ready` does.
+    ///
+    /// # Errors
+    /// As `ready`.
+    fn pending(&mut self, _registry: &Registry, _out: &mut Vec<Answer>) -> Result<()> {
+        Ok(())
+    }
+    /// Probe `seq` is settled (answered or given up): free what it holds.
+    fn forget(&mut self, _seq: u64, _registry: &Registry) {}
+    /// Whether the loop needs readiness events now: `false` when every
+    /// probe was answered right after its send (a transport may leave the
+    /// poll, sparing the kernel a wake-up per reply), `true` before the loop
+    /// waits on the poll for answers.
+    ///
+    /// # Errors
+    /// The registry's error.
+    fn watch(&mut self, _registry: &Registry, _needed: bool) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Something the caller may show while the run goes on.
@@ -125,6 +180,10 @@ pub enum Event<'a> {
     Duplicate(u64),
     /// An answer came for a probe already given up.
     Late(u64),
+    /// The next probe leaves while this one has no answer yet (`ping -O`).
+    Outstanding(u64),
+    /// The statistics so far, when [`Plan::progress`] asked.
+    Progress(&'a Summary),
 }
 
 /// The statistics of a run.
@@ -134,10 +193,17 @@ pub struct Summary {
     pub transmitted: u64,
     /// Probes answered intact in time.
     pub received: u64,
-    /// Lost probes, percent of those sent (corrupt ones are not lost).
+    /// Probes sent that got no intact answer, percent of those sent (as
+    /// ping counts: corrupt, refused and errors are not received).
     pub loss_pct: f64,
+    /// Probes with no answer at all in time.
+    pub lost: u64,
     /// Probes answered with different bytes.
     pub corrupt: u64,
+    /// Probes the port refused (TCP reset).
+    pub refused: u64,
+    /// Probes answered by an error (ICMP unreachable and the like).
+    pub errors: u64,
     /// Answers received twice.
     pub duplicate: u64,
     /// Answers that arrived after a later probe's (or after the probe was
@@ -176,12 +242,17 @@ pub fn run(
         answered: Window::default(),
         newest_answered: None,
         kept: VecDeque::new(),
-        rtts: Vec::new(),
-        transmitted: 0,
+        rtt: Rtt::default(),
+        sent: 0,
+        first: plan.first_seq,
+        lost: 0,
         corrupt: 0,
+        refused: 0,
+        errors: 0,
         duplicate: 0,
         reordered: 0,
         bytes,
+        settled_now: Vec::new(),
     };
     let mut last_sent: Option<Instant> = None;
     let mut interrupted = false;
@@ -189,6 +260,11 @@ pub fn run(
         if ctx.interrupted() {
             interrupted = true;
             break;
+        }
+        if let Some(flag) = &plan.progress
+            && flag.swap(false, Ordering::Relaxed)
+        {
+            on_event(&Event::Progress(&r.summary(start, false)));
         }
         let now = Instant::now();
         let over = end.is_some_and(|e| now >= e);
@@ -201,15 +277,17 @@ pub fn run(
             .collect();
         for seq in expired {
             r.in_flight.remove(&seq);
-            r.settle(seq, Status::Lost, None, None, on_event);
+            t.forget(seq, poll.registry());
+            r.lost += 1;
+            r.settle(Probe::new(seq, bytes, Status::Lost), on_event);
         }
-        let more = r.transmitted < plan.count && !over;
+        let more = r.sent < plan.count && !over;
         if !more && r.in_flight.is_empty() {
             break;
         }
         // When may the next probe leave?
         let next_send = more.then(|| {
-            let on_schedule = start + plan.interval * r.transmitted as u32;
+            let on_schedule = start + plan.interval * r.sent as u32;
             match (plan.await_previous, last_sent) {
                 (Some(wait), Some(prev)) if !r.in_flight.is_empty() => on_schedule.max(prev + wait),
                 _ => on_schedule,
@@ -218,12 +296,22 @@ pub fn run(
         if let Some(at) = next_send
             && now >= at
         {
-            let seq = r.transmitted;
+            let seq = r.first + r.sent;
+            if let Some(prev) = seq.checked_sub(1)
+                && r.in_flight.contains_key(&prev)
+            {
+                on_event(&Event::Outstanding(prev));
+            }
             let sent = t.send(seq, poll.registry())?;
             r.answered.clear(seq);
-            r.transmitted += 1;
+            r.sent += 1;
             r.in_flight.insert(seq, sent);
             last_sent = Some(sent);
+            t.pending(poll.registry(), &mut answers)?;
+            r.take(&mut answers, t, poll.registry(), on_event);
+            if r.in_flight.is_empty() {
+                t.watch(poll.registry(), false)?;
+            }
             continue;
         }
         // Sleep until the next thing to do, never past a slice (Ctrl-C).
@@ -238,6 +326,9 @@ pub fn run(
             wake = wake.min(e);
         }
         let wait = wake.saturating_duration_since(now);
+        if !r.in_flight.is_empty() {
+            t.watch(poll.registry(), true)?;
+        }
         if let Err(e) = poll.poll(&mut events, Some(wait))
             && e.kind() != io::ErrorKind::Interrupted
         {
@@ -246,31 +337,11 @@ pub fn run(
         for ev in events.iter() {
             t.ready(ev.token(), poll.registry(), &mut answers)?;
         }
-        for a in answers.drain(..) {
-            r.answer(a, on_event);
-        }
+        r.take(&mut answers, t, poll.registry(), on_event);
     }
-    let time_ms = ms(start.elapsed());
-    let transmitted = r.transmitted;
-    let received = r.rtts.len() as u64;
-    let mut probes: Vec<Probe> = r.kept.into_iter().collect();
-    probes.sort_by_key(|p| p.seq);
-    Ok(Summary {
-        transmitted,
-        received,
-        loss_pct: if transmitted == 0 {
-            0.0
-        } else {
-            (transmitted - received - r.corrupt) as f64 * 100.0 / transmitted as f64
-        },
-        corrupt: r.corrupt,
-        duplicate: r.duplicate,
-        reordered: r.reordered,
-        time_ms,
-        rtt: summarize(&r.rtts),
-        interrupted,
-        probes,
-    })
+    // Probes still in flight when Ctrl-C came are lost, as ping counts them.
+    r.lost += r.in_flight.len() as u64;
+    Ok(r.summary(start, interrupted))
 }
 
 /// The state of a run.
@@ -282,22 +353,47 @@ struct Run {
     /// The highest sequence number answered so far (to tell reordering).
     newest_answered: Option<u64>,
     kept: VecDeque<Probe>,
-    rtts: Vec<f64>,
-    transmitted: u64,
+    rtt: Rtt,
+    /// Probes sent so far.
+    sent: u64,
+    /// The first probe's number.
+    first: u64,
+    lost: u64,
     corrupt: u64,
+    refused: u64,
+    errors: u64,
     duplicate: u64,
     reordered: u64,
     bytes: usize,
+    /// Probes answered in this turn, for the transport to forget.
+    settled_now: Vec<u64>,
 }
 
 impl Run {
+    /// Take the answers read; the transport frees what settled probes held.
+    fn take(
+        &mut self,
+        answers: &mut Vec<Answer>,
+        t: &mut dyn Transport,
+        registry: &Registry,
+        on_event: &mut dyn FnMut(&Event<'_>),
+    ) {
+        for a in answers.drain(..) {
+            self.answer(a, on_event);
+        }
+        for seq in std::mem::take(&mut self.settled_now) {
+            t.forget(seq, registry);
+        }
+    }
+
+    /// Take one answer.
     fn answer(&mut self, a: Answer, on_event: &mut dyn FnMut(&Event<'_>)) {
         let seq = a.seq;
-        if seq >= self.transmitted {
+        if seq < self.first || seq >= self.first + self.sent {
             return; // never sent: not an answer of ours
         }
         let Some(sent) = self.in_flight.remove(&seq) else {
-            if self.transmitted - seq <= WINDOW && self.answered.get(seq) {
+            if self.first + self.sent - seq <= WINDOW && self.answered.get(seq) {
                 self.duplicate += 1;
                 on_event(&Event::Duplicate(seq));
             } else {
@@ -311,39 +407,83 @@ impl Run {
         }
         self.newest_answered = Some(self.newest_answered.map_or(seq, |n| n.max(seq)));
         self.answered.set(seq);
+        self.settled_now.push(seq);
+        let rtt = ms(a.at.saturating_duration_since(sent));
+        let mut p = Probe::new(seq, self.bytes, Status::Ok);
+        p.from = a.from;
+        p.ttl = a.ttl;
         match a.kind {
             AnswerKind::Intact => {
-                let rtt = ms(a.at.saturating_duration_since(sent));
-                self.rtts.push(rtt);
-                self.settle(seq, Status::Ok, Some(rtt), None, on_event);
+                self.rtt.record(rtt);
+                p.rtt_ms = Some(rtt);
             }
             AnswerKind::Corrupt { first_difference } => {
                 self.corrupt += 1;
-                self.settle(seq, Status::Corrupt, None, Some(first_difference), on_event);
+                p.status = Status::Corrupt;
+                p.first_difference = Some(first_difference);
+            }
+            AnswerKind::Refused => {
+                // A reset is an answer: the time to it is worth showing.
+                self.refused += 1;
+                p.status = Status::Refused;
+                p.rtt_ms = Some(rtt);
+            }
+            AnswerKind::Error { what } => {
+                self.errors += 1;
+                p.status = Status::Error;
+                p.error = Some(what);
             }
         }
+        self.settle(p, on_event);
     }
 
-    fn settle(
-        &mut self,
-        seq: u64,
-        status: Status,
-        rtt_ms: Option<f64>,
-        first_difference: Option<usize>,
-        on_event: &mut dyn FnMut(&Event<'_>),
-    ) {
-        let p = Probe {
-            seq,
-            bytes: self.bytes,
-            rtt_ms,
-            status,
-            first_difference,
-        };
+    fn settle(&mut self, p: Probe, on_event: &mut dyn FnMut(&Event<'_>)) {
         on_event(&Event::Settled(&p));
         if self.kept.len() == MAX_KEPT {
             self.kept.pop_front();
         }
         self.kept.push_back(p);
+    }
+
+    fn summary(&self, start: Instant, interrupted: bool) -> Summary {
+        let transmitted = self.sent;
+        let received = self.rtt.count();
+        let mut probes: Vec<Probe> = self.kept.iter().cloned().collect();
+        probes.sort_by_key(|p| p.seq);
+        Summary {
+            transmitted,
+            received,
+            loss_pct: if transmitted == 0 {
+                0.0
+            } else {
+                transmitted.saturating_sub(received) as f64 * 100.0 / transmitted as f64
+            },
+            lost: self.lost,
+            corrupt: self.corrupt,
+            refused: self.refused,
+            errors: self.errors,
+            duplicate: self.duplicate,
+            reordered: self.reordered,
+            time_ms: ms(start.elapsed()),
+            rtt: self.rtt.summary(),
+            interrupted,
+            probes,
+        }
+    }
+}
+
+impl Probe {
+    fn new(seq: u64, bytes: usize, status: Status) -> Probe {
+        Probe {
+            seq,
+            bytes,
+            rtt_ms: None,
+            status,
+            first_difference: None,
+            from: None,
+            ttl: None,
+            error: None,
+        }
     }
 }
 

@@ -6,10 +6,12 @@
 //! - [`echo`]: the echo requests and replies, probe payloads, bulk pattern;
 //! - [`chat`]: the chat room's lines;
 //! - [`ntp`]: the 48-byte NTP packet;
+//! - [`icmp`]: ICMP and ICMPv6 echo and errors, for ping and trace;
 //! - [`escape`]: making untrusted text safe for a terminal or a log.
 
 pub mod chat;
 pub mod echo;
 pub mod escape;
+pub mod icmp;
 pub mod line;
 pub mod ntp;

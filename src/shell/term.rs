@@ -79,6 +79,16 @@ impl Terminal for Tty {
             spawn_operator(say);
         }
     }
+
+    fn width(&self) -> Option<usize> {
+        if !self.edit {
+            return None;
+        }
+        // SAFETY: TIOCGWINSZ fills the winsize we own; fd 1 is stdout.
+        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) };
+        (r == 0 && ws.ws_col > 0).then_some(usize::from(ws.ws_col))
+    }
 }
 
 /// Stdin is not a terminal: it holds the one-shot command's input.

@@ -910,7 +910,7 @@ fn tcp_probes_text() {
         lines[23]
     );
     assert!(
-        lines[24].starts_with("rtt p50/p90/p99 = "),
+        lines[24].starts_with("rtt p50/p90/p99/p99.9 = "),
         "{:?}",
         lines[24]
     );
@@ -1126,7 +1126,9 @@ fn corrupt_tcp_echoes_are_counted_and_exit_3() {
     assert_eq!(u(&j["transmitted"]), 3);
     assert_eq!(u(&j["corrupt"]), 3);
     assert_eq!(u(&j["received"]), 0);
-    assert_eq!(f(&j["loss_pct"]), 0.0, "corrupt is not lost");
+    // As ping counts: a corrupt answer is not received, though not lost.
+    assert_eq!(f(&j["loss_pct"]), 100.0, "{j}");
+    assert_eq!(u(&j["lost"]), 0, "{j}");
     for p in j["probes"].as_array().unwrap() {
         assert_eq!(p["status"], "corrupt");
         assert_eq!(p["first_difference"], 55);
@@ -1146,7 +1148,9 @@ fn corrupt_tcp_echoes_are_counted_and_exit_3() {
     );
     assert!(
         o.stdout
-            .contains("3 sent, 0 received, 0.0% loss, 3 corrupt")
+            .contains("3 sent, 0 received, 100.0% loss, 3 corrupt"),
+        "{}",
+        show(&o)
     );
     let e = one_err_line(&o);
     assert!(e.starts_with("error[mismatch]: 3 of 3 echoes"), "{e}");

@@ -14,6 +14,8 @@
 //! - `info`: `netsh info --json` against iproute2's view of this machine;
 //! - `netns`: a fixture of network namespaces (multi-hop chains), with
 //!   tests of the fixture itself;
+//! - `probes`: `ping`, `tcping` and `trace` against loopback, real
+//!   listeners, iputils' ping, and namespace chains built by the tests;
 //! - `scripts`: rhai scripts (`run`, `-e`), their sandbox limits, and the
 //!   scripts shipped in scripts/;
 //! - `server_limits`: the server's limits (long lines, clients that never
@@ -37,6 +39,7 @@ mod common;
 mod echo;
 mod info;
 mod netns;
+mod probes;
 mod scripts;
 mod server_limits;
 mod shell;
