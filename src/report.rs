@@ -26,6 +26,8 @@ pub enum Report {
     Ping(cmd::ping::PingReport),
     /// `tcping`.
     Tcping(cmd::tcping::TcpingReport),
+    /// `trace`.
+    Trace(cmd::trace::TraceReport),
     /// `sntp`.
     Sntp(cmd::sntp::SntpReport),
     /// `chat`.
@@ -50,6 +52,7 @@ impl Report {
             Report::Echo(r) => r.render(p),
             Report::Ping(r) => r.render(p),
             Report::Tcping(r) => r.render(p),
+            Report::Trace(r) => r.render(p),
             Report::Sntp(r) => r.render(p),
             Report::Run(r) => r.render(p),
             Report::Chat(r) => r.render(p),

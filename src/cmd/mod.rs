@@ -18,6 +18,7 @@ pub mod serve;
 pub mod set;
 pub mod sntp;
 pub mod tcping;
+pub mod trace;
 
 use clap::{Arg, ArgAction, ArgMatches};
 
@@ -61,6 +62,7 @@ pub static COMMANDS: &[&dyn Command] = &[
     &echo::Echo,
     &ping::PingCmd,
     &tcping::TcpingCmd,
+    &trace::TraceCmd,
     &sntp::Sntp,
     &chat::Chat,
     &serve::Serve,

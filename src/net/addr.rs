@@ -151,6 +151,55 @@ impl Endpoint {
     }
 }
 
+/// Look up the name of `ip` (reverse DNS, or `/etc/hosts`) on a thread of
+/// its own, and send `(ip, name)` on `tx` when the resolver answers; the
+/// name is `None` when there is none. Returns false, starting nothing, while
+/// [`MAX_LOOKUPS`] lookups already wait on the resolver: ask again later.
+pub fn reverse_lookup(ip: IpAddr, tx: mpsc::Sender<(IpAddr, Option<String>)>) -> bool {
+    if LOOKUPS.fetch_add(1, Ordering::SeqCst) >= MAX_LOOKUPS {
+        LOOKUPS.fetch_sub(1, Ordering::SeqCst);
+        return false;
+    }
+    let spawned = thread::Builder::new()
+        .name("netsh-dns".into())
+        .spawn(move || {
+            let _ = tx.send((ip, name_of(ip)));
+            LOOKUPS.fetch_sub(1, Ordering::SeqCst);
+        });
+    if spawned.is_err() {
+        LOOKUPS.fetch_sub(1, Ordering::SeqCst);
+        return false;
+    }
+    true
+}
+
+/// `getnameinfo` with `NI_NAMEREQD`: the name, or `None`.
+fn name_of(ip: IpAddr) -> Option<String> {
+    let sa = socket2::SockAddr::from(SocketAddr::new(ip, 0));
+    let mut host = [0 as libc::c_char; 1025];
+    // SAFETY: sa is a valid socket address of the length given; host is a
+    // buffer of the length given, which getnameinfo NUL-terminates.
+    let r = unsafe {
+        libc::getnameinfo(
+            sa.as_ptr().cast(),
+            sa.len(),
+            host.as_mut_ptr(),
+            host.len() as libc::socklen_t,
+            std::ptr::null_mut(),
+            0,
+            libc::NI_NAMEREQD,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: on success host holds a NUL-terminated string.
+    let name = unsafe { std::ffi::CStr::from_ptr(host.as_ptr()) };
+    let name = name.to_string_lossy();
+    // A name from the network is shown escaped, and only if it is one.
+    valid_hostname(&name).then(|| name.into_owned())
+}
+
 /// Lookups running on their own threads now, and the most there may be.
 static LOOKUPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 const MAX_LOOKUPS: usize = 32;

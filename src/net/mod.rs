@@ -13,5 +13,6 @@ pub mod sntp;
 pub mod sock;
 pub mod sockopt;
 pub mod tcping;
+pub mod trace;
 
 pub use addr::Endpoint;

@@ -459,6 +459,293 @@ fn tcping_a_third_party_listener() {
     let _ = socat.0.kill();
 }
 
+// ----------------------------------------------------------------- trace
+
+fn hop_addresses(j: &Value) -> Vec<String> {
+    j["hops"]
+        .as_array()
+        .expect("hops")
+        .iter()
+        .map(|h| {
+            h["addresses"]
+                .as_array()
+                .and_then(|a| a.first())
+                .and_then(Value::as_str)
+                .unwrap_or("*")
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn trace_finds_every_hop_in_order_with_each_method_v4() {
+    let Some(chain) = Chain::new(3) else { return };
+    let d = DataDir::new();
+    let target = chain.target_addr_v4().to_string();
+    let want: Vec<String> = chain
+        .hop_addrs_v4()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for method in ["udp", "icmp", "tcp"] {
+        let o = netsh_in_ns(
+            &chain,
+            chain.client(),
+            d.path(),
+            &["trace", "-n", "-M", method, &target, "--json"],
+        );
+        assert_eq!(o.code, Some(0), "{method}: {}", show(&o));
+        let j = json(&o);
+        assert_eq!(j["reached"], true, "{method}: {j}");
+        assert_eq!(hop_addresses(&j), want, "{method}");
+        for h in j["hops"].as_array().expect("hops") {
+            assert_eq!(u(&h["received"]), 3, "{method}: {h}");
+            let last = h["ttl"] == want.len() as u64;
+            for p in h["probes"].as_array().expect("probes") {
+                assert_eq!(
+                    p["outcome"],
+                    if last { "reached" } else { "hop" },
+                    "{method}: {h}"
+                );
+            }
+        }
+        // traceroute's table.
+        let o = netsh_in_ns(
+            &chain,
+            chain.client(),
+            d.path(),
+            &["trace", "-n", "-M", method, &target],
+        );
+        assert_eq!(o.code, Some(0), "{method}: {}", show(&o));
+        for (i, a) in want.iter().enumerate() {
+            let line = o
+                .stdout
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("{} ", i + 1)))
+                .unwrap_or_else(|| panic!("{method}: no hop {}\n{}", i + 1, show(&o)));
+            assert!(
+                line.contains(a.as_str()) && line.matches(" ms").count() == 3,
+                "{method}: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn trace_needs_no_privileges_for_udp_and_tcp_nor_for_icmp_where_ping_may() {
+    if !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipping: setpriv is missing");
+        return;
+    }
+    let Some(chain) = Chain::new(2) else { return };
+    let d = world_writable_dir();
+    let target = chain.target_addr_v4().to_string();
+    let want: Vec<String> = chain
+        .hop_addrs_v4()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let as_nobody = |args: &[&str]| {
+        let mut words = vec![
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+            env!("CARGO_BIN_EXE_netsh"),
+            "--data-dir",
+            d.path().to_str().expect("utf-8 temp dir"),
+        ];
+        words.extend_from_slice(args);
+        let mut c = chain.exec(chain.client(), "setpriv", &words);
+        scrub_env(&mut c);
+        c.current_dir(d.path());
+        run(c, None, LIMIT)
+    };
+    let sysctl = |range: &str| {
+        let st = chain
+            .exec(
+                chain.client(),
+                "sysctl",
+                &["-qw", &format!("net.ipv4.ping_group_range={range}")],
+            )
+            .status()
+            .expect("sysctl");
+        assert!(st.success());
+    };
+    // The error queue carries the hops' answers to any user.
+    sysctl("1 0");
+    for method in ["udp", "tcp"] {
+        let o = as_nobody(&["trace", "-n", "-M", method, &target, "--json"]);
+        assert_eq!(o.code, Some(0), "{method}: {}", show(&o));
+        assert_eq!(hop_addresses(&json(&o)), want, "{method}");
+    }
+    let o = as_nobody(&["trace", "-n", "-M", "icmp", &target]);
+    assert_eq!(o.code, Some(1), "{}", show(&o));
+    assert!(
+        one_err_line(&o).starts_with("error[permission-denied]: "),
+        "{}",
+        show(&o)
+    );
+    // Where unprivileged ping may, so may trace -M icmp (datagram socket).
+    sysctl("0 2147483647");
+    let o = as_nobody(&["trace", "-n", "-M", "icmp", &target, "--json"]);
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    assert_eq!(hop_addresses(&json(&o)), want);
+}
+
+#[test]
+fn trace_finds_every_hop_in_order_with_each_method_v6() {
+    let Some(chain) = Chain::new(3) else { return };
+    let d = DataDir::new();
+    let target = chain.target_addr_v6().to_string();
+    let want: Vec<String> = chain
+        .hop_addrs_v6()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for method in ["udp", "icmp", "tcp"] {
+        let o = netsh_in_ns(
+            &chain,
+            chain.client(),
+            d.path(),
+            &["trace", "-n", "-M", method, &target, "--json"],
+        );
+        assert_eq!(o.code, Some(0), "{method}: {}", show(&o));
+        let j = json(&o);
+        assert_eq!(j["reached"], true, "{method}: {j}");
+        assert_eq!(hop_addresses(&j), want, "{method}");
+    }
+}
+
+#[test]
+fn a_hop_that_sends_no_icmp_shows_as_stars_and_loss_not_as_an_error() {
+    let Some(chain) = Chain::new(3) else { return };
+    chain.drop_icmp_from(1);
+    let d = DataDir::new();
+    let target = chain.target_addr_v4().to_string();
+    let mut want: Vec<String> = chain
+        .hop_addrs_v4()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    want[1] = "*".into();
+    let o = netsh_in_ns(
+        &chain,
+        chain.client(),
+        d.path(),
+        &["-o", "timeout=500ms", "trace", "-n", &target, "--json"],
+    );
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    let j = json(&o);
+    assert_eq!(hop_addresses(&j), want);
+    let hop2 = &j["hops"][1];
+    assert_eq!((u(&hop2["sent"]), u(&hop2["received"])), (3, 0), "{hop2}");
+    assert_eq!(f(&hop2["loss_pct"]), 100.0);
+    assert!(
+        hop2["probes"]
+            .as_array()
+            .expect("probes")
+            .iter()
+            .all(|p| p["outcome"] == "lost")
+    );
+    let o = netsh_in_ns(
+        &chain,
+        chain.client(),
+        d.path(),
+        &["-o", "timeout=500ms", "trace", "-n", &target],
+    );
+    assert!(
+        o.stdout.lines().any(|l| l.trim() == "2  * * *"),
+        "{}",
+        show(&o)
+    );
+    // mtr's report: the silent hop is 100 % loss, the others 0 %.
+    let o = netsh_in_ns(
+        &chain,
+        chain.client(),
+        d.path(),
+        &[
+            "-o",
+            "timeout=300ms",
+            "trace",
+            "-n",
+            &target,
+            "--report",
+            "-c",
+            "3",
+            "-i",
+            "0.1",
+        ],
+    );
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    let row = |ttl: &str| {
+        o.stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(ttl))
+            .unwrap_or_else(|| panic!("no row {ttl}\n{}", show(&o)))
+            .to_string()
+    };
+    assert!(
+        row("2").contains("???") && row("2").contains("100.0%"),
+        "{}",
+        row("2")
+    );
+    for ttl in ["1", "3", "4"] {
+        assert!(
+            row(ttl).contains(" 0.0%") && row(ttl).contains(" 3 "),
+            "{}",
+            row(ttl)
+        );
+    }
+}
+
+#[test]
+fn trace_to_an_address_no_router_knows_ends_with_its_mark() {
+    let Some(chain) = Chain::new(2) else { return };
+    let d = DataDir::new();
+    // TEST-NET-3: the client's default route sends it to r1, which has no
+    // route for it and says so (net unreachable). It stays in the chain.
+    let o = netsh_in_ns(
+        &chain,
+        chain.client(),
+        d.path(),
+        &["trace", "-n", "-M", "icmp", "203.0.113.7", "--json"],
+    );
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    let j = json(&o);
+    let hops = j["hops"].as_array().expect("hops");
+    assert_eq!(hops.len(), 1, "the path ends at r1: {j}");
+    let p = &hops[0]["probes"][0];
+    assert_eq!(p["outcome"], "unreachable", "{j}");
+    assert_eq!(p["mark"], "!N", "{j}");
+    assert_eq!(p["address"], chain.hop_addrs_v4()[0].to_string());
+    // ping hears the same error and counts it.
+    let o = netsh_in_ns(
+        &chain,
+        chain.client(),
+        d.path(),
+        &["ping", "-c", "2", "-i", "0.05", "203.0.113.7"],
+    );
+    assert_eq!(o.code, Some(1), "{}", show(&o));
+    assert!(
+        o.stdout.contains("From ") && o.stdout.contains("Destination Net Unreachable"),
+        "{}",
+        show(&o)
+    );
+    assert!(
+        o.stdout.contains("+2 errors, 100% packet loss"),
+        "{}",
+        show(&o)
+    );
+    assert!(
+        one_err_line(&o).starts_with("error[unreachable]: "),
+        "{}",
+        show(&o)
+    );
+}
+
 #[test]
 fn ping_across_a_chain_sees_the_ttl_each_router_took() {
     let Some(chain) = Chain::new(3) else { return };
@@ -481,6 +768,95 @@ fn ping_across_a_chain_sees_the_ttl_each_router_took() {
         }
     }
 }
+
+#[test]
+fn trace_looks_up_names_in_the_background() {
+    let Some(chain) = Chain::new(2) else { return };
+    // `ip netns exec` reads /etc/netns/NAME/hosts in place of /etc/hosts;
+    // a resolv.conf that points nowhere keeps lookups off any network.
+    let etc = Path::new("/etc/netns").join(chain.client());
+    std::fs::create_dir_all(&etc).expect("create /etc/netns/NAME");
+    struct Rm(std::path::PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(etc.clone());
+    let hops = chain.hop_addrs_v4();
+    std::fs::write(
+        etc.join("hosts"),
+        format!("{} first-hop.test\n{} target.test\n", hops[0], hops[2]),
+    )
+    .expect("write hosts");
+    std::fs::write(
+        etc.join("resolv.conf"),
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    )
+    .expect("write resolv.conf");
+    let d = DataDir::new();
+    let o = netsh_in_ns(
+        &chain,
+        chain.client(),
+        d.path(),
+        &["trace", &chain.target_addr_v4().to_string()],
+    );
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    assert!(
+        o.stdout
+            .contains(&format!(" 1  first-hop.test ({})", hops[0])),
+        "{}",
+        show(&o)
+    );
+    assert!(
+        o.stdout.contains(&format!(" 2  {}", hops[1])),
+        "{}",
+        show(&o)
+    );
+    assert!(
+        o.stdout.contains(&format!(" 3  target.test ({})", hops[2])),
+        "{}",
+        show(&o)
+    );
+}
+
+#[test]
+fn trace_live_redraws_in_place_on_a_terminal_then_reports() {
+    let Some(chain) = Chain::new(2) else { return };
+    let d = DataDir::new();
+    let mut c = Command::new("ip");
+    scrub_env(&mut c);
+    c.args(["netns", "exec", chain.client(), "sh", "-c"])
+        .arg(r#"stty cols 100 rows 40 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_netsh"))
+        .arg("--data-dir")
+        .arg(d.path())
+        .args(["trace", "-n", "--live", "-c", "3", "-i", "0.1"])
+        .arg(chain.target_addr_v4().to_string())
+        .current_dir(d.path())
+        .env("NO_COLOR", "1")
+        .env("TERM", "xterm");
+    let mut p = rexpect::session::spawn_command(c, Some(10_000)).expect("spawn on a pty");
+    let all = p.exp_eof().expect("the live view ends after 3 rounds");
+    // Three frames; each after the first goes back up over the last.
+    assert!(all.matches("Loss%").count() >= 3, "{all:?}");
+    assert!(all.contains("\x1b[5A\x1b[J"), "redrawn in place: {all:?}");
+    assert!(
+        all.contains("3 rounds; reached the host at hop 3"),
+        "{all:?}"
+    );
+    // Without a terminal it says what to use instead.
+    let o = netsh_in_ns(
+        &chain,
+        chain.client(),
+        d.path(),
+        &["trace", "--live", &chain.target_addr_v4().to_string()],
+    );
+    assert_eq!(o.code, Some(2), "{}", show(&o));
+    assert!(one_err_line(&o).contains("--report"), "{}", show(&o));
+}
+
+// -------------------------------------------------------- scripts, rhai
 
 #[test]
 fn ping_and_tcping_from_rhai_return_the_json_maps() {
