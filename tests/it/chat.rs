@@ -1641,3 +1641,96 @@ fn on_a_terminal_an_incoming_line_keeps_the_half_typed_one() {
     }
     assert_serves(srv.addr);
 }
+
+/// A terminal a test types at: lines given in advance, what arrives
+/// printed into a list. The same seam the shell's rustyline uses.
+struct TypedTerminal {
+    lines: std::collections::VecDeque<String>,
+    printed: Arc<Mutex<Vec<String>>>,
+}
+
+impl netsh::session::Terminal for TypedTerminal {
+    fn interactive(&self) -> bool {
+        true
+    }
+    fn read_line(&mut self, _prompt: &str) -> netsh::session::Input {
+        // Type the next line once the previous one came back from the room.
+        let want = self.printed.lock().unwrap().len();
+        let _ = crate::common::wait_for(Duration::from_secs(5), || {
+            self.printed.lock().unwrap().len() > want || want == 0
+        });
+        match self.lines.pop_front() {
+            Some(l) => netsh::session::Input::Line(l),
+            None => netsh::session::Input::End,
+        }
+    }
+    fn printer(&mut self) -> netsh::error::Result<netsh::session::Printer> {
+        let out = Arc::clone(&self.printed);
+        Ok(Box::new(move |l: &str| {
+            out.lock().unwrap().push(l.to_string())
+        }))
+    }
+    fn console(
+        &self,
+    ) -> (
+        netsh::server::console::LineSink,
+        Option<std::sync::mpsc::Receiver<()>>,
+    ) {
+        (Box::new(|_: &str| {}), None)
+    }
+    fn operator_input(&self, _say: Box<dyn Fn(&str) -> bool + Send>) {}
+}
+
+#[test]
+fn a_chat_is_driven_through_the_sessions_terminal_in_process() {
+    let srv = server(0, None);
+    let mut watcher = join(srv.addr, "watcher", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = netsh::session::Session::new(
+        dir.path(),
+        netsh::paint::Paint { color: false },
+        Arc::new(AtomicBool::new(false)),
+    );
+    s.set_sink(Box::new(|_: &str| Ok(())));
+    let printed = Arc::new(Mutex::new(Vec::new()));
+    s.terminal = Box::new(TypedTerminal {
+        lines: ["hello from a test".to_string(), "/quit".to_string()].into(),
+        printed: Arc::clone(&printed),
+    });
+    let argv: Vec<String> = ["chat", &srv.addr.to_string(), "--nick", "typist"]
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+    let out = netsh::cmd::execute(&argv, &mut s);
+    let report = out.result.expect("chat ran");
+    let j = serde_json::to_value(&report).unwrap();
+    assert_eq!(j["nick"], "typist", "{j}");
+    assert_eq!(j["sent"], 1, "{j}");
+    // What arrived went to the terminal's printer, in the room's order.
+    let got = printed.lock().unwrap().clone();
+    let said = got
+        .iter()
+        .position(|l| l.ends_with("<typist> hello from a test"))
+        .unwrap_or_else(|| panic!("{got:#?}"));
+    let bye = got
+        .iter()
+        .position(|l| l == "BYE")
+        .unwrap_or_else(|| panic!("{got:#?}"));
+    assert!(said < bye, "{got:#?}");
+    // The other member heard it too, between the typist's join and leave.
+    let mut heard = Vec::new();
+    loop {
+        let l = watcher.line();
+        let left = body(&l) == "* typist left";
+        heard.push(l);
+        if left {
+            break;
+        }
+    }
+    assert!(
+        heard
+            .iter()
+            .any(|l| body(l) == "<typist> hello from a test"),
+        "{heard:#?}"
+    );
+}

@@ -912,3 +912,43 @@ fn the_tcping_target_is_an_address_of_the_family_asked_for() {
     let e = one_err_line(&o);
     assert!(e.starts_with("error[dns]: ::1 has no IPv4 address"), "{e}");
 }
+
+#[test]
+fn ping_from_an_interface_or_a_source_address() {
+    for args in [&["-I", "lo"][..], &["-I", "127.0.0.1"][..]] {
+        let mut words = vec!["ping", "-c", "2", "-i", "0.05"];
+        words.extend_from_slice(args);
+        words.extend_from_slice(&["127.0.0.1", "--json"]);
+        let o = netsh_tmp(&words);
+        assert_eq!(o.code, Some(0), "{args:?}: {}", show(&o));
+        assert_eq!(u(&json(&o)["received"]), 2, "{args:?}");
+    }
+    let o = netsh_tmp(&["ping", "-c", "1", "-I", "nosuch0", "127.0.0.1"]);
+    assert_eq!(o.code, Some(1), "{}", show(&o));
+    let e = one_err_line(&o);
+    assert!(
+        e.contains("nosuch0") && e.contains("'info' lists the interfaces"),
+        "{e}"
+    );
+    let o = netsh_tmp(&["ping", "-c", "1", "-I", "::1", "127.0.0.1"]);
+    assert_eq!(o.code, Some(2), "{}", show(&o));
+}
+
+#[test]
+fn trace_from_rhai_returns_the_json_map() {
+    let Some(chain) = Chain::new(2) else { return };
+    let d = DataDir::new();
+    let code = format!(
+        r#"let t = trace("{}", #{{n: true, method: "icmp"}});
+print(`${{t.reached}} ${{t.hops.len()}} ${{t.hops[0].addresses[0]}}`);"#,
+        chain.target_addr_v4()
+    );
+    let o = netsh_in_ns(&chain, chain.client(), d.path(), &["-e", &code]);
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    assert_eq!(
+        o.stdout.trim(),
+        format!("true 3 {}", chain.hop_addrs_v4()[0]),
+        "{}",
+        show(&o)
+    );
+}
