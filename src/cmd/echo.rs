@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use clap::{ArgMatches, Args};
 use serde::Serialize;
 
-use crate::cmd::{Command, args_of};
+use crate::cmd::{Command, args_of, probe_args};
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::Endpoint;
 use crate::net::bulk::{self, BulkPlan, BulkResult};
@@ -47,14 +47,14 @@ struct EchoArgs {
           value_parser = clap::value_parser!(u64).range(1..=MAX_COUNT))]
     count: Option<u64>,
     /// Time between probes: 1s, 200ms, 0 for back to back
-    #[arg(short = 'i', long, value_name = "INTERVAL", default_value = "1s", value_parser = parse_interval)]
+    #[arg(short = 'i', long, value_name = "INTERVAL", default_value = "1s", value_parser = probe_args::interval)]
     interval: Duration,
     /// Probe payload size in bytes
     #[arg(short = 's', long, value_name = "SIZE", default_value_t = 56,
           value_parser = clap::value_parser!(u32).range(16..=MAX_SIZE as i64))]
     size: u32,
     /// Stop after this long, whatever the count: 10s
-    #[arg(short = 'w', long, value_name = "DEADLINE", value_parser = parse_deadline)]
+    #[arg(short = 'w', long, value_name = "DEADLINE", value_parser = probe_args::deadline)]
     deadline: Option<Duration>,
     /// Probe over UDP (datagrams echoed verbatim) instead of TCP
     #[arg(short = 'u', long, conflicts_with = "bulk")]
@@ -73,14 +73,6 @@ struct EchoArgs {
     #[arg(short = 'P', long = "parallel", value_name = "STREAMS", default_value_t = 1, requires = "bulk",
           value_parser = clap::value_parser!(u32).range(1..=bulk::MAX_STREAMS as i64))]
     parallel: u32,
-}
-
-fn parse_interval(s: &str) -> std::result::Result<Duration, String> {
-    units::duration_in(s, Duration::ZERO, Duration::from_secs(3600))
-}
-
-fn parse_deadline(s: &str) -> std::result::Result<Duration, String> {
-    units::duration_in(s, Duration::from_millis(1), Duration::from_secs(86_400))
 }
 
 fn parse_bulk_time(s: &str) -> std::result::Result<Duration, String> {

@@ -13,6 +13,7 @@ pub mod exit;
 pub mod help;
 pub mod info;
 pub mod ping;
+pub mod probe_args;
 pub mod run;
 pub mod serve;
 pub mod set;

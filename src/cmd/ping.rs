@@ -10,10 +10,11 @@ use std::time::Duration;
 use clap::{ArgMatches, Args};
 use serde::Serialize;
 
+use crate::cmd::probe_args::ProbeArgs;
 use crate::cmd::{Command, args_of};
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::Endpoint;
-use crate::net::client::{self, Family};
+use crate::net::client;
 use crate::net::ping::{self, IcmpSocket, Ping, SocketKind, SocketOpts};
 use crate::net::probe::{self, Event, Plan, Status};
 use crate::paint::Paint;
@@ -22,8 +23,6 @@ use crate::session::Session;
 use crate::stats::{pct, reply_ms};
 use crate::units;
 
-/// Most probes in one run (without `-c`: until Ctrl-C, up to this many).
-pub const MAX_COUNT: u64 = 1_000_000_000;
 /// Shortest interval for an unprivileged socket, as iputils allows.
 const USER_MIN_INTERVAL: Duration = Duration::from_millis(2);
 /// With `-i 0`, how long the next request waits for the previous reply
@@ -36,26 +35,12 @@ struct PingArgs {
     /// Host name or address
     #[arg(value_name = "HOST")]
     host: String,
-    /// Stop after COUNT replies were asked for [default: until Ctrl-C or -w]
-    #[arg(short = 'c', long, value_name = "COUNT",
-          value_parser = clap::value_parser!(u64).range(1..=MAX_COUNT))]
-    count: Option<u64>,
-    /// Time between requests: 1s, 200ms, 0 for as fast as replies come
-    #[arg(short = 'i', long, value_name = "INTERVAL", default_value = "1s", value_parser = parse_interval)]
-    interval: Duration,
+    #[command(flatten)]
+    probe: ProbeArgs,
     /// Payload bytes per request
     #[arg(short = 's', long = "size", value_name = "SIZE", default_value_t = 56,
           value_parser = clap::value_parser!(u32).range(0..=ping::MAX_PAYLOAD as i64))]
     size: u32,
-    /// How long to wait for each reply [default: 'set timeout']
-    #[arg(short = 'W', long = "timeout", value_name = "TIMEOUT", value_parser = parse_wait)]
-    timeout: Option<Duration>,
-    /// Stop after this long, whatever the count: 10s
-    #[arg(short = 'w', long, value_name = "DEADLINE", value_parser = parse_deadline)]
-    deadline: Option<Duration>,
-    /// Quiet: only the first line and the summary
-    #[arg(short = 'q', long)]
-    quiet: bool,
     /// Put the Unix time before each line
     #[arg(short = 'D', long = "timestamps")]
     timestamps: bool,
@@ -65,27 +50,9 @@ struct PingArgs {
     /// TTL (hop limit) of the requests
     #[arg(short = 't', long, value_name = "TTL", value_parser = clap::value_parser!(u8).range(1..=255))]
     ttl: Option<u8>,
-    /// IPv4 only
-    #[arg(short = '4', conflicts_with = "ipv6")]
-    ipv4: bool,
-    /// IPv6 only
-    #[arg(short = '6')]
-    ipv6: bool,
     /// Send from this interface (name) or source address
     #[arg(short = 'I', long, value_name = "IFACE")]
     interface: Option<String>,
-}
-
-fn parse_interval(s: &str) -> std::result::Result<Duration, String> {
-    units::duration_in(s, Duration::ZERO, Duration::from_secs(3600))
-}
-
-fn parse_wait(s: &str) -> std::result::Result<Duration, String> {
-    units::duration_in(s, Duration::from_millis(1), Duration::from_secs(3600))
-}
-
-fn parse_deadline(s: &str) -> std::result::Result<Duration, String> {
-    units::duration_in(s, Duration::from_millis(1), Duration::from_secs(86_400 * 7))
 }
 
 /// The `ping` command.
@@ -106,17 +73,17 @@ impl Command for PingCmd {
         let host = host_only(&a.host)?;
         let interrupt = std::sync::Arc::clone(&s.interrupt);
         let ctx = s.settings.client_ctx(&interrupt);
-        let family = Family::from_flags(a.ipv4, a.ipv6);
-        let addr = client::resolve_one(&host, family, ctx)?.ip();
+        let p = &a.probe;
+        let addr = client::resolve_one(&host, p.family(), ctx)?.ip();
         let opts = SocketOpts {
             ttl: a.ttl,
             interface: a.interface.clone(),
         };
         let sock = IcmpSocket::open(addr.is_ipv6(), &opts)?;
-        if sock.kind == SocketKind::Datagram && a.interval < USER_MIN_INTERVAL {
+        if sock.kind == SocketKind::Datagram && p.interval < USER_MIN_INTERVAL {
             return Err(Error::bad_value(format!(
                 "ping -i {}: without CAP_NET_RAW the shortest interval is 2ms",
-                units::format_duration(a.interval)
+                units::format_duration(p.interval)
             ))
             .with_hint("use -i 2ms or more, or run netsh with CAP_NET_RAW"));
         }
@@ -135,16 +102,11 @@ impl Command for PingCmd {
             .ok();
         }
         let plan = Plan {
-            count: a.count.unwrap_or(MAX_COUNT),
-            first_seq: 1,
-            interval: a.interval,
-            deadline: a.deadline,
-            timeout: a.timeout.unwrap_or(ctx.timeout),
-            await_previous: a.interval.is_zero().then_some(FLOOD_WAIT),
-            progress: Some(std::sync::Arc::clone(&s.progress)),
+            await_previous: p.interval.is_zero().then_some(FLOOD_WAIT),
+            ..p.plan(ctx.timeout, &s.progress)
         };
         let mut transport = Ping::new(sock, addr, size);
-        let (quiet, stamps, outstanding) = (a.quiet, a.timestamps, a.outstanding);
+        let (quiet, stamps, outstanding) = (p.quiet, a.timestamps, a.outstanding);
         let summary = probe::run(&mut transport, &plan, size, ctx, &mut |ev| {
             let line = match ev {
                 Event::Progress(sum) => Some(progress_line(sum)),

@@ -13,11 +13,12 @@ use std::time::Duration;
 use clap::{ArgMatches, Args};
 use serde::Serialize;
 
+use crate::cmd::probe_args::ProbeArgs;
 use crate::cmd::{Command, args_of};
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::Endpoint;
-use crate::net::client::{self, Family};
-use crate::net::probe::{self, Event, Plan, Status};
+use crate::net::client;
+use crate::net::probe::{self, Event, Status};
 use crate::net::tcping::Tcping;
 use crate::paint::Paint;
 use crate::report::Report;
@@ -25,10 +26,10 @@ use crate::session::Session;
 use crate::stats::{pct, reply_ms};
 use crate::units;
 
-/// Most probes in one run (without `-c`: until Ctrl-C, up to this many).
-const MAX_COUNT: u64 = 1_000_000_000;
 /// Port when none is given.
 const DEFAULT_PORT: u16 = 80;
+/// Shortest interval: each connect holds a socket while it waits.
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
 /// `tcping` words.
 #[derive(Debug, Args)]
@@ -36,40 +37,8 @@ struct TcpingArgs {
     /// Host and port (port 80 if omitted)
     #[arg(value_name = "HOST:PORT")]
     target: String,
-    /// Stop after COUNT connects [default: until Ctrl-C or -w]
-    #[arg(short = 'c', long, value_name = "COUNT",
-          value_parser = clap::value_parser!(u64).range(1..=MAX_COUNT))]
-    count: Option<u64>,
-    /// Time between connects: 1s, 200ms
-    #[arg(short = 'i', long, value_name = "INTERVAL", default_value = "1s", value_parser = parse_interval)]
-    interval: Duration,
-    /// How long to wait for each handshake [default: 'set timeout']
-    #[arg(short = 'W', long = "timeout", value_name = "TIMEOUT", value_parser = parse_wait)]
-    timeout: Option<Duration>,
-    /// Stop after this long, whatever the count: 10s
-    #[arg(short = 'w', long, value_name = "DEADLINE", value_parser = parse_deadline)]
-    deadline: Option<Duration>,
-    /// Quiet: only the first line and the summary
-    #[arg(short = 'q', long)]
-    quiet: bool,
-    /// IPv4 only
-    #[arg(short = '4', conflicts_with = "ipv6")]
-    ipv4: bool,
-    /// IPv6 only
-    #[arg(short = '6')]
-    ipv6: bool,
-}
-
-fn parse_interval(s: &str) -> std::result::Result<Duration, String> {
-    units::duration_in(s, Duration::from_millis(1), Duration::from_secs(3600))
-}
-
-fn parse_wait(s: &str) -> std::result::Result<Duration, String> {
-    units::duration_in(s, Duration::from_millis(1), Duration::from_secs(3600))
-}
-
-fn parse_deadline(s: &str) -> std::result::Result<Duration, String> {
-    units::duration_in(s, Duration::from_millis(1), Duration::from_secs(86_400 * 7))
+    #[command(flatten)]
+    probe: ProbeArgs,
 }
 
 /// The `tcping` command.
@@ -90,21 +59,21 @@ impl Command for TcpingCmd {
         let ep = Endpoint::parse(&a.target, DEFAULT_PORT)?;
         let interrupt = std::sync::Arc::clone(&s.interrupt);
         let ctx = s.settings.client_ctx(&interrupt);
-        let addr = client::resolve_one(&ep, Family::from_flags(a.ipv4, a.ipv6), ctx)?;
+        let p = &a.probe;
+        if p.interval < MIN_INTERVAL {
+            // Each connect holds a socket until it is answered or times out.
+            return Err(Error::bad_value(format!(
+                "tcping -i {}: the shortest interval is 1ms",
+                units::format_duration(p.interval)
+            )));
+        }
+        let addr = client::resolve_one(&ep, p.family(), ctx)?;
         s.emit(&format!("TCPING {ep} ({addr}): TCP handshakes"))
             .ok();
-        let timeout = a.timeout.unwrap_or(ctx.timeout);
-        let plan = Plan {
-            count: a.count.unwrap_or(MAX_COUNT),
-            first_seq: 1,
-            interval: a.interval,
-            deadline: a.deadline,
-            timeout,
-            await_previous: None,
-            progress: Some(std::sync::Arc::clone(&s.progress)),
-        };
+        let plan = p.plan(ctx.timeout, &s.progress);
+        let timeout = plan.timeout;
         let mut transport = Tcping::new(addr, ctx.opts);
-        let quiet = a.quiet;
+        let quiet = p.quiet;
         let waited = units::format_duration(timeout);
         let summary = probe::run(&mut transport, &plan, 0, ctx, &mut |ev| {
             let line = match ev {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::{ArgMatches, Args};
 use serde::Serialize;
 
-use crate::cmd::{Command, args_of};
+use crate::cmd::{Command, args_of, probe_args};
 use crate::error::{Error, Result};
 use crate::net::Endpoint;
 use crate::net::client::{self, Family};
@@ -57,7 +57,7 @@ struct TraceArgs {
           value_parser = clap::value_parser!(u8).range(1..=trace::MAX_HOPS as i64))]
     first_hop: u8,
     /// How long to wait for each probe's answer [default: 'set timeout']
-    #[arg(short = 'w', long, value_name = "WAIT", value_parser = parse_wait)]
+    #[arg(short = 'w', long, value_name = "WAIT", value_parser = probe_args::wait)]
     wait: Option<Duration>,
     /// Show addresses only (no name lookups)
     #[arg(short = 'n')]
@@ -79,15 +79,13 @@ struct TraceArgs {
           value_parser = clap::value_parser!(u32).range(1..=MAX_ROUNDS as i64))]
     cycles: Option<u32>,
     /// Time between the starts of two rounds
-    #[arg(short = 'i', long, value_name = "INTERVAL", default_value = "1s", value_parser = parse_interval)]
+    #[arg(short = 'i', long, value_name = "INTERVAL", default_value = "1s", value_parser = parse_round_interval)]
     interval: Duration,
 }
 
-fn parse_wait(s: &str) -> std::result::Result<Duration, String> {
-    units::duration_in(s, Duration::from_millis(1), Duration::from_secs(60))
-}
-
-fn parse_interval(s: &str) -> std::result::Result<Duration, String> {
+/// Between two rounds' starts: 10 ms to an hour (every round probes every
+/// hop, so no faster).
+fn parse_round_interval(s: &str) -> std::result::Result<Duration, String> {
     units::duration_in(s, Duration::from_millis(10), Duration::from_secs(3600))
 }
 

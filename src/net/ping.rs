@@ -258,7 +258,8 @@ impl IcmpSocket {
                 from: q.offender,
                 what,
                 at,
-                time_exceeded: q.icmp && is_time_exceeded(self.v6, q.kind),
+                kind: q.kind,
+                code: q.code,
             });
         }
         Ok(())
@@ -310,7 +311,8 @@ impl IcmpSocket {
                     from,
                     what: describe(self.v6, kind, code),
                     at,
-                    time_exceeded: is_time_exceeded(self.v6, kind),
+                    kind,
+                    code,
                 })
             }
             Message::EchoRequest { .. } | Message::Other { .. } => None,
@@ -368,8 +370,10 @@ pub enum Heard {
         what: String,
         /// When it was read.
         at: Instant,
-        /// It is a time-exceeded (a hop's answer to a trace).
-        time_exceeded: bool,
+        /// Its ICMP type (for a local error: 0).
+        kind: u8,
+        /// Its ICMP code.
+        code: u8,
     },
 }
 
@@ -554,7 +558,8 @@ fn is_icmp_errno(n: i32) -> bool {
     )
 }
 
-fn is_time_exceeded(v6: bool, kind: u8) -> bool {
+/// Whether ICMP type `kind` is "time exceeded" (a hop's answer to a trace).
+pub fn is_time_exceeded(v6: bool, kind: u8) -> bool {
     kind == if v6 {
         icmp::v6::TIME_EXCEEDED
     } else {

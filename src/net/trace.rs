@@ -181,8 +181,53 @@ enum ProbeSock {
     Tcp(TcpStream),
 }
 
-/// Trace to `dst` (the port is ignored); `on_round` sees the state after
-/// every round, for a live view.
+/// What a probe met: how it ended, who answered, when, traceroute's mark.
+struct Met {
+    outcome: Outcome,
+    from: Option<IpAddr>,
+    at: Instant,
+    mark: Option<String>,
+}
+
+/// One trace in progress: the poll, the sockets, what is known so far.
+struct Tracer<'p> {
+    plan: &'p Plan,
+    dst: IpAddr,
+    poll: Poll,
+    events: Events,
+    /// The ICMP method's one socket.
+    icmp: Option<IcmpSocket>,
+    t: Trace,
+    /// The lowest TTL at which the destination (or a refusal) answered.
+    dest_ttl: Option<u8>,
+    next_id: u64,
+    buf: Vec<u8>,
+    heard: Vec<Heard>,
+    names: Names,
+}
+
+/// Reverse lookups in the background.
+struct Names {
+    on: bool,
+    tx: mpsc::Sender<(IpAddr, Option<String>)>,
+    rx: mpsc::Receiver<(IpAddr, Option<String>)>,
+    /// Looked up (`Some("")`: no name), or asked for (`None`).
+    known: HashMap<IpAddr, Option<String>>,
+    /// Waiting for the resolver to have room.
+    wanted: Vec<IpAddr>,
+}
+
+/// One round's probes.
+struct Round {
+    /// Not yet sent, the next last: query by query, hop by hop.
+    queue: Vec<(u8, usize)>,
+    flying: BTreeMap<u64, Flying>,
+    results: Vec<(u8, usize, ProbeResult)>,
+    started: Instant,
+}
+
+/// Trace to `dst`; `on_round` sees the state after every round, for a live
+/// view.
 ///
 /// # Errors
 /// Socket errors that stop every probe (no ICMP socket, no route at all);
@@ -193,202 +238,280 @@ pub fn run(
     ctx: ClientCtx<'_>,
     on_round: &mut dyn FnMut(&Trace),
 ) -> Result<Trace> {
-    let mut poll = Poll::new().map_err(|e| Error::io("create poll", "epoll", &e))?;
-    let icmp = match plan.method {
-        Method::Icmp => {
-            let s = IcmpSocket::open(dst.is_ipv6(), &SocketOpts::default())?;
-            s.register(poll.registry(), ICMP_TOKEN)?;
-            Some(s)
-        }
-        _ => None,
-    };
-    let v6 = dst.is_ipv6();
-    let (name_tx, name_rx) = mpsc::channel();
-    let mut names: HashMap<IpAddr, Option<String>> = HashMap::new();
-    let mut wanted: Vec<IpAddr> = Vec::new();
-    let mut t = Trace {
-        address: dst,
-        method: plan.method,
-        port: (plan.method != Method::Icmp).then_some(plan.port),
-        max_hops: plan.max_hops,
-        queries: plan.queries,
-        rounds: 0,
-        reached: false,
-        hops: Vec::new(),
-        interrupted: false,
-    };
-    // The lowest TTL at which the destination answered.
-    let mut dest_ttl: Option<u8> = None;
-    let mut events = Events::with_capacity(256);
-    let mut buf = vec![0u8; 2048];
-    let mut heard = Vec::new();
-    let mut next_id: u64 = 0;
+    let mut tr = Tracer::new(dst, plan)?;
     let start = Instant::now();
-    'rounds: for round in 0..plan.rounds {
-        let round_start = start + plan.interval * round;
-        while Instant::now() < round_start {
-            if ctx.interrupted() {
-                t.interrupted = true;
-                break 'rounds;
+    for round in 0..plan.rounds {
+        if !tr.wait_until(start + plan.interval * round, ctx) || !tr.round(ctx)? {
+            tr.t.interrupted = true;
+            break;
+        }
+        tr.t.rounds = round + 1;
+        tr.names.take(&mut tr.t);
+        on_round(&tr.t);
+    }
+    tr.names.wait_for_last(ctx, &mut tr.t);
+    finish(&mut tr.t);
+    Ok(tr.t)
+}
+
+impl<'p> Tracer<'p> {
+    fn new(dst: IpAddr, plan: &'p Plan) -> Result<Tracer<'p>> {
+        let poll = Poll::new().map_err(|e| Error::io("create poll", "epoll", &e))?;
+        let icmp = match plan.method {
+            Method::Icmp => {
+                let s = IcmpSocket::open(dst.is_ipv6(), &SocketOpts::default())?;
+                s.register(poll.registry(), ICMP_TOKEN)?;
+                Some(s)
             }
-            take_names(&name_rx, &mut names, &mut t);
-            std::thread::sleep((round_start - Instant::now()).min(client::SLICE));
+            _ => None,
+        };
+        let (tx, rx) = mpsc::channel();
+        Ok(Tracer {
+            plan,
+            dst,
+            poll,
+            events: Events::with_capacity(256),
+            icmp,
+            t: Trace {
+                address: dst,
+                method: plan.method,
+                port: (plan.method != Method::Icmp).then_some(plan.port),
+                max_hops: plan.max_hops,
+                queries: plan.queries,
+                rounds: 0,
+                reached: false,
+                hops: Vec::new(),
+                interrupted: false,
+            },
+            dest_ttl: None,
+            next_id: 0,
+            buf: vec![0u8; 2048],
+            heard: Vec::new(),
+            names: Names {
+                on: plan.names,
+                tx,
+                rx,
+                known: HashMap::new(),
+                wanted: Vec::new(),
+            },
+        })
+    }
+
+    /// Sleep until `at` (the next round's start); false on Ctrl-C.
+    fn wait_until(&mut self, at: Instant, ctx: ClientCtx<'_>) -> bool {
+        while Instant::now() < at {
+            if ctx.interrupted() {
+                return false;
+            }
+            self.names.take(&mut self.t);
+            std::thread::sleep((at - Instant::now()).min(client::SLICE));
         }
-        let last = dest_ttl.unwrap_or(plan.max_hops);
-        for ttl in plan.first_hop..=last {
-            hop_mut(&mut t, ttl).probes.clear();
+        true
+    }
+
+    /// One round: every hop up to the destination (once known), `queries`
+    /// probes each. False on Ctrl-C.
+    fn round(&mut self, ctx: ClientCtx<'_>) -> Result<bool> {
+        let first = self.plan.first_hop;
+        let last = self.dest_ttl.unwrap_or(self.plan.max_hops);
+        for ttl in first..=last {
+            hop_mut(&mut self.t, ttl).probes.clear();
         }
-        // Probes of this round not yet sent, hop by hop, query by query.
-        let mut queue: Vec<(u8, usize)> = (0..usize::from(plan.queries))
-            .flat_map(|q| (plan.first_hop..=last).map(move |ttl| (ttl, q)))
+        let mut queue: Vec<(u8, usize)> = (0..usize::from(self.plan.queries))
+            .flat_map(|q| (first..=last).map(move |ttl| (ttl, q)))
             .collect();
-        queue.sort_by_key(|&(ttl, q)| (q, ttl));
         queue.reverse();
-        let mut flying: BTreeMap<u64, Flying> = BTreeMap::new();
-        let mut results: Vec<(u8, usize, ProbeResult)> = Vec::new();
-        let start_of_round = Instant::now();
+        let mut r = Round {
+            queue,
+            flying: BTreeMap::new(),
+            results: Vec::new(),
+            started: Instant::now(),
+        };
         loop {
             if ctx.interrupted() {
-                t.interrupted = true;
-                break 'rounds;
+                return Ok(false);
             }
-            // Send while there is room, a few at a time, and read what came
-            // back in between: a burst would queue behind itself and add its
-            // own delay to every hop's time. The second and later probes
-            // of a hop wait until the destination is known (so nothing is
-            // sent beyond it) or for a moment.
-            let mut burst = 0;
-            while flying.len() < MAX_IN_FLIGHT && burst < SEND_BURST {
-                let Some(&(ttl, query)) = queue.last() else {
-                    break;
-                };
-                if dest_ttl.is_some_and(|d| ttl > d) {
-                    queue.pop();
-                    continue;
-                }
-                if query > 0
-                    && dest_ttl.is_none()
-                    && Instant::now() < start_of_round + STAGGER * query as u32
-                {
-                    break;
-                }
-                queue.pop();
-                let id = next_id;
-                next_id += 1;
-                let (sock, sent) = send_probe(plan, dst, ttl, id, icmp.as_ref(), poll.registry())?;
-                hop_mut(&mut t, ttl).sent += 1;
-                flying.insert(
-                    id,
-                    Flying {
-                        ttl,
-                        query,
-                        sent,
-                        sock,
-                    },
-                );
-                burst += 1;
-            }
-            let now = Instant::now();
-            // Give up on probes past their timeout.
-            let expired: Vec<u64> = flying
-                .iter()
-                .filter(|(_, f)| now >= f.sent + plan.timeout)
-                .map(|(&id, _)| id)
-                .collect();
-            for id in expired {
-                if let Some(f) = flying.remove(&id) {
-                    drop_sock(f.sock, poll.registry());
-                    results.push((f.ttl, f.query, lost()));
-                }
-            }
-            // Probes beyond the destination are not needed.
-            if let Some(d) = dest_ttl {
-                let beyond: Vec<u64> = flying
-                    .iter()
-                    .filter(|(_, f)| f.ttl > d)
-                    .map(|(&id, _)| id)
-                    .collect();
-                for id in beyond {
-                    if let Some(f) = flying.remove(&id) {
-                        drop_sock(f.sock, poll.registry());
-                        let h = hop_mut(&mut t, f.ttl);
-                        h.sent = h.sent.saturating_sub(1);
-                    }
-                }
-            }
-            if flying.is_empty() && queue.is_empty() {
+            let sent = self.send_some(&mut r)?;
+            self.expire(&mut r);
+            if r.flying.is_empty() && r.queue.is_empty() {
                 break;
             }
-            // Sleep until an answer, a timeout, or the next probe's turn.
-            let next_turn = match queue.last() {
-                Some(_) if burst == SEND_BURST || flying.len() >= MAX_IN_FLIGHT => now,
-                Some(&(_, q)) if q > 0 && dest_ttl.is_none() => start_of_round + STAGGER * q as u32,
-                Some(_) => now,
-                None => now + client::SLICE,
+            self.read(&mut r, sent)?;
+        }
+        self.fold(r.results);
+        Ok(true)
+    }
+
+    /// Send while there is room, a few at a time, so the loop reads answers
+    /// in between: a burst would queue behind itself and add its own delay
+    /// to every hop's time. The second and later probes of a hop wait until
+    /// the destination is known (so nothing is sent beyond it), or for a
+    /// moment. Returns how many went.
+    fn send_some(&mut self, r: &mut Round) -> Result<usize> {
+        let mut sent = 0;
+        while r.flying.len() < MAX_IN_FLIGHT && sent < SEND_BURST {
+            let Some(&(ttl, query)) = r.queue.last() else {
+                break;
             };
-            let wake = flying
-                .values()
-                .map(|f| f.sent + plan.timeout)
-                .min()
-                .unwrap_or(now + client::SLICE)
-                .min(next_turn)
-                .min(now + client::SLICE);
-            if let Err(e) = poll.poll(&mut events, Some(wake.saturating_duration_since(now)))
-                && e.kind() != io::ErrorKind::Interrupted
-            {
-                return Err(Error::io("poll", "trace", &e));
+            if self.dest_ttl.is_some_and(|d| ttl > d) {
+                r.queue.pop();
+                continue;
             }
-            for ev in events.iter() {
-                let token = ev.token();
-                if token == ICMP_TOKEN {
-                    if let Some(s) = &icmp {
-                        s.drain(&mut buf, &mut heard)
-                            .map_err(|e| Error::io("read ICMP from", dst, &e))?;
-                        for h in heard.drain(..) {
-                            if let Some((id, r)) = icmp_result(h, dst, next_id) {
-                                settle(
-                                    &mut flying,
-                                    id,
-                                    r,
-                                    &mut results,
-                                    &mut dest_ttl,
-                                    poll.registry(),
-                                );
-                            }
-                        }
-                    }
-                    continue;
-                }
-                let id = token.0 as u64;
-                let Some(f) = flying.get_mut(&id) else {
-                    continue;
-                };
-                if let Some(r) = sock_result(f, dst, v6, &mut buf) {
-                    settle(
-                        &mut flying,
-                        id,
-                        r,
-                        &mut results,
-                        &mut dest_ttl,
-                        poll.registry(),
-                    );
+            if self.held(r, query) {
+                break;
+            }
+            r.queue.pop();
+            let id = self.next_id;
+            self.next_id += 1;
+            let (sock, at) = send_probe(
+                self.plan,
+                self.dst,
+                ttl,
+                id,
+                self.icmp.as_ref(),
+                self.poll.registry(),
+            )?;
+            hop_mut(&mut self.t, ttl).sent += 1;
+            r.flying.insert(
+                id,
+                Flying {
+                    ttl,
+                    query,
+                    sent: at,
+                    sock,
+                },
+            );
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    /// Whether probe `query` of a hop waits for the destination to be known.
+    fn held(&self, r: &Round, query: usize) -> bool {
+        query > 0 && self.dest_ttl.is_none() && Instant::now() < self.release(r, query)
+    }
+
+    fn release(&self, r: &Round, query: usize) -> Instant {
+        r.started + STAGGER * query as u32
+    }
+
+    /// Give up on probes past their timeout, and on those beyond the
+    /// destination (not needed: they are not counted as sent).
+    fn expire(&mut self, r: &mut Round) {
+        let now = Instant::now();
+        let timeout = self.plan.timeout;
+        let dest = self.dest_ttl;
+        let gone: Vec<u64> = r
+            .flying
+            .iter()
+            .filter(|(_, f)| now >= f.sent + timeout || dest.is_some_and(|d| f.ttl > d))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            if let Some(f) = r.flying.remove(&id) {
+                drop_sock(f.sock, self.poll.registry());
+                if dest.is_some_and(|d| f.ttl > d) {
+                    let h = hop_mut(&mut self.t, f.ttl);
+                    h.sent = h.sent.saturating_sub(1);
+                } else {
+                    r.results.push((f.ttl, f.query, lost()));
                 }
             }
         }
-        // The round's results, in the order probes were sent per hop.
-        results.sort_by_key(|(ttl, q, _)| (*ttl, *q));
-        for (ttl, _, r) in results {
-            if dest_ttl.is_some_and(|d| ttl > d) {
+    }
+
+    /// Wait (until an answer, a timeout, or the next probe's turn) and read
+    /// what came.
+    fn read(&mut self, r: &mut Round, sent: usize) -> Result<()> {
+        let now = Instant::now();
+        let next_turn = match r.queue.last() {
+            Some(_) if sent == SEND_BURST || r.flying.len() >= MAX_IN_FLIGHT => now,
+            Some(&(_, q)) if self.held(r, q) => self.release(r, q),
+            Some(_) => now,
+            None => now + client::SLICE,
+        };
+        let wake = r
+            .flying
+            .values()
+            .map(|f| f.sent + self.plan.timeout)
+            .min()
+            .unwrap_or(now + client::SLICE)
+            .min(next_turn)
+            .min(now + client::SLICE);
+        if let Err(e) = self
+            .poll
+            .poll(&mut self.events, Some(wake.saturating_duration_since(now)))
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            return Err(Error::io("poll", "trace", &e));
+        }
+        let tokens: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
+        for token in tokens {
+            if token == ICMP_TOKEN {
+                self.read_icmp(r)?;
                 continue;
             }
-            let h = hop_mut(&mut t, ttl);
+            let id = token.0 as u64;
+            let Some(f) = r.flying.get_mut(&id) else {
+                continue;
+            };
+            if let Some(m) = sock_result(f, self.dst, &mut self.buf) {
+                self.settle(r, id, m);
+            }
+        }
+        Ok(())
+    }
+
+    fn read_icmp(&mut self, r: &mut Round) -> Result<()> {
+        let Some(s) = &self.icmp else {
+            return Ok(());
+        };
+        s.drain(&mut self.buf, &mut self.heard)
+            .map_err(|e| Error::io("read ICMP from", self.dst, &e))?;
+        let last = self.next_id.saturating_sub(1);
+        for h in std::mem::take(&mut self.heard) {
+            if let Some((id, m)) = icmp_result(h, self.dst, last) {
+                self.settle(r, id, m);
+            }
+        }
+        Ok(())
+    }
+
+    /// Record what probe `id` met, and free its socket.
+    fn settle(&mut self, r: &mut Round, id: u64, m: Met) {
+        let Some(f) = r.flying.remove(&id) else {
+            return;
+        };
+        drop_sock(f.sock, self.poll.registry());
+        // The path ends here: at the destination, or where it is refused.
+        if matches!(m.outcome, Outcome::Reached | Outcome::Unreachable) {
+            self.dest_ttl = Some(self.dest_ttl.map_or(f.ttl, |d| d.min(f.ttl)));
+        }
+        r.results.push((
+            f.ttl,
+            f.query,
+            ProbeResult {
+                address: m.from,
+                rtt_ms: Some(m.at.saturating_duration_since(f.sent).as_secs_f64() * 1e3),
+                outcome: m.outcome,
+                mark: m.mark,
+            },
+        ));
+    }
+
+    /// Fold a round's results into the hops, in the order probes were sent.
+    fn fold(&mut self, mut results: Vec<(u8, usize, ProbeResult)>) {
+        results.sort_by_key(|(ttl, q, _)| (*ttl, *q));
+        for (ttl, _, r) in results {
+            if self.dest_ttl.is_some_and(|d| ttl > d) {
+                continue;
+            }
+            let h = hop_mut(&mut self.t, ttl);
             if let Some(a) = r.address {
                 if !h.addresses.contains(&a) {
                     h.addresses.push(a);
                 }
-                if plan.names && !names.contains_key(&a) && !wanted.contains(&a) {
-                    wanted.push(a);
-                }
+                self.names.want(a);
             }
             if let Some(ms) = r.rtt_ms {
                 h.received += 1;
@@ -397,41 +520,76 @@ pub fn run(
             }
             h.probes.push(r);
         }
-        // Start lookups for new addresses (at most the resolver's share).
-        wanted.retain(|&a| {
-            if crate::net::addr::reverse_lookup(a, name_tx.clone()) {
-                names.insert(a, None);
+        self.names.ask();
+        self.t.reached = self.dest_ttl.is_some();
+        if let Some(d) = self.dest_ttl {
+            self.t.hops.retain(|h| h.ttl <= d);
+        }
+        finish(&mut self.t);
+    }
+}
+
+impl Names {
+    fn want(&mut self, a: IpAddr) {
+        if self.on && !self.known.contains_key(&a) && !self.wanted.contains(&a) {
+            self.wanted.push(a);
+        }
+    }
+
+    /// Start lookups for the wanted addresses (as far as the resolver has room).
+    fn ask(&mut self) {
+        let (tx, known) = (&self.tx, &mut self.known);
+        self.wanted.retain(|&a| {
+            if crate::net::addr::reverse_lookup(a, tx.clone()) {
+                known.insert(a, None);
                 false
             } else {
                 true
             }
         });
-        t.rounds = round + 1;
-        t.reached = dest_ttl.is_some();
-        if let Some(d) = dest_ttl {
-            t.hops.retain(|h| h.ttl <= d);
-        }
-        finish(&mut t);
-        take_names(&name_rx, &mut names, &mut t);
-        on_round(&t);
     }
-    // The last names: wait for them a moment (each lookup has its own
-    // thread; a dead resolver costs at most this wait).
-    if plan.names {
+
+    /// Take the names that came back, and show them.
+    fn take(&mut self, t: &mut Trace) {
+        while let Ok((ip, name)) = self.rx.try_recv() {
+            self.known.insert(ip, Some(name.unwrap_or_default()));
+        }
+        self.apply(t);
+    }
+
+    /// The last names: wait for them a moment (each lookup has its own
+    /// thread; a dead resolver costs at most this wait).
+    fn wait_for_last(&mut self, ctx: ClientCtx<'_>, t: &mut Trace) {
+        if !self.on {
+            return;
+        }
+        self.ask();
         let until = Instant::now() + ctx.timeout.min(Duration::from_secs(2));
-        while names.values().any(Option::is_none) && Instant::now() < until && !ctx.interrupted() {
-            match name_rx.recv_timeout(client::SLICE) {
+        while self.known.values().any(Option::is_none)
+            && Instant::now() < until
+            && !ctx.interrupted()
+        {
+            match self.rx.recv_timeout(client::SLICE) {
                 Ok((ip, name)) => {
-                    names.insert(ip, Some(name.unwrap_or_default()));
+                    self.known.insert(ip, Some(name.unwrap_or_default()));
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
-        apply_names(&names, &mut t);
+        self.apply(t);
     }
-    finish(&mut t);
-    Ok(t)
+
+    fn apply(&self, t: &mut Trace) {
+        for h in &mut t.hops {
+            if let Some(a) = h.addresses.first()
+                && let Some(Some(n)) = self.known.get(a)
+                && !n.is_empty()
+            {
+                h.name = Some(n.clone());
+            }
+        }
+    }
 }
 
 fn hop_mut(t: &mut Trace, ttl: u8) -> &mut Hop {
@@ -471,29 +629,6 @@ fn finish(t: &mut Trace) {
     }
 }
 
-fn take_names(
-    rx: &mpsc::Receiver<(IpAddr, Option<String>)>,
-    names: &mut HashMap<IpAddr, Option<String>>,
-    t: &mut Trace,
-) {
-    while let Ok((ip, name)) = rx.try_recv() {
-        // Some(""): looked up, no name.
-        names.insert(ip, Some(name.unwrap_or_default()));
-    }
-    apply_names(names, t);
-}
-
-fn apply_names(names: &HashMap<IpAddr, Option<String>>, t: &mut Trace) {
-    for h in &mut t.hops {
-        if let Some(a) = h.addresses.first()
-            && let Some(Some(n)) = names.get(a)
-            && !n.is_empty()
-        {
-            h.name = Some(n.clone());
-        }
-    }
-}
-
 fn lost() -> ProbeResult {
     ProbeResult {
         address: None,
@@ -501,33 +636,6 @@ fn lost() -> ProbeResult {
         outcome: Outcome::Lost,
         mark: None,
     }
-}
-
-/// Record what probe `id` met, and free its socket.
-fn settle(
-    flying: &mut BTreeMap<u64, Flying>,
-    id: u64,
-    (outcome, from, at, mark): (Outcome, Option<IpAddr>, Instant, Option<String>),
-    results: &mut Vec<(u8, usize, ProbeResult)>,
-    dest_ttl: &mut Option<u8>,
-    registry: &mio::Registry,
-) {
-    let Some(f) = flying.remove(&id) else { return };
-    drop_sock(f.sock, registry);
-    // The path ends here: at the destination, or where it is refused.
-    if matches!(outcome, Outcome::Reached | Outcome::Unreachable) {
-        *dest_ttl = Some(dest_ttl.map_or(f.ttl, |d| d.min(f.ttl)));
-    }
-    results.push((
-        f.ttl,
-        f.query,
-        ProbeResult {
-            address: from,
-            rtt_ms: Some(at.saturating_duration_since(f.sent).as_secs_f64() * 1e3),
-            outcome,
-            mark,
-        },
-    ));
 }
 
 fn drop_sock(s: Option<ProbeSock>, registry: &mio::Registry) {
@@ -622,10 +730,8 @@ fn send_probe(
     }
 }
 
-type Result1 = (Outcome, Option<IpAddr>, Instant, Option<String>);
-
 /// What a UDP or TCP probe's socket says, if it has said something yet.
-fn sock_result(f: &mut Flying, dst: IpAddr, v6: bool, buf: &mut [u8]) -> Option<Result1> {
+fn sock_result(f: &mut Flying, dst: IpAddr, buf: &mut [u8]) -> Option<Met> {
     let fd = match &f.sock {
         Some(ProbeSock::Udp(u)) => u.as_raw_fd(),
         Some(ProbeSock::Tcp(t)) => t.as_raw_fd(),
@@ -635,15 +741,26 @@ fn sock_result(f: &mut Flying, dst: IpAddr, v6: bool, buf: &mut [u8]) -> Option<
     if let Ok(Some(q)) = sock::recv_error(fd, buf)
         && q.icmp
     {
-        return Some(classify_icmp(v6, q.kind, q.code, q.offender, dst, q.at));
+        return Some(classify_icmp(
+            dst.is_ipv6(),
+            q.kind,
+            q.code,
+            q.offender,
+            dst,
+            q.at,
+        ));
     }
+    let reached = |at| Met {
+        outcome: Outcome::Reached,
+        from: Some(dst),
+        at,
+        mark: None,
+    };
     match &mut f.sock {
         Some(ProbeSock::Udp(u)) => match u.recv(buf) {
             // Something answers UDP on that port: the destination.
-            Ok(_) => Some((Outcome::Reached, Some(dst), Instant::now(), None)),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                Some((Outcome::Reached, Some(dst), Instant::now(), None))
-            }
+            Ok(_) => Some(reached(Instant::now())),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Some(reached(Instant::now())),
             Err(_) => None,
         },
         Some(ProbeSock::Tcp(t)) => {
@@ -653,13 +770,13 @@ fn sock_result(f: &mut Flying, dst: IpAddr, v6: bool, buf: &mut [u8]) -> Option<
                     // The handshake completed: the destination.
                     Ok(_) => {
                         let _ = t.read(&mut [0u8; 1]);
-                        Some((Outcome::Reached, Some(dst), at, None))
+                        Some(reached(at))
                     }
                     Err(_) => None,
                 },
                 // A reset from the destination is an answer too.
                 Ok(Some(e)) | Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    Some((Outcome::Reached, Some(dst), at, None))
+                    Some(reached(at))
                 }
                 Ok(Some(_)) | Err(_) => None,
             }
@@ -678,10 +795,15 @@ fn classify_icmp(
     from: Option<IpAddr>,
     dst: IpAddr,
     at: Instant,
-) -> Result1 {
-    let time_exceeded = if v6 { kind == 3 } else { kind == 11 };
-    if time_exceeded {
-        return (Outcome::Hop, from, at, None);
+) -> Met {
+    let met = |outcome, mark| Met {
+        outcome,
+        from,
+        at,
+        mark,
+    };
+    if ping::is_time_exceeded(v6, kind) {
+        return met(Outcome::Hop, None);
     }
     let port_unreachable = if v6 {
         kind == 1 && code == 4
@@ -689,12 +811,12 @@ fn classify_icmp(
         kind == 3 && code == 3
     };
     if port_unreachable && from == Some(dst) {
-        return (Outcome::Reached, from, at, None);
+        return met(Outcome::Reached, None);
     }
-    (Outcome::Unreachable, from, at, Some(mark(v6, kind, code)))
+    met(Outcome::Unreachable, Some(mark(v6, kind, code)))
 }
 
-/// traceroute's marks: `!N` network, `!H` host, `!P` protocol, `!F`
+/// traceroute's marks: `!N` network, `!H` host, `!P` protocol or port, `!F`
 /// fragmentation needed, `!X` administratively prohibited, else `!<code>`.
 fn mark(v6: bool, kind: u8, code: u8) -> String {
     let m = if v6 {
@@ -710,8 +832,7 @@ fn mark(v6: bool, kind: u8, code: u8) -> String {
         match (kind, code) {
             (3, 0 | 6) => "!N",
             (3, 1 | 7) => "!H",
-            (3, 2) => "!P",
-            (3, 3) => "",
+            (3, 2 | 3) => "!P",
             (3, 4) => "!F",
             (3, 9 | 10 | 13) => "!X",
             _ => return format!("!<{code}>"),
@@ -720,42 +841,30 @@ fn mark(v6: bool, kind: u8, code: u8) -> String {
     m.to_string()
 }
 
-/// What the ICMP socket heard, as (probe, result).
-fn icmp_result(h: Heard, dst: IpAddr, next_id: u64) -> Option<(u64, Result1)> {
+/// What the ICMP socket heard, as (probe, what it met); `last` is the last
+/// probe sent (probes are numbered by ICMP's 16-bit sequence).
+fn icmp_result(h: Heard, dst: IpAddr, last: u64) -> Option<(u64, Met)> {
     match h {
-        Heard::Reply { seq, from, at, .. } => {
-            // Only the destination's replies are ours (a raw socket sees all).
-            (from == Some(dst) || from.is_none()).then(|| {
-                (
-                    ping::unwrap_seq(seq, next_id.saturating_sub(1)),
-                    (Outcome::Reached, Some(dst), at, None),
-                )
-            })
-        }
+        // Only the destination's replies are ours (a raw socket sees all).
+        Heard::Reply { seq, from, at, .. } => (from == Some(dst) || from.is_none()).then(|| {
+            let m = Met {
+                outcome: Outcome::Reached,
+                from: Some(dst),
+                at,
+                mark: None,
+            };
+            (ping::unwrap_seq(seq, last), m)
+        }),
         Heard::Error {
             seq,
             from,
             at,
-            time_exceeded,
-            what,
-        } => {
-            let id = ping::unwrap_seq(seq, next_id.saturating_sub(1));
-            if time_exceeded {
-                Some((id, (Outcome::Hop, from, at, None)))
-            } else {
-                let m = if what.contains("Host") || what.contains("Address") {
-                    "!H"
-                } else if what.contains("Net") || what.contains("No route") {
-                    "!N"
-                } else if what.contains("Protocol") {
-                    "!P"
-                } else if what.contains("filtered") || what.contains("prohibited") {
-                    "!X"
-                } else {
-                    "!?"
-                };
-                Some((id, (Outcome::Unreachable, from, at, Some(m.to_string()))))
-            }
-        }
+            kind,
+            code,
+            ..
+        } => Some((
+            ping::unwrap_seq(seq, last),
+            classify_icmp(dst.is_ipv6(), kind, code, from, dst, at),
+        )),
     }
 }
