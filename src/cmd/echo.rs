@@ -95,7 +95,7 @@ impl Command for Echo {
         "echo"
     }
     fn summary(&self) -> &'static str {
-        "Echo test against a netsh server: one message, ping-like probes (-c, --udp), or throughput (--bulk)"
+        "Against a netsh server: one message, ping-like probes (-c, --udp), throughput (--bulk)"
     }
     fn args(&self, c: clap::Command) -> clap::Command {
         EchoArgs::augment_args(c)

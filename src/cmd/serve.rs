@@ -94,7 +94,7 @@ impl Command for Serve {
         "serve"
     }
     fn summary(&self) -> &'static str {
-        "Run the netsh server (TCP and UDP echo); in the shell: serve status|stop"
+        "Run the netsh server (echo, SNTP, chat); in the shell: serve status|stop"
     }
     fn args(&self, c: clap::Command) -> clap::Command {
         ServeArgs::augment_args(c)

@@ -109,7 +109,7 @@ impl Command for TraceCmd {
         "trace"
     }
     fn summary(&self) -> &'static str {
-        "The path to any host, hop by hop, like traceroute (-M udp|icmp|tcp); --report, --live like mtr"
+        "The path to any host hop by hop, like traceroute; --report and --live like mtr"
     }
     fn args(&self, c: clap::Command) -> clap::Command {
         TraceArgs::augment_args(c)

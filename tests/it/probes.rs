@@ -304,6 +304,50 @@ fn ping_sigquit_prints_the_statistics_so_far_and_goes_on() {
     );
 }
 
+#[test]
+fn ping_ctrl_c_ends_with_the_summary_of_what_was_sent() {
+    let d = DataDir::new();
+    let mut c = netsh(d.path());
+    c.args(["ping", "-i", "0.05", "127.0.0.1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn netsh ping");
+    let lines = crate::common::line_channel(child.stdout.take().expect("stdout"));
+    let mut seen = Vec::new();
+    while let Ok(l) = lines.recv_timeout(Duration::from_secs(5)) {
+        let third = l.contains("icmp_seq=3 ");
+        seen.push(l);
+        if third {
+            break;
+        }
+    }
+    crate::common::kill("INT", child.id());
+    let st = crate::common::expect_exit(&mut child, Duration::from_secs(10));
+    while let Ok(l) = lines.recv_timeout(Duration::from_secs(2)) {
+        seen.push(l);
+    }
+    assert!(
+        st.success(),
+        "replies came, so success as iputils: {st:?}\n{seen:#?}"
+    );
+    let sum = seen
+        .iter()
+        .find(|l| l.contains(" packets transmitted, "))
+        .unwrap_or_else(|| panic!("no summary: {seen:#?}"));
+    let sent: u64 = sum
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("count");
+    assert!(sent >= 3, "{sum}");
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("rtt min/avg/max/mdev = ")),
+        "{seen:#?}"
+    );
+    assert!(seen.iter().any(|l| l == "(interrupted)"), "{seen:#?}");
+}
+
 // ---------------------------------------------------------------- tcping
 
 #[test]
