@@ -22,7 +22,7 @@ use clap::Parser;
 use netsh::cmd::COMMANDS;
 use netsh::error::{Error, ErrorKind};
 use netsh::paint::Paint;
-use netsh::session::Session;
+use netsh::session::{Paths, Session};
 use netsh::settings::{Key, Source};
 use netsh::shell;
 
@@ -30,7 +30,8 @@ use netsh::shell;
 #[derive(Debug, Parser)]
 #[command(name = "netsh", version, about, disable_help_subcommand = true)]
 struct Cli {
-    /// Directory for history/, logs/ and netsh.conf [default: the current directory]
+    /// Directory for history/, logs/ and netsh.conf [default: the checkout
+    /// under cargo run, else $XDG_STATE_HOME/netsh and $XDG_CONFIG_HOME/netsh]
     #[arg(long, value_name = "DIR", env = "NETSH_HOME")]
     data_dir: Option<PathBuf>,
 
@@ -67,6 +68,8 @@ fn commands_help() -> String {
     }
     s.push_str("\n'netsh COMMAND --help' for one command. Every command takes --json.\n");
     s.push_str("Exit status: 0 ok, 1 failed, 2 usage error, 3 data mismatch, 130 interrupted.");
+    s.push('\n');
+    s.push_str(netsh::cmd::help::FILES);
     s
 }
 
@@ -103,14 +106,19 @@ fn top_level_clap_error(e: &clap::Error) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = match <Cli as clap::CommandFactory>::command()
+    let matches = match <Cli as clap::CommandFactory>::command()
         .after_help(commands_help())
         .try_get_matches()
-        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m))
     {
+        Ok(m) => m,
+        Err(e) => return top_level_clap_error(&e),
+    };
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => return top_level_clap_error(&e),
     };
+    let dir_from_env =
+        matches.value_source("data_dir") == Some(clap::parser::ValueSource::EnvVariable);
     let interactive = cli.command.is_empty() && cli.eval.is_none() && io::stdin().is_terminal();
 
     // Ctrl-C while a command runs sets the flag; commands that loop poll it and
@@ -128,8 +136,8 @@ fn main() -> ExitCode {
     }
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupt));
 
-    let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from("."));
-    let (mut session, mut warnings) = Session::new(&data_dir, Paint::detect(), interrupt);
+    let paths = Paths::choose(cli.data_dir.as_deref(), dir_from_env);
+    let (mut session, mut warnings) = Session::with_paths(paths, Paint::detect(), interrupt);
     // Ctrl-\ (SIGQUIT) while a probe loop runs prints its statistics so far.
     let _ =
         signal_hook::flag::register(signal_hook::consts::SIGQUIT, Arc::clone(&session.progress));

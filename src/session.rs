@@ -12,11 +12,47 @@ use crate::log::{AppendLog, ERROR_LOG_CAP, error_line};
 use crate::paint::Paint;
 use crate::settings::{Settings, SettingsFile, apply_env};
 
-/// Where netsh keeps its files. Everything lives under one data directory:
-/// the current directory by default, or `--data-dir` / `NETSH_HOME`.
+/// Which rule chose where netsh keeps its files (see [`Paths::choose`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PathRule {
+    /// `--data-dir DIR`.
+    Flag,
+    /// `NETSH_HOME`.
+    Env,
+    /// netsh runs from its own checkout (`cargo run`): the checkout.
+    Checkout,
+    /// The XDG base directories.
+    Xdg,
+    /// No home directory to put them under: the current directory.
+    CurrentDir,
+}
+
+impl PathRule {
+    /// How `settings` and `help` say it.
+    pub fn text(self) -> &'static str {
+        match self {
+            PathRule::Flag => "--data-dir",
+            PathRule::Env => "NETSH_HOME",
+            PathRule::Checkout => "netsh's own checkout (cargo run)",
+            PathRule::Xdg => "XDG base directories",
+            PathRule::CurrentDir => "the current directory (no home directory)",
+        }
+    }
+}
+
+/// Where netsh keeps its files, by one rule ([`Paths::choose`]):
+///
+/// 1. `--data-dir DIR`, else `NETSH_HOME`: everything under DIR;
+/// 2. else, when the binary runs from netsh's own checkout
+///    (`<checkout>/target/…/netsh`, as `cargo run` starts it): everything
+///    under the checkout (its top-level `history/` and `logs/`);
+/// 3. else the XDG base directories: history, logs and the SNTP
+///    kiss-o'-death list under `$XDG_STATE_HOME/netsh` (`~/.local/state`),
+///    settings in `$XDG_CONFIG_HOME/netsh/netsh.conf` (`~/.config`).
 #[derive(Debug, Clone)]
 pub struct Paths {
-    /// The data directory itself.
+    /// The directory of state files (history, logs, the SNTP kiss-o'-death list).
     pub data_dir: PathBuf,
     /// `history/`: the shell's line history.
     pub history_dir: PathBuf,
@@ -24,16 +60,58 @@ pub struct Paths {
     pub logs_dir: PathBuf,
     /// `netsh.conf`: persisted settings.
     pub settings_file: PathBuf,
+    /// The rule that chose them.
+    pub rule: PathRule,
 }
 
 impl Paths {
-    /// The layout under `data_dir`.
+    /// Everything under `data_dir`.
     pub fn new(data_dir: &Path) -> Paths {
+        Paths::under(data_dir, PathRule::Flag)
+    }
+
+    fn under(data_dir: &Path, rule: PathRule) -> Paths {
         Paths {
             data_dir: data_dir.to_path_buf(),
             history_dir: data_dir.join("history"),
             logs_dir: data_dir.join("logs"),
             settings_file: data_dir.join("netsh.conf"),
+            rule,
+        }
+    }
+
+    /// The rule above: `dir` is `--data-dir` or `NETSH_HOME` (`from_env`
+    /// says which), if either was given.
+    pub fn choose(dir: Option<&Path>, from_env: bool) -> Paths {
+        if let Some(d) = dir {
+            return Paths::under(
+                d,
+                if from_env {
+                    PathRule::Env
+                } else {
+                    PathRule::Flag
+                },
+            );
+        }
+        if let Some(root) = checkout_root() {
+            return Paths::under(&root, PathRule::Checkout);
+        }
+        use etcetera::BaseStrategy;
+        match etcetera::choose_base_strategy() {
+            Ok(base) => {
+                let state = base
+                    .state_dir()
+                    .unwrap_or_else(|| base.data_dir())
+                    .join("netsh");
+                Paths {
+                    history_dir: state.join("history"),
+                    logs_dir: state.join("logs"),
+                    settings_file: base.config_dir().join("netsh").join("netsh.conf"),
+                    data_dir: state,
+                    rule: PathRule::Xdg,
+                }
+            }
+            Err(_) => Paths::under(Path::new("."), PathRule::CurrentDir),
         }
     }
 
@@ -41,6 +119,23 @@ impl Paths {
     pub fn history_file(&self) -> PathBuf {
         self.history_dir.join("netsh_history")
     }
+}
+
+/// The checkout the running binary was built in, if it runs from one:
+/// `<root>/target/…/netsh` with `<root>/Cargo.toml` naming the package netsh.
+fn checkout_root() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let target = exe
+        .ancestors()
+        .skip(1)
+        .find(|d| d.file_name().is_some_and(|n| n == "target"))?;
+    let root = target.parent()?;
+    let manifest = crate::files::read_capped(&root.join("Cargo.toml"), 64 * 1024).ok()?;
+    let manifest = String::from_utf8_lossy(&manifest);
+    manifest
+        .lines()
+        .any(|l| l.replace(' ', "") == "name=\"netsh\"")
+        .then(|| root.to_path_buf())
 }
 
 /// Where streamed output (lines printed while a command runs, such as one
@@ -209,7 +304,15 @@ impl Session {
     /// Returns the session and the warnings found while loading (bad file
     /// lines, bad environment values), for the caller to show.
     pub fn new(data_dir: &Path, paint: Paint, interrupt: Arc<AtomicBool>) -> (Session, Vec<Error>) {
-        let paths = Paths::new(data_dir);
+        Session::with_paths(Paths::new(data_dir), paint, interrupt)
+    }
+
+    /// As [`Session::new`], with the files where `paths` says.
+    pub fn with_paths(
+        paths: Paths,
+        paint: Paint,
+        interrupt: Arc<AtomicBool>,
+    ) -> (Session, Vec<Error>) {
         let mut settings = Settings::default();
         let (settings_file, mut warnings) = SettingsFile::load(&paths.settings_file, &mut settings);
         warnings.extend(apply_env(&mut settings));

@@ -18,6 +18,13 @@ struct HelpArgs {
     command: Option<String>,
 }
 
+/// Where netsh keeps its files, as `help` says it (the rule of
+/// [`crate::session::Paths::choose`]).
+pub const FILES: &str =
+    "Files: under --data-dir DIR or NETSH_HOME; else, run from its checkout (cargo run),
+the checkout's history/ and logs/; else history and logs in $XDG_STATE_HOME/netsh (~/.local/state)
+and settings in $XDG_CONFIG_HOME/netsh/netsh.conf (~/.config). 'settings' shows where.";
+
 /// The `help` command.
 pub struct Help;
 
@@ -119,6 +126,7 @@ impl HelpReport {
                     "\n\n{}",
                     p.dim("'help COMMAND' or 'COMMAND --help' for details; every command takes --json.")
                 ));
+                out.push_str(&format!("\n{}", p.dim(FILES)));
                 out
             }
             HelpReport::Command { help, .. } => help.clone(),

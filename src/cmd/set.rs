@@ -167,6 +167,13 @@ pub struct SettingsReport {
     pub sources: Map<String, Value>,
     /// The settings file.
     pub file: String,
+    /// The shell's history file.
+    pub history: String,
+    /// The directory of the error, server and chat logs.
+    pub logs: String,
+    /// Which rule chose where the files are: `flag` (--data-dir), `env`
+    /// (NETSH_HOME), `checkout`, `xdg`, `current-dir`.
+    pub files_from: crate::session::PathRule,
     #[serde(skip)]
     rows: Vec<(Key, String, Source)>,
 }
@@ -186,6 +193,9 @@ impl SettingsReport {
             values,
             sources,
             file: s.settings_file.path().display().to_string(),
+            history: s.paths.history_file().display().to_string(),
+            logs: s.paths.logs_dir.display().to_string(),
+            files_from: s.paths.rule,
             rows,
         }
     }
@@ -208,7 +218,13 @@ impl SettingsReport {
                 p.dim(k.about())
             ));
         }
-        out.push_str(&p.dim(&format!("\nfile: {}", self.file)));
+        out.push_str(&p.dim(&format!(
+            "\nsettings file: {}\nhistory:       {}\nlogs:          {}\n(where: {})",
+            self.file,
+            self.history,
+            self.logs,
+            self.files_from.text()
+        )));
         out
     }
 }

@@ -619,12 +619,94 @@ fn netsh_home_is_the_data_dir() {
     assert!(!cwd.conf().exists());
     assert_eq!(home.settings()["retries"], 5);
 
-    // Without either, the data dir is the working directory.
     let mut c = bare_netsh(cwd.path());
-    c.args(["set", "retries", "6"]);
-    assert_ok_quiet(&run(c, None, LIMIT));
-    assert!(cwd.conf().exists());
-    assert_eq!(home.settings()["retries"], 5);
+    c.env("NETSH_HOME", home.path())
+        .args(["settings", "--json"]);
+    assert_eq!(json(&run(c, None, LIMIT))["files_from"], "env");
+    assert_eq!(home.settings()["files_from"], "flag");
+}
+
+/// A copy of the binary outside the checkout, as an installed netsh is.
+fn installed_netsh(dir: &DataDir) -> std::path::PathBuf {
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    let exe = bin.join("netsh");
+    std::fs::copy(env!("CARGO_BIN_EXE_netsh"), &exe).expect("copy netsh");
+    exe
+}
+
+#[test]
+fn an_installed_netsh_keeps_its_files_in_the_xdg_directories_not_the_working_one() {
+    let root = DataDir::new();
+    let exe = installed_netsh(&root);
+    let home = root.path().join("home");
+    let cwd = root.path().join("elsewhere");
+    std::fs::create_dir_all(&cwd).expect("cwd");
+    let netsh = |env: &[(&str, std::path::PathBuf)], args: &[&str]| {
+        let mut c = Command::new(&exe);
+        scrub_env(&mut c)
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("XDG_CONFIG_HOME")
+            .env("HOME", &home)
+            .current_dir(&cwd)
+            .args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        run(c, None, LIMIT)
+    };
+    // A failing one-shot command logs where the state lives.
+    let r = netsh(&[], &["ifno"]);
+    assert_eq!(r.code, Some(2), "{r:#?}");
+    assert!(home.join(".local/state/netsh/logs/errors.log").is_file());
+    let r = netsh(&[], &["set", "retries", "4"]);
+    assert_ok_quiet(&r);
+    assert!(home.join(".config/netsh/netsh.conf").is_file());
+    assert!(
+        std::fs::read_dir(&cwd).expect("cwd").next().is_none(),
+        "nothing in the working directory"
+    );
+    // Another working directory sees the same settings.
+    let r = netsh(&[], &["settings", "--json"]);
+    let j = json(&r);
+    assert_eq!(j["retries"], 4, "{j}");
+    assert_eq!(j["files_from"], "xdg", "{j}");
+    assert_eq!(
+        j["history"],
+        home.join(".local/state/netsh/history/netsh_history")
+            .display()
+            .to_string()
+    );
+    // XDG_STATE_HOME and XDG_CONFIG_HOME move them.
+    let (state, config) = (root.path().join("state"), root.path().join("config"));
+    let env = [
+        ("XDG_STATE_HOME", state.clone()),
+        ("XDG_CONFIG_HOME", config.clone()),
+    ];
+    let r = netsh(&env, &["set", "retries", "7"]);
+    assert_ok_quiet(&r);
+    assert!(config.join("netsh/netsh.conf").is_file());
+    let r = netsh(&env, &["bogus"]);
+    assert_eq!(r.code, Some(2));
+    assert!(state.join("netsh/logs/errors.log").is_file());
+}
+
+#[test]
+fn netsh_run_from_its_checkout_keeps_its_files_in_the_checkout() {
+    // `cargo run` starts target/…/netsh: the checkout's history/ and logs/.
+    let cwd = DataDir::new();
+    let mut c = bare_netsh(cwd.path());
+    c.args(["settings", "--json"]);
+    let r = run(c, None, LIMIT);
+    let j = json(&r);
+    assert_eq!(j["files_from"], "checkout", "{j}");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert_eq!(j["logs"], root.join("logs").display().to_string(), "{j}");
+    assert_eq!(
+        j["file"],
+        root.join("netsh.conf").display().to_string(),
+        "{j}"
+    );
 }
 
 #[test]
