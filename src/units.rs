@@ -102,6 +102,29 @@ pub fn format_bytes(n: u64) -> String {
     n.to_string()
 }
 
+/// A quantity of bytes for people, in binary units as `-n 100M` reads them
+/// (`1.50 GiB`, `512 B`). Rates are in decimal bits (`Gbit/s`), as iperf3
+/// prints them.
+pub fn size(n: u64) -> String {
+    let f = n as f64;
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        let base = (1u64 << shift) as f64;
+        if f >= base {
+            return format!("{:.2} {unit}", f / base);
+        }
+    }
+    format!("{n} B")
+}
+
+/// `1 stream`, `2 streams`: a count with its noun, singular or plural.
+pub fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Parse a switch: on/off, true/false, yes/no, 1/0.
 ///
 /// # Errors
@@ -117,6 +140,16 @@ pub fn parse_switch(s: &str) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_binary_and_plurals_proper() {
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(100 << 20), "100.00 MiB");
+        assert_eq!(size(3 << 29), "1.50 GiB");
+        assert_eq!(plural(1, "stream"), "1 stream");
+        assert_eq!(plural(0, "line"), "0 lines");
+        assert_eq!(plural(3, "line"), "3 lines");
+    }
 
     #[test]
     fn durations() {

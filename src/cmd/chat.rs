@@ -117,7 +117,9 @@ impl Command for Chat {
             },
             ..base
         };
-        let (mut sock, addr, _) = client::connect(&ep, ctx)?;
+        let (mut sock, addr, _) = client::connect_noting(&ep, ctx, &mut |l| {
+            s.emit(l).ok();
+        })?;
         let mut reader = LineReader::new(MAX_CHAT_LINE * 2);
         let req = Request::Chat(nick.as_bytes());
         let line = client::request(&mut sock, &mut reader, &req, addr, ctx)?;
@@ -354,7 +356,7 @@ fn interactive_tcp(
         server: addr.to_string(),
         nick: me.to_string(),
         sent,
-        received: vec![format!("{n} line(s) received")],
+        received: vec![format!("{} received", units::plural(n, "line"))],
     }))
 }
 
@@ -465,8 +467,10 @@ impl ChatReport {
     /// Text form: received lines were already printed as they came.
     pub fn render(&self, p: &Paint) -> String {
         p.dim(&format!(
-            "left the chat on {} as {} ({} line(s) sent)",
-            self.server, self.nick, self.sent
+            "left the chat on {} as {} ({} sent)",
+            self.server,
+            self.nick,
+            units::plural(self.sent, "line")
         ))
     }
 }

@@ -32,8 +32,10 @@ use crate::units;
 const MAX_COUNT: u64 = 1_000_000;
 /// Largest probe payload (TCP line or UDP datagram).
 const MAX_SIZE: usize = 65_000;
-/// Probes when neither a message nor `-c` is given.
-const DEFAULT_COUNT: u64 = 5;
+/// The message when none is given (and no `-c`).
+const DEFAULT_MESSAGE: &str = "Hello";
+/// Shortest `-i` between bulk reports.
+const MIN_REPORT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// `echo` words.
 #[derive(Debug, Args)]
@@ -42,19 +44,20 @@ struct EchoArgs {
     /// message to the server of 'set server'; write HOST:PORT for bare names
     #[arg(value_name = "HOST[:PORT]] [MESSAGE", num_args = 0..)]
     words: Vec<String>,
-    /// Probe mode: send COUNT probes (default 5 when no message is given)
-    #[arg(short = 'c', long, value_name = "COUNT",
+    /// Probe mode: send COUNT probes [without -c and a message: one 'Hello']
+    #[arg(short = 'c', long, value_name = "COUNT", conflicts_with = "bulk",
           value_parser = clap::value_parser!(u64).range(1..=MAX_COUNT))]
     count: Option<u64>,
-    /// Time between probes: 1s, 200ms, 0 for back to back
+    /// Time between probes (1s, 200ms, 0 for back to back); with --bulk,
+    /// between reports (at least 100ms)
     #[arg(short = 'i', long, value_name = "INTERVAL", default_value = "1s", value_parser = probe_args::interval)]
     interval: Duration,
     /// Probe payload size in bytes
-    #[arg(short = 's', long, value_name = "SIZE", default_value_t = 56,
+    #[arg(short = 's', long, value_name = "SIZE", default_value_t = 56, conflicts_with = "bulk",
           value_parser = clap::value_parser!(u32).range(16..=MAX_SIZE as i64))]
     size: u32,
     /// Stop after this long, whatever the count: 10s
-    #[arg(short = 'w', long, value_name = "DEADLINE", value_parser = probe_args::deadline)]
+    #[arg(short = 'w', long, value_name = "DEADLINE", conflicts_with = "bulk", value_parser = probe_args::deadline)]
     deadline: Option<Duration>,
     /// Probe over UDP (datagrams echoed verbatim) instead of TCP
     #[arg(short = 'u', long, conflicts_with = "bulk")]
@@ -102,6 +105,10 @@ impl Command for Echo {
     }
     fn run(&self, m: &ArgMatches, s: &mut Session) -> Result<Report> {
         let a: EchoArgs = args_of(m)?;
+        if a.words.len() == 1 && a.words[0] == "?" {
+            return Ok(Report::Help(crate::cmd::help::HelpReport::command(self)));
+        }
+        let given = |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
         let (ep, message) = target_and_message(&a.words, &s.settings.server)?;
         let interrupt = std::sync::Arc::clone(&s.interrupt);
         let ctx = s.settings.client_ctx(&interrupt);
@@ -110,43 +117,56 @@ impl Command for Echo {
                 return Err(Error::usage("echo --bulk takes no message")
                     .with_hint("echo HOST[:PORT] --bulk -t 5 -P 2"));
             }
+            if given("interval") && a.interval < MIN_REPORT_INTERVAL {
+                return Err(Error::bad_value(format!(
+                    "echo --bulk -i {}: reports come at most every 100ms",
+                    units::format_duration(a.interval)
+                )));
+            }
             let plan = BulkPlan {
                 streams: a.parallel as usize,
                 duration: a.time,
                 bytes: a.bytes,
+                interval: a.interval.max(MIN_REPORT_INTERVAL),
             };
             s.emit(&format!(
-                "Streaming to {ep} with {} stream(s), every byte checked ...",
-                plan.streams
+                "Streaming to {ep} with {}, every byte checked ...",
+                units::plural(plan.streams as u64, "stream")
             ))
             .ok();
-            let mut lines = Vec::new();
+            // Each report as it comes, flushed, as iperf3 prints them.
             let r = bulk::run(&ep, &plan, ctx, &mut |iv| {
-                lines.push(format!(
+                s.emit(&format!(
                     "[SUM] {:6.2}-{:6.2} sec  {:>10}  {:7.2} Gbit/s",
                     iv.start_s,
                     iv.end_s,
-                    human_bytes(iv.bytes),
+                    units::format_bytes(iv.bytes),
                     iv.gbit_per_s
-                ));
+                ))
+                .ok();
             });
-            // Interval lines are printed after the run: the sink may not be
-            // touched from inside the loop's borrow of the session.
-            for l in lines {
-                s.emit(&l).ok();
-            }
             EchoReport::Bulk(BulkReport {
                 mode: Mode::Bulk,
                 target: ep.to_string(),
                 result: r?,
             })
-        } else if let (Some(msg), None) = (&message, a.count) {
+        } else if a.count.is_none() {
             if a.udp {
                 return Err(
                     Error::usage("a message is echoed over TCP; --udp is for probe mode")
                         .with_hint("echo HOST[:PORT] --udp -c 10"),
                 );
             }
+            if let Some(flag) = ["interval", "size", "deadline"]
+                .into_iter()
+                .find(|f| given(f))
+            {
+                return Err(Error::usage(format!(
+                    "echo of one message: --{flag} is for probe mode (-c)"
+                ))
+                .with_hint("echo HOST[:PORT] -c 10 -i 200ms"));
+            }
+            let msg = message.as_deref().unwrap_or(DEFAULT_MESSAGE);
             single(&ep, msg, ctx, s)?
         } else {
             if message.is_some() {
@@ -154,7 +174,7 @@ impl Command for Echo {
                     .with_hint("echo HOST[:PORT] -c 10 -s 64"));
             }
             let plan = Plan {
-                count: a.count.unwrap_or(DEFAULT_COUNT),
+                count: a.count.unwrap_or(1),
                 first_seq: 0,
                 interval: a.interval,
                 deadline: a.deadline,
@@ -202,7 +222,9 @@ fn target_and_message(words: &[String], default: &Endpoint) -> Result<(Endpoint,
 /// One exchange: connect, send one ECHO, compare.
 fn single(ep: &Endpoint, msg: &str, ctx: ClientCtx<'_>, s: &mut Session) -> Result<EchoReport> {
     s.emit(&format!("Connecting to {ep} ...")).ok();
-    let (mut sock, addr, connect) = client::connect(ep, ctx)?;
+    let (mut sock, addr, connect) = client::connect_noting(ep, ctx, &mut |l| {
+        s.emit(l).ok();
+    })?;
     s.emit("Connected to server.").ok();
     s.emit(&format!("Sent: {}", display_bytes(msg.as_bytes())))
         .ok();
@@ -245,7 +267,9 @@ fn probes(
         let (u, a) = client::udp_connect_within(ep, ctx)?;
         (Box::new(UdpEcho::new(u, a, size)?), a, None)
     } else {
-        let (t, a, c) = client::connect(ep, ctx)?;
+        let (t, a, c) = client::connect_noting(ep, ctx, &mut |l| {
+            s.emit(l).ok();
+        })?;
         (Box::new(TcpEcho::new(t, a, size)?), a, Some(ms(c)))
     };
     s.emit(&format!(
@@ -288,19 +312,6 @@ fn probe_line(p: &probe::Probe, timeout: &str) -> String {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-fn human_bytes(n: u64) -> String {
-    let f = n as f64;
-    if f >= 1e9 {
-        format!("{:.2} GB", f / 1e9)
-    } else if f >= 1e6 {
-        format!("{:.2} MB", f / 1e6)
-    } else if f >= 1e3 {
-        format!("{:.2} KB", f / 1e3)
-    } else {
-        format!("{n} B")
-    }
 }
 
 /// One message, compared byte for byte.
@@ -486,14 +497,13 @@ impl EchoReport {
             EchoReport::Bulk(b) => {
                 let r = &b.result;
                 let mut out = format!(
-                    "{} {:.2} sec  sent {}  received {}  {} ({} stream{})",
+                    "{} {:.2} sec  sent {}  received {}  {} ({})",
                     p.bold("[SUM] total"),
                     r.seconds,
-                    human_bytes(r.bytes_sent),
-                    human_bytes(r.bytes_received),
+                    units::size(r.bytes_sent),
+                    units::size(r.bytes_received),
                     p.cyan(&format!("{:.2} Gbit/s", r.gbit_per_s)),
-                    r.streams,
-                    if r.streams == 1 { "" } else { "s" }
+                    units::plural(r.streams as u64, "stream"),
                 );
                 if r.mismatched_bytes == 0 {
                     out.push_str(&format!("\n{}", p.green("every echoed byte verified")));

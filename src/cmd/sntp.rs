@@ -127,10 +127,17 @@ impl Command for Sntp {
                 }
                 return Err(e);
             }
+            let n = format!("{}/{}", i + 1, a.samples);
             match sntp::query(&sock, addr, timeout, ctx) {
                 Ok(Outcome::Sample(smp)) => {
                     bad += smp.bad;
                     stale += smp.stale;
+                    s.emit(&format!(
+                        "[SNTP] request {n}: offset {:+.6} s, delay {:.6} s",
+                        smp.offset_us as f64 / 1e6,
+                        smp.delay_us as f64 / 1e6
+                    ))
+                    .ok();
                     samples.push(Some(smp));
                 }
                 Ok(Outcome::Lost {
@@ -141,6 +148,11 @@ impl Command for Sntp {
                     bad += b;
                     stale += st;
                     last_bad = lb.or(last_bad);
+                    s.emit(&format!(
+                        "[SNTP] request {n}: no valid reply in {}",
+                        units::format_duration(timeout)
+                    ))
+                    .ok();
                     samples.push(None);
                 }
                 Ok(Outcome::Kiss(code)) => {
@@ -181,9 +193,10 @@ impl Command for Sntp {
                 return Err(client::interrupted());
             }
             let mut msg = format!(
-                "no valid reply from {} ({addr}) to {} request(s), {} each",
+                "no valid reply from {} ({addr}) to {} in {} ({} each)",
                 ep.host,
-                samples.len(),
+                units::plural(samples.len() as u64, "request"),
+                units::format_duration(round_ms(start.elapsed())),
                 units::format_duration(timeout)
             );
             if rate_limited {
@@ -193,12 +206,16 @@ impl Command for Sntp {
                 ));
             }
             if let Some(b) = &last_bad {
-                msg.push_str(&format!("; {bad} bad packet(s), the last {b}"));
+                msg.push_str(&format!(
+                    "; {}, the last {b}",
+                    units::plural(bad.into(), "bad packet")
+                ));
                 return Err(Error::new(ErrorKind::Protocol, msg)
                     .with_hint("is that an NTP server? check the port"));
             }
             if stale > 0 {
-                msg.push_str(&format!("; {stale} reply(ies) did not match our request"));
+                let replies = if stale == 1 { "reply" } else { "replies" };
+                msg.push_str(&format!("; {stale} {replies} did not match our request"));
             }
             return Err(Error::new(ErrorKind::TimedOut, msg));
         };
@@ -215,6 +232,11 @@ impl Command for Sntp {
             a.verbose,
         )))
     }
+}
+
+/// A duration to the millisecond, for messages.
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
 }
 
 /// The first resolved address of the family asked for.

@@ -31,6 +31,8 @@ pub struct BulkPlan {
     pub duration: Duration,
     /// Or send exactly this many bytes in all (split across streams).
     pub bytes: Option<u64>,
+    /// Between two interval reports.
+    pub interval: Duration,
 }
 
 /// One reporting interval.
@@ -65,7 +67,8 @@ pub struct BulkResult {
     pub first_mismatch: Option<(usize, u64)>,
     /// Received Gbit/s.
     pub gbit_per_s: f64,
-    /// Per-second figures.
+    /// Figures per report interval (a last one shorter than half an
+    /// interval is folded into the one before).
     pub intervals: Vec<Interval>,
     /// True if Ctrl-C cut the run short.
     pub interrupted: bool,
@@ -241,7 +244,7 @@ pub fn run(
             }
         }
         let now = Instant::now();
-        if now.duration_since(interval_start) >= Duration::from_secs(1) {
+        if now.duration_since(interval_start) >= plan.interval {
             let iv = interval(start, interval_start, now, interval_bytes);
             on_interval(&iv);
             intervals.push(iv);
@@ -250,14 +253,24 @@ pub fn run(
         }
     }
     if interval_bytes > 0 {
-        let iv = interval(
-            start,
-            interval_start,
-            last_byte.max(interval_start),
-            interval_bytes,
-        );
-        on_interval(&iv);
-        intervals.push(iv);
+        let end = last_byte.max(interval_start);
+        // A runt (the last echoes after the final report, often a few ms)
+        // would show a rate of a few bytes over no time: in the result it
+        // is folded into the last interval (whose live line stays as shown).
+        let runt = end.duration_since(interval_start) < plan.interval / 2;
+        match intervals.pop() {
+            Some(prev) if runt => {
+                let from = start + Duration::from_secs_f64(prev.start_s);
+                let iv = interval(start, from, end, prev.bytes + interval_bytes);
+                intervals.push(iv);
+            }
+            prev => {
+                intervals.extend(prev);
+                let iv = interval(start, interval_start, end, interval_bytes);
+                on_interval(&iv);
+                intervals.push(iv);
+            }
+        }
     }
     let seconds = last_byte.duration_since(start).as_secs_f64().max(1e-9);
     let sent: u64 = streams.iter().map(|s| s.sent).sum();

@@ -120,13 +120,31 @@ pub fn resolve_one(ep: &Endpoint, family: Family, ctx: ClientCtx<'_>) -> Result<
 /// the address and the connect time (resolution not included).
 ///
 /// # Errors
-/// `dns`, `connection-refused`, `timed-out`, `unreachable` naming the address;
-/// `interrupted` on Ctrl-C.
+/// As [`connect_noting`].
 pub fn connect(ep: &Endpoint, ctx: ClientCtx<'_>) -> Result<(TcpStream, SocketAddr, Duration)> {
+    connect_noting(ep, ctx, &mut |_| {})
+}
+
+/// [`connect`], telling `note` of each attempt that got no answer while
+/// the next one goes on (`connect 10.0.0.9:5050: attempt 1/2: no answer in
+/// 3s`), so a wait is never silent.
+///
+/// # Errors
+/// `dns`, `connection-refused`, `timed-out`, `unreachable` naming the
+/// address (a timeout counts the attempts and the time they really took);
+/// `interrupted` on Ctrl-C.
+pub fn connect_noting(
+    ep: &Endpoint,
+    ctx: ClientCtx<'_>,
+    note: &mut dyn FnMut(&str),
+) -> Result<(TcpStream, SocketAddr, Duration)> {
     let addrs = resolve(ep, ctx)?;
     let mut last = None;
+    let attempts = ctx.retries + 1;
+    let start = Instant::now();
+    let waited = crate::units::format_duration(ctx.timeout);
     // Retries only help against timeouts; a refusal is an answer.
-    for _attempt in 0..=ctx.retries {
+    for attempt in 1..=attempts {
         let mut timed_out = false;
         for addr in &addrs {
             if ctx.interrupted() {
@@ -145,9 +163,16 @@ pub fn connect(ep: &Endpoint, ctx: ClientCtx<'_>) -> Result<(TcpStream, SocketAd
                     let mut err = Error::io("connect", addr, &e);
                     if e.kind() == io::ErrorKind::TimedOut {
                         timed_out = true;
+                        if attempt < attempts {
+                            note(&format!(
+                                "connect {addr}: attempt {attempt}/{attempts}: no answer in {waited}"
+                            ));
+                        }
+                        let took = Duration::from_millis(start.elapsed().as_millis() as u64);
                         err.message = format!(
-                            "connect {addr}: no answer in {}",
-                            crate::units::format_duration(ctx.timeout)
+                            "connect {addr}: no answer in {} ({} of {waited})",
+                            crate::units::format_duration(took),
+                            crate::units::plural(attempt.into(), "attempt")
                         );
                     }
                     last = Some(err);

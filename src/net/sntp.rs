@@ -175,8 +175,7 @@ pub fn query(
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                return Err(Error::io("query", addr, &e)
-                    .with_hint("nothing answers NTP on that port: check the address and port (netsh serve answers on 5123)"));
+                return Err(Error::io("query", addr, &e).with_hint(refused_hint(addr.port())));
             }
             Err(e) => return Err(Error::io("receive from", addr, &e)),
         };
@@ -240,5 +239,13 @@ pub fn query(
                 });
             }
         }
+    }
+}
+/// What to say when nothing answers NTP on `port`.
+fn refused_hint(port: u16) -> String {
+    match port {
+        123 => "no NTP server there: check the host, or give the port of one (netsh serve answers on 5123 unless --ntp-port 123)".into(),
+        5123 => "no SNTP responder there: is 'netsh serve' running on that host?".into(),
+        p => format!("nothing answers NTP on port {p} there: check the host and the port"),
     }
 }

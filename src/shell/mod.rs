@@ -183,8 +183,25 @@ pub fn run_line(line: &str, s: &mut Session) -> io::Result<Status> {
 pub fn interactive(s: &mut Session) -> i32 {
     s.frontend = crate::session::Frontend::Lines;
     let code = interactive_loop(s);
+    if let Some(line) = leaving_note(s) {
+        let _ = writeln!(io::stdout(), "{line}");
+    }
     s.shutdown();
     code
+}
+
+/// What leaving the shell does to a server `serve` started in it: it stops
+/// with the shell, and the user should know, with what it had.
+fn leaving_note(s: &Session) -> Option<String> {
+    let bg = s.server.as_ref()?;
+    let st = bg.handle.stats.snapshot();
+    let addrs: Vec<String> = bg.addrs.iter().map(ToString::to_string).collect();
+    Some(format!(
+        "Stopping the server on {} with the shell: {} connected now, {} served since it started.",
+        addrs.join(", "),
+        crate::units::plural(st.clients, "client"),
+        st.clients_total
+    ))
 }
 
 fn interactive_loop(s: &mut Session) -> i32 {

@@ -1336,7 +1336,7 @@ fn the_client_escapes_what_a_hostile_server_sends() {
             "[12:00:00] <x> \\x1b[31mred\\u{2066}\\u{200b}",
             &*format!(
                 "left the chat on {target} as ev\\x1b[2Jil\\u{{202e}}\\x1b]0;pwned\\x07 \
-                 (1 line(s) sent)"
+                 (1 line sent)"
             ),
         ],
         "{}",

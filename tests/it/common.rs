@@ -721,3 +721,39 @@ pub fn type_keys(p: &mut PtySession, keys: &str) {
     p.send(keys).unwrap();
     p.flush().unwrap();
 }
+
+/// A loopback listener that never accepts, its queue filled: the kernel
+/// drops further SYNs, so a connect hears nothing (a black hole that stays
+/// on loopback).
+pub struct FullListener {
+    pub addr: SocketAddr,
+    _l: socket2::Socket,
+    _held: Vec<TcpStream>,
+}
+
+impl FullListener {
+    pub fn new() -> FullListener {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let l = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+        l.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into())
+            .expect("bind");
+        l.listen(0).expect("listen");
+        let addr = l
+            .local_addr()
+            .expect("local addr")
+            .as_socket()
+            .expect("inet");
+        // Fill the accept queue (backlog 0 holds one; take a few to be sure).
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                held.push(s);
+            }
+        }
+        FullListener {
+            addr,
+            _l: l,
+            _held: held,
+        }
+    }
+}

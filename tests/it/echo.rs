@@ -1288,7 +1288,7 @@ fn bulk_for_one_second_text() {
     let lines: Vec<&str> = o.stdout.lines().collect();
     assert_eq!(
         lines[0],
-        format!("Streaming to {target} with 1 stream(s), every byte checked ...")
+        format!("Streaming to {target} with 1 stream, every byte checked ...")
     );
     let intervals = lines
         .iter()

@@ -14,6 +14,8 @@
 //! - `info`: `netsh info --json` against iproute2's view of this machine;
 //! - `netns`: a fixture of network namespaces (multi-hop chains), with
 //!   tests of the fixture itself;
+//! - `newcomer`: what a new user tripped over: live output, no flag
+//!   accepted and ignored, units, what leaving the shell does;
 //! - `probes`: `ping`, `tcping` and `trace` against loopback, real
 //!   listeners, iputils' ping, and namespace chains built by the tests;
 //! - `scripts`: rhai scripts (`run`, `-e`), their sandbox limits, and the
@@ -39,6 +41,7 @@ mod common;
 mod echo;
 mod info;
 mod netns;
+mod newcomer;
 mod probes;
 mod scripts;
 mod server_limits;

@@ -392,7 +392,7 @@ fn tcping_a_netsh_server_a_closed_port_and_a_black_hole_are_told_apart() {
     assert!(e.contains("nothing listens"), "{e}");
 
     // A black hole: a listener whose queue is full drops every SYN.
-    let hole = FullListener::new();
+    let hole = crate::common::FullListener::new();
     let o = netsh_tmp(&[
         "-o",
         "timeout=300ms",
@@ -420,42 +420,6 @@ fn tcping_a_netsh_server_a_closed_port_and_a_black_hole_are_told_apart() {
     let e = one_err_line(&o);
     assert!(e.starts_with("error[timed-out]: "), "{e}");
     assert!(o.stdout.contains("no answer from "), "{}", show(&o));
-}
-
-/// A loopback listener that never accepts, its queue filled: the kernel
-/// drops further SYNs, so a connect hears nothing (a black hole that stays
-/// on loopback).
-struct FullListener {
-    addr: SocketAddr,
-    _l: socket2::Socket,
-    _held: Vec<TcpStream>,
-}
-
-impl FullListener {
-    fn new() -> FullListener {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let l = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
-        l.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into())
-            .expect("bind");
-        l.listen(0).expect("listen");
-        let addr = l
-            .local_addr()
-            .expect("local addr")
-            .as_socket()
-            .expect("inet");
-        // Fill the accept queue (backlog 0 holds one; take a few to be sure).
-        let mut held = Vec::new();
-        for _ in 0..3 {
-            if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-                held.push(s);
-            }
-        }
-        FullListener {
-            addr,
-            _l: l,
-            _held: held,
-        }
-    }
 }
 
 #[test]

@@ -873,11 +873,7 @@ fn wrong_origin_is_ignored() {
     );
     assert_eq!(o.code, Some(1), "{}", show(&o));
     assert!(o.stderr.contains("no valid reply"), "{}", show(&o));
-    assert!(
-        o.stderr.contains("2 reply(ies) did not match"),
-        "{}",
-        show(&o)
-    );
+    assert!(o.stderr.contains("2 replies did not match"), "{}", show(&o));
     assert_eq!(fake.count(), 2);
 }
 
@@ -932,7 +928,7 @@ fn silent_server_times_out() {
     );
     let took = t0.elapsed();
     let err = assert_fails(&o, 1, "timed-out");
-    assert!(err.contains("3 request(s)"), "{}", show(&o));
+    assert!(err.contains("3 requests"), "{}", show(&o));
     assert!(err.contains("no valid reply"), "{}", show(&o));
     assert!(took < Duration::from_secs(5), "took {took:?}");
     assert!(
@@ -1122,7 +1118,7 @@ fn unknown_kiss_code_is_a_bad_reply() {
     let o = sntp(dir.path(), &[&fake.target(), "--timeout", "2s", "-c", "2"]);
     let err = assert_fails(&o, 1, "protocol");
     assert!(err.contains("kiss-o'-death XYZW"), "{}", show(&o));
-    assert!(err.contains("2 bad packet(s)"), "{}", show(&o));
+    assert!(err.contains("2 bad packets"), "{}", show(&o));
     assert!(!dir.path().join("sntp-kod.list").exists());
     assert_eq!(fake.count(), 2);
 }
@@ -1311,7 +1307,7 @@ fn bad_replies_are_named() {
         );
         let err = assert_fails(&o, 1, "protocol");
         assert!(
-            err.contains("no valid reply") && err.contains("2 bad packet(s)"),
+            err.contains("no valid reply") && err.contains("2 bad packets"),
             "{what}: {}",
             show(&o)
         );
