@@ -195,6 +195,16 @@ impl Error {
         err
     }
 
+    /// The same line as a warning: `warning[CODE]: message — hint` (the
+    /// command goes on).
+    pub fn as_warning(&self) -> String {
+        let mut s = format!("warning[{}]: {}", self.code(), self.message);
+        if let Some(h) = &self.hint {
+            s.push_str(&format!(" — {h}"));
+        }
+        s
+    }
+
     /// The code, e.g. `timed-out`.
     pub fn code(&self) -> &'static str {
         self.kind.code()

@@ -25,6 +25,23 @@ pub fn read_capped(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// `DIR/*.EXT` under the current directory whose path starts with `prefix`.
+pub fn preferred_files(dir: &str, ext: &str, prefix: &str) -> Vec<String> {
+    let suffix = format!(".{ext}");
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.ends_with(&suffix))
+                .map(|n| format!("{dir}/{n}"))
+                .filter(|p| p.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,14 +56,28 @@ impl AppendLog {
     }
 }
 
-/// Format an error-log line: timestamp, the command that failed, the error.
+/// Most characters of the command line and of the error kept in one
+/// error-log record: a 70 KB chat argument is not a record.
+pub const RECORD_PART_MAX: usize = 512;
+
+/// Format an error-log line: timestamp, the command that failed, the error,
+/// each cut to [`RECORD_PART_MAX`] characters (with the length it had).
 pub fn error_line(command: &str, err: &Error) -> String {
     format!(
         "{} [{}] {}",
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        escape_controls(command),
-        escape_controls(&err.to_string())
+        clip(&escape_controls(command)),
+        clip(&escape_controls(&err.to_string()))
     )
+}
+
+/// At most [`RECORD_PART_MAX`] characters, and the length it had if longer.
+fn clip(s: &str) -> String {
+    if s.chars().count() <= RECORD_PART_MAX {
+        return s.to_string();
+    }
+    let kept: String = s.chars().take(RECORD_PART_MAX).collect();
+    format!("{kept}… ({} bytes)", s.len())
 }
 
 #[cfg(test)]
@@ -82,6 +96,19 @@ mod tests {
         assert!(cur <= 110 && old <= 110, "{cur} {old}");
         let text = fs::read_to_string(log.path()).unwrap();
         assert!(text.ends_with("line 0029\n"));
+    }
+
+    #[test]
+    fn a_record_is_cut_to_its_cap() {
+        let long = "x".repeat(70_000);
+        let line = error_line(&format!("chat --send {long}"), &Error::usage(long.clone()));
+        assert!(line.len() < 2 * RECORD_PART_MAX + 200, "{}", line.len());
+        assert!(line.contains("… (70012 bytes)"), "{line}");
+        let short = error_line("ifno", &Error::usage("unknown"));
+        assert!(
+            short.ends_with("[ifno] error[usage]: unknown — type 'help COMMAND' for its usage"),
+            "{short}"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use anyhow::Context;
 use clap::Parser;
 
 use netsh::cmd::COMMANDS;
@@ -106,16 +107,42 @@ fn top_level_clap_error(e: &clap::Error) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => fatal(&e),
+    }
+}
+
+/// What stops netsh itself (not a command): a handler it cannot install, a
+/// stdout it cannot write. One line, as every error; a closed pipe is a
+/// normal way to stop reading.
+fn fatal(e: &anyhow::Error) -> ExitCode {
+    if e.downcast_ref::<io::Error>()
+        .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    {
+        return ExitCode::SUCCESS;
+    }
+    let line = netsh::proto::escape::escape_controls(&format!("{e:#}")).into_owned();
+    let _ = writeln!(io::stderr(), "error[io]: {line}");
+    ExitCode::from(1)
+}
+
+/// Parse argv, pick the front end, run it.
+///
+/// # Errors
+/// Only what stops netsh itself ([`fatal`]); a command's failure is its
+/// exit status.
+fn run() -> anyhow::Result<ExitCode> {
     let matches = match <Cli as clap::CommandFactory>::command()
         .after_help(commands_help())
         .try_get_matches()
     {
         Ok(m) => m,
-        Err(e) => return top_level_clap_error(&e),
+        Err(e) => return Ok(top_level_clap_error(&e)),
     };
     let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
         Ok(c) => c,
-        Err(e) => return top_level_clap_error(&e),
+        Err(e) => return Ok(top_level_clap_error(&e)),
     };
     let dir_from_env =
         matches.value_source("data_dir") == Some(clap::parser::ValueSource::EnvVariable);
@@ -128,13 +155,15 @@ fn main() -> ExitCode {
     let interrupt = Arc::new(AtomicBool::new(false));
     let shell_mode = interactive && io::stdout().is_terminal();
     if !shell_mode {
-        let _ = signal_hook::flag::register_conditional_shutdown(
+        signal_hook::flag::register_conditional_shutdown(
             signal_hook::consts::SIGINT,
             130,
             Arc::clone(&interrupt),
-        );
+        )
+        .context("install the second-Ctrl-C handler")?;
     }
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupt));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupt))
+        .context("install the Ctrl-C handler")?;
 
     let paths = Paths::choose(cli.data_dir.as_deref(), dir_from_env);
     let (mut session, mut warnings) = Session::with_paths(paths, Paint::detect(), interrupt);
@@ -161,7 +190,7 @@ fn main() -> ExitCode {
             } else {
                 shell::report_error(&mut session, &format!("-o {o}"), &e);
             }
-            return ExitCode::from(2);
+            return Ok(ExitCode::from(2));
         }
     }
     // The terminal is the front end's: commands get it through the session.
@@ -189,10 +218,9 @@ fn main() -> ExitCode {
             }
         }
     } else if !cli.command.is_empty() {
-        match shell::run_words(&cli.command, &mut session) {
-            Ok(st) => st.code,
-            Err(e) => stdout_failed(&e),
-        }
+        shell::run_words(&cli.command, &mut session)
+            .context("write stdout")?
+            .code
     } else if shell_mode {
         shell::interactive(&mut session)
     } else {
@@ -202,15 +230,5 @@ fn main() -> ExitCode {
         let prompt = interactive.then(|| format!("netsh {}> ", session.settings.server));
         shell::batch(&mut input, &mut session, prompt.as_deref())
     };
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
-}
-
-/// A write to stdout failed: a closed pipe is a normal way to stop reading.
-fn stdout_failed(e: &io::Error) -> i32 {
-    if e.kind() == io::ErrorKind::BrokenPipe {
-        0
-    } else {
-        eprintln!("error[io]: write stdout: {e}");
-        1
-    }
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }

@@ -88,13 +88,7 @@ impl Command for Chat {
         }
         // A person at a terminal converses; otherwise the lines are given.
         let interactive = a.send.is_empty() && s.streaming && s.terminal.interactive();
-        let log = AppendLog::new(
-            s.paths
-                .logs_dir
-                .join("chat-client")
-                .join(format!("{}.log", chrono::Local::now().format("%Y-%m-%d"))),
-            CLIENT_LOG_CAP,
-        );
+        let log = ChatLog::new(&s.paths.logs_dir, &nick);
 
         // The shell's own server: join as its operator.
         if a.server.is_none()
@@ -129,10 +123,11 @@ impl Command for Chat {
         };
         let joined = display_bytes(&line);
         let me = display_bytes(given);
-        let _ = log.append(&format!("{} joined {addr} as {me}", stamp()));
+        log.set_nick(&me);
+        log.event(&format!("joined {addr} as {me}"));
         s.emit(&joined).ok();
         if interactive {
-            interactive_tcp(sock, reader, &me, &addr.to_string(), &log, s)
+            interactive_tcp(sock, reader, &addr.to_string(), &log, s)
         } else {
             let lines = if a.send.is_empty() && s.frontend == Frontend::OneShot {
                 s.terminal.all_lines()?
@@ -142,7 +137,6 @@ impl Command for Chat {
             scripted_tcp(
                 sock,
                 reader,
-                &me,
                 &addr.to_string(),
                 &lines,
                 a.wait,
@@ -160,6 +154,83 @@ fn stamp() -> String {
         .to_string()
 }
 
+/// The client's log, `logs/chat-client/DATE.log`: one line per event, each
+/// with the session and the nickname of the moment, so two clients of one
+/// day are told apart and each line is there once per session.
+#[derive(Clone)]
+struct ChatLog {
+    log: AppendLog,
+    session: String,
+    nick: Arc<std::sync::Mutex<String>>,
+}
+
+impl ChatLog {
+    fn new(logs_dir: &std::path::Path, nick: &str) -> ChatLog {
+        use std::sync::atomic::AtomicU32;
+        static N: AtomicU32 = AtomicU32::new(0);
+        let file = format!("{}.log", chrono::Local::now().format("%Y-%m-%d"));
+        ChatLog {
+            log: AppendLog::new(logs_dir.join("chat-client").join(file), CLIENT_LOG_CAP),
+            session: format!(
+                "{}.{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed) + 1
+            ),
+            nick: Arc::new(std::sync::Mutex::new(nick.to_string())),
+        }
+    }
+
+    fn nick(&self) -> String {
+        self.nick.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    fn set_nick(&self, n: &str) {
+        if let Ok(mut g) = self.nick.lock() {
+            *g = n.to_string();
+        }
+    }
+
+    fn event(&self, what: &str) {
+        let _ = self.log.append(&format!(
+            "{} [{} {}] {what}",
+            stamp(),
+            self.session,
+            self.nick()
+        ));
+    }
+
+    /// A line from the room (escaped): logged, and our nickname followed
+    /// when the room says it changed.
+    fn heard(&self, line: &str) {
+        self.event(&format!("< {line}"));
+        if let Some((old, new)) = chat::renamed(line)
+            && old == self.nick()
+        {
+            self.set_nick(new);
+        }
+    }
+}
+
+/// Whether a line from the server ends the session for us: `BYE` after
+/// our `/quit`, or the server shutting down.
+fn is_goodbye(l: &[u8]) -> Option<Goodbye> {
+    match parse_reply(l) {
+        Reply::Bye(b"") => Some(Goodbye::Quit),
+        Reply::Bye(_) => Some(Goodbye::Server),
+        _ => None,
+    }
+}
+
+/// How a chat session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Goodbye {
+    /// We left (`/quit` answered with `BYE`).
+    Quit,
+    /// The server shut down (`BYE server shutting down`).
+    Server,
+}
+
 fn check_line(line: &str) -> Result<()> {
     if line.len() > MAX_CHAT_LINE {
         return Err(Error::bad_value(format!(
@@ -170,42 +241,47 @@ fn check_line(line: &str) -> Result<()> {
     Ok(())
 }
 
-/// Non-interactive: send, then `/quit`, then read until `BYE`.
 #[allow(clippy::too_many_arguments)]
+/// Non-interactive: send, then `/quit`, then read until `BYE` (or the
+/// server's own goodbye, which ends the session as well).
 fn scripted_tcp(
     mut sock: TcpStream,
     mut reader: LineReader,
-    me: &str,
     addr: &str,
     lines: &[String],
     wait: Duration,
     ctx: ClientCtx<'_>,
-    log: &AppendLog,
+    log: &ChatLog,
     s: &mut Session,
 ) -> Result<Report> {
     let mut received = Vec::new();
     for l in lines {
         check_line(l)?;
         client::write_all(&mut sock, format!("{l}\n").as_bytes(), ctx)?;
-        let _ = log.append(&format!("{} > {}", stamp(), escape_controls(l)));
+        log.event(&format!("> {}", escape_controls(l)));
     }
+    let mut ended = None;
     if !wait.is_zero() {
         let until = Instant::now() + wait;
-        loop {
+        while ended.is_none() {
             match reader.read_line(&mut sock, until, ctx)? {
-                ReadLine::Line(l) => take(&l, &mut received, log, s),
+                ReadLine::Line(l) => ended = take(&l, &mut received, log, s),
                 ReadLine::TimedOut => break,
                 ReadLine::Closed => return Err(dropped(addr)),
             }
         }
     }
-    client::write_all(&mut sock, format!("{}\n", chat::QUIT).as_bytes(), ctx)?;
+    if ended.is_none() {
+        client::write_all(&mut sock, format!("{}\n", chat::QUIT).as_bytes(), ctx)?;
+    }
     // Every earlier line is handled before the room answers /quit.
     let deadline = Instant::now() + ctx.timeout + Duration::from_millis(lines.len() as u64);
-    loop {
+    while ended.is_none() {
         match reader.read_line(&mut sock, deadline, ctx)? {
-            ReadLine::Line(l) if parse_reply(&l) == Reply::Bye(b"") => break,
-            ReadLine::Line(l) => take(&l, &mut received, log, s),
+            ReadLine::Line(l) if is_goodbye(&l) == Some(Goodbye::Quit) => {
+                ended = Some(Goodbye::Quit);
+            }
+            ReadLine::Line(l) => ended = take(&l, &mut received, log, s),
             ReadLine::TimedOut => {
                 return Err(Error::new(
                     ErrorKind::TimedOut,
@@ -215,20 +291,23 @@ fn scripted_tcp(
             ReadLine::Closed => return Err(dropped(addr)),
         }
     }
-    let _ = log.append(&format!("{} left {addr}", stamp()));
+    log.event(&format!("left {addr}"));
     Ok(Report::Chat(ChatReport {
         server: addr.to_string(),
-        nick: me.to_string(),
+        nick: log.nick(),
         sent: lines.len() as u64,
         received,
+        ended: ended.unwrap_or(Goodbye::Quit),
     }))
 }
 
-fn take(l: &[u8], received: &mut Vec<String>, log: &AppendLog, s: &mut Session) {
+/// A line from the room: shown, logged, kept; the server's goodbye ends.
+fn take(l: &[u8], received: &mut Vec<String>, log: &ChatLog, s: &mut Session) -> Option<Goodbye> {
     let line = display_bytes(l);
-    let _ = log.append(&format!("{} < {line}", stamp()));
+    log.heard(&line);
     s.emit(&line).ok();
     received.push(line);
+    is_goodbye(l)
 }
 
 fn dropped(addr: &str) -> Error {
@@ -243,18 +322,23 @@ fn dropped(addr: &str) -> Error {
 fn interactive_tcp(
     sock: TcpStream,
     mut reader: LineReader,
-    me: &str,
     addr: &str,
-    log: &AppendLog,
+    log: &ChatLog,
     s: &mut Session,
 ) -> Result<Report> {
     let mut printer = s.terminal.printer()?;
     let mut note = s.terminal.printer()?;
     let closed = Arc::new(AtomicBool::new(false));
+    let server_left = Arc::new(AtomicBool::new(false));
     let mut rsock = sock
         .try_clone()
         .map_err(|e| Error::io("clone socket", addr, &e))?;
-    let (closed2, log2, addr2) = (Arc::clone(&closed), log.clone(), addr.to_string());
+    let (closed2, left2, log2, addr2) = (
+        Arc::clone(&closed),
+        Arc::clone(&server_left),
+        log.clone(),
+        addr.to_string(),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = Arc::clone(&stop);
     let received = Arc::new(std::sync::Mutex::new(0u64));
@@ -275,14 +359,20 @@ fn interactive_tcp(
             match reader.read_line(&mut rsock, Instant::now() + Duration::from_millis(200), ctx) {
                 Ok(ReadLine::Line(l)) => {
                     let line = display_bytes(&l);
-                    let _ = log2.append(&format!("{} < {line}", stamp()));
+                    log2.heard(&line);
                     if let Ok(mut n) = received2.lock() {
                         *n += 1;
                     }
-                    let bye = parse_reply(&l) == Reply::Bye(b"");
                     printer(&line);
-                    if bye {
-                        break;
+                    match is_goodbye(&l) {
+                        Some(Goodbye::Quit) => break,
+                        Some(Goodbye::Server) => {
+                            left2.store(true, Ordering::Relaxed);
+                            closed2.store(true, Ordering::Relaxed);
+                            printer("[chat] the server shut down; press Enter");
+                            break;
+                        }
+                        None => {}
                     }
                 }
                 Ok(ReadLine::TimedOut) => {}
@@ -326,7 +416,7 @@ fn interactive_tcp(
                     failure = Some(dropped(addr));
                     break;
                 }
-                let _ = log.append(&format!("{} > {}", stamp(), escape_controls(&line)));
+                log.event(&format!("> {}", escape_controls(&line)));
                 if quit {
                     break;
                 }
@@ -346,17 +436,22 @@ fn interactive_tcp(
     stop.store(true, Ordering::Relaxed);
     let _ = wsock.shutdown(std::net::Shutdown::Both);
     let _ = thread.join();
-    let _ = log.append(&format!("{} left {addr}", stamp()));
-    let _ = s;
-    if let Some(e) = failure {
-        return Err(e);
-    }
+    log.event(&format!("left {addr}"));
+    let ended = if server_left.load(Ordering::Relaxed) {
+        Goodbye::Server
+    } else {
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Goodbye::Quit
+    };
     let n = received.lock().map(|n| *n).unwrap_or(0);
     Ok(Report::Chat(ChatReport {
         server: addr.to_string(),
-        nick: me.to_string(),
+        nick: log.nick(),
         sent,
         received: vec![format!("{} received", units::plural(n, "line"))],
+        ended,
     }))
 }
 
@@ -366,7 +461,7 @@ fn operator(
     interactive: bool,
     a: &ChatArgs,
     s: &mut Session,
-    log: &AppendLog,
+    log: &ChatLog,
 ) -> Result<Report> {
     let rx = handle.attach_operator();
     let mut received = Vec::new();
@@ -379,7 +474,7 @@ fn operator(
             // Ends when the server drops the sender (detach or shutdown).
             while let Ok(line) = rx.recv() {
                 let line = escape_controls(&line).into_owned();
-                let _ = log2.append(&format!("{} < {line}", stamp()));
+                log2.heard(&line);
                 printer(&line);
             }
         });
@@ -394,7 +489,7 @@ fn operator(
             if !handle.operator_say(&line) {
                 break;
             }
-            let _ = log.append(&format!("{} > {}", stamp(), escape_controls(&line)));
+            log.event(&format!("> {}", escape_controls(&line)));
             sent += 1;
         }
         handle.detach_operator();
@@ -447,6 +542,7 @@ fn operator(
         nick: "operator".into(),
         sent,
         received,
+        ended: Goodbye::Quit,
     }))
 }
 
@@ -461,13 +557,19 @@ pub struct ChatReport {
     pub sent: u64,
     /// Lines received (non-interactive), escaped for display.
     pub received: Vec<String>,
+    /// `quit`: we left; `server`: the server shut down.
+    pub ended: Goodbye,
 }
 
 impl ChatReport {
     /// Text form: received lines were already printed as they came.
     pub fn render(&self, p: &Paint) -> String {
+        let why = match self.ended {
+            Goodbye::Quit => "left the chat",
+            Goodbye::Server => "the server shut down; out of the chat",
+        };
         p.dim(&format!(
-            "left the chat on {} as {} ({} sent)",
+            "{why} on {} as {} ({} sent)",
             self.server,
             self.nick,
             units::plural(self.sent, "line")

@@ -117,7 +117,12 @@ impl HelpReport {
             HelpReport::List { commands } => {
                 let mut out = p.bold("Commands:");
                 for c in commands {
-                    out.push_str(&format!("\n  {:<10} {}", p.green(c.name), c.summary));
+                    // Pad, then paint: escape codes have no width on screen.
+                    out.push_str(&format!(
+                        "\n  {} {}",
+                        p.green(&format!("{:<10}", c.name)),
+                        c.summary
+                    ));
                     if !c.aliases.is_empty() {
                         out.push_str(&p.dim(&format!(" (also: {})", c.aliases.join(", "))));
                     }

@@ -70,7 +70,9 @@ pub fn render(r: &HostInfo, p: &Paint) -> String {
     out.push_str(&format!("{}:\n", label("Interfaces")));
     for i in &r.interfaces {
         let idx = i.index.map_or("?".into(), |n| n.to_string());
-        let mut head = format!("  {idx:>2}: {:<10} {}", p.bold(&i.name), state_word(i, p));
+        // Pad, then paint: escape codes have no width on screen.
+        let name = p.bold(&format!("{:<10}", i.name));
+        let mut head = format!("  {idx:>2}: {name} {}", state_word(i, p));
         if let Some(t) = &i.link_type {
             head.push_str(&format!("  {t}"));
         }

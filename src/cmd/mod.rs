@@ -98,6 +98,7 @@ pub fn cli(c: &dyn Command) -> clap::Command {
         .bin_name(c.name())
         .about(c.summary())
         .disable_version_flag(true)
+        .disable_help_subcommand(true)
         .color(clap::ColorChoice::Never)
         .arg(
             Arg::new("json")
@@ -173,13 +174,21 @@ fn clap_outcome(e: clap::Error, cmd: &dyn Command) -> Result<Report> {
         _ => {
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("bad arguments");
-            let msg = first.strip_prefix("error: ").unwrap_or(first);
-            let tip = text
+            let msg = plain_reason(first.strip_prefix("error: ").unwrap_or(first));
+            let mut tip = text
                 .lines()
                 .find_map(|l| l.trim().strip_prefix("tip: "))
                 .filter(|t| t.contains("similar"))
                 .map(|t| format!("{t}; "))
                 .unwrap_or_default();
+            if e.kind() == K::InvalidSubcommand && tip.is_empty() {
+                // `set colour on`: say what there is.
+                let words: Vec<String> = cli(cmd)
+                    .get_subcommands()
+                    .map(|c| c.get_name().to_string())
+                    .collect();
+                tip = format!("one of: {}; ", words.join(", "));
+            }
             let kind = match e.kind() {
                 K::InvalidValue | K::ValueValidation => ErrorKind::BadValue,
                 _ => ErrorKind::Usage,
@@ -193,6 +202,18 @@ fn clap_outcome(e: clap::Error, cmd: &dyn Command) -> Result<Report> {
             )
         }
     }
+}
+
+/// clap's message with Rust's parse errors said for people: `invalid
+/// digit found in string` is a value that is not a whole number.
+fn plain_reason(msg: &str) -> String {
+    msg.replace(": invalid digit found in string", ": not a whole number")
+        .replace(
+            ": number too large to fit in target type",
+            ": a number too large",
+        )
+        .replace(": cannot parse integer from empty string", ": empty")
+        .replace(": invalid float literal", ": not a number (write e.g. 2.5)")
 }
 
 /// The one-line usage of a command, without the `Usage:` label.

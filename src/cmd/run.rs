@@ -133,6 +133,14 @@ pub fn read_script(path: &std::path::Path) -> Result<String> {
                 "{} is over 1 MiB; scripts are at most 1 MiB",
                 path.display()
             ))
+        } else if e.kind() == std::io::ErrorKind::NotFound {
+            let shipped = crate::files::preferred_files("scripts", "rhai", "scripts/");
+            let hint = if shipped.is_empty() {
+                "check the path (relative to the current directory)".to_string()
+            } else {
+                format!("check the path; scripts here: {}", shipped.join(", "))
+            };
+            Error::io("read script", path.display(), &e).with_hint(hint)
         } else {
             Error::io("read script", path.display(), &e)
         }

@@ -134,6 +134,15 @@ pub fn parse_joined(line: &[u8]) -> Option<(&[u8], u64)> {
     (!nick.is_empty()).then_some((nick, members))
 }
 
+/// The change of nickname a room line announces: `(old, new)` of
+/// `[HH:MM:SS] * old is now known as new`.
+pub fn renamed(line: &str) -> Option<(&str, &str)> {
+    let rest = line.split_once("] * ")?.1;
+    let (old, tail) = rest.split_once(' ')?;
+    let new = tail.strip_prefix("is now known as ")?;
+    (valid_nick(old).is_ok() && valid_nick(new).is_ok()).then_some((old, new))
+}
+
 /// The answer to a join when the room has `max` members.
 pub fn room_full_line(max: usize) -> String {
     format!("ERR room full ({max} members)")
@@ -172,6 +181,14 @@ mod tests {
         assert_eq!(parse_joined(b"OK joined as bob (x in room)"), None);
         assert_eq!(parse_joined(b"OK joined as  (3 in room)"), None);
         assert_eq!(parse_joined(b"OK"), None);
+    }
+
+    #[test]
+    fn a_rename_is_read_back_from_its_notice() {
+        let l = notice_line("12:00:00", "bob", "is now known as robert");
+        assert_eq!(renamed(&l), Some(("bob", "robert")));
+        assert_eq!(renamed("[12:00:00] <bob> is now known as robert"), None);
+        assert_eq!(renamed("[12:00:00] * bob joined"), None);
     }
 
     #[test]

@@ -106,6 +106,13 @@ pub(super) fn build_engine(
     engine.register_fn("fixed", |x: i64, digits: i64| {
         format!("{:.*}", digits.clamp(0, 12) as usize, x as f64)
     });
+    engine.register_fn("join", |items: rhai::Array, sep: &str| {
+        items
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(sep)
+    });
     engine.register_fn("pad_right", |v: Dynamic, width: i64| {
         format!("{:<w$}", v.to_string(), w = width.clamp(0, 200) as usize)
     });

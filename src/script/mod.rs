@@ -12,7 +12,8 @@
 //! Each limit, when hit, names itself and the flag that raises it.
 //!
 //! Besides the commands: `sleep(ms)`, `now()` (Unix seconds), `to_json(x)`,
-//! `exit(code)`, `fixed(x, digits)`, `pad_right(v, width)`, `pad_left(v, width)`;
+//! `exit(code)`, `fixed(x, digits)`, `join(array, sep)`, `pad_right(v, width)`,
+//! `pad_left(v, width)`;
 //! `print` goes through the session's output. `set(…)` in a script changes
 //! the script's settings only; the user's saved settings stay.
 

@@ -124,23 +124,6 @@ pub fn complete(line: &str) -> Completion {
     c
 }
 
-/// `DIR/*.EXT` under the current directory whose path starts with `prefix`.
-pub fn preferred_files(dir: &str, ext: &str, prefix: &str) -> Vec<String> {
-    let suffix = format!(".{ext}");
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.ends_with(&suffix))
-                .map(|n| format!("{dir}/{n}"))
-                .filter(|p| p.starts_with(prefix))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 fn takes_value(a: &clap::Arg) -> bool {
     a.get_num_args().is_some_and(|n| n.takes_values())
         || matches!(
@@ -227,10 +210,14 @@ impl Completer for ShellHelper {
             // The command's own files first: `run ⇥` offers scripts/*.rhai.
             let prefix = &line[c.start..pos];
             if let Some((dir, ext)) = c.preferred {
-                out.extend(preferred_files(dir, ext, prefix).into_iter().map(|f| Pair {
-                    display: f.clone(),
-                    replacement: format!("{f} "),
-                }));
+                out.extend(
+                    crate::files::preferred_files(dir, ext, prefix)
+                        .into_iter()
+                        .map(|f| Pair {
+                            display: f.clone(),
+                            replacement: format!("{f} "),
+                        }),
+                );
             }
             let (fstart, files) = self.files.complete_path(line, pos)?;
             if out.is_empty() {
@@ -340,10 +327,11 @@ mod tests {
         assert_eq!(c.preferred, Some(("scripts", "rhai")));
         assert_eq!(complete("echo ").preferred, None);
         assert!(
-            preferred_files("scripts", "rhai", "").contains(&"scripts/diagnose.rhai".to_string())
+            crate::files::preferred_files("scripts", "rhai", "")
+                .contains(&"scripts/diagnose.rhai".to_string())
         );
         assert_eq!(
-            preferred_files("scripts", "rhai", "scripts/dia"),
+            crate::files::preferred_files("scripts", "rhai", "scripts/dia"),
             ["scripts/diagnose.rhai"]
         );
     }

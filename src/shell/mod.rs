@@ -54,7 +54,7 @@ pub fn report_error(s: &mut Session, command: &str, e: &Error) {
     };
     let _ = writeln!(err, "{text}");
     if let Some(w) = warn {
-        let _ = writeln!(err, "warning: {w}");
+        let _ = writeln!(err, "{}", w.as_warning());
     }
 }
 
@@ -86,7 +86,7 @@ fn history_file_problem(path: &std::path::Path) -> Option<Error> {
 pub fn report_warnings(s: &mut Session, warnings: &[Error]) {
     for w in warnings {
         let _ = s.log_error("startup", w);
-        let _ = writeln!(io::stderr(), "warning: {w}");
+        let _ = writeln!(io::stderr(), "{}", w.as_warning());
     }
 }
 

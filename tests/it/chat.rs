@@ -1734,3 +1734,131 @@ fn a_chat_is_driven_through_the_sessions_terminal_in_process() {
         "{heard:#?}"
     );
 }
+
+/// Every record of the chat client's logs under `dir`.
+fn client_log(dir: &Path) -> Vec<String> {
+    let logs = dir.join("logs").join("chat-client");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&logs).unwrap_or_else(|e| panic!("{}: {e}", logs.display())) {
+        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        out.extend(text.lines().map(String::from));
+    }
+    out
+}
+
+#[test]
+fn two_clients_of_a_day_are_told_apart_in_the_client_log() {
+    let srv = server(0, None);
+    let dir = DataDir::new();
+    let target = srv.addr.to_string();
+    for nick in ["ann", "ben"] {
+        let o = netsh_in(
+            dir.path(),
+            &[
+                "chat",
+                &target,
+                "--nick",
+                nick,
+                "--send",
+                &format!("hi from {nick}"),
+            ],
+            None,
+        );
+        assert_eq!(o.code, Some(0), "{}", show(&o));
+    }
+    let recs = client_log(dir.path());
+    // Every record says its session and nickname.
+    let tag = |r: &str| {
+        let inner = r
+            .split_once(" [")
+            .and_then(|(_, t)| t.split_once("] "))
+            .map(|(t, _)| t);
+        inner
+            .unwrap_or_else(|| panic!("untagged record {r:?}"))
+            .to_string()
+    };
+    let tags: std::collections::BTreeSet<String> = recs.iter().map(|r| tag(r)).collect();
+    assert_eq!(tags.len(), 2, "two sessions, each its own tag: {recs:#?}");
+    assert!(tags.iter().any(|t| t.ends_with(" ann")) && tags.iter().any(|t| t.ends_with(" ben")));
+    // Each session has its own line once.
+    for nick in ["ann", "ben"] {
+        let mine: Vec<&String> = recs
+            .iter()
+            .filter(|r| {
+                tag(r).ends_with(&format!(" {nick}"))
+                    && r.contains(&format!("<{nick}> hi from {nick}"))
+            })
+            .collect();
+        assert_eq!(mine.len(), 1, "{nick}: {recs:#?}");
+    }
+}
+
+#[test]
+fn a_new_nickname_is_the_one_the_client_leaves_with() {
+    let srv = server(0, None);
+    let dir = DataDir::new();
+    let o = netsh_in(
+        dir.path(),
+        &[
+            "chat",
+            &srv.addr.to_string(),
+            "--nick",
+            "bob",
+            "--send",
+            "/nick robert",
+            "--send",
+            "after",
+        ],
+        None,
+    );
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    assert!(o.stdout.contains("<robert> after"), "{}", show(&o));
+    assert!(
+        o.stdout.trim_end().ends_with(&format!(
+            "left the chat on {} as robert (2 lines sent)",
+            srv.addr
+        )),
+        "{}",
+        show(&o)
+    );
+    assert!(
+        client_log(dir.path())
+            .iter()
+            .any(|r| r.contains(" robert] left "))
+    );
+}
+
+#[test]
+fn the_servers_shutdown_ends_the_client_cleanly() {
+    let srv = server(0, None);
+    let dir = DataDir::new();
+    let (d, target) = (dir.path().to_path_buf(), srv.addr.to_string());
+    let client = std::thread::spawn(move || {
+        netsh_in(
+            &d,
+            &["chat", &target, "--nick", "stayer", "--wait", "15s"],
+            None,
+        )
+    });
+    assert!(
+        crate::common::wait_for(Duration::from_secs(10), || !srv
+            .lines_with("stayer joined")
+            .is_empty()),
+        "the client joined"
+    );
+    srv.stop();
+    let o = client.join().expect("client thread");
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    assert!(o.stderr.is_empty(), "{}", show(&o));
+    assert!(
+        o.stdout.contains("BYE server shutting down"),
+        "{}",
+        show(&o)
+    );
+    let last = o.stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("the server shut down; out of the chat on "),
+        "{}",
+        show(&o)
+    );
+}

@@ -547,7 +547,7 @@ fn bad_flags_and_environment() {
     let lines: Vec<&str> = r.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{r:#?}");
     assert!(
-        lines[0].starts_with("warning: ") && lines[0].contains("NETSH_RETRIES"),
+        lines[0].starts_with("warning[bad-value]: ") && lines[0].contains("NETSH_RETRIES"),
         "{r:#?}"
     );
 }
@@ -747,7 +747,10 @@ fn garbage_settings_file_warns_and_keeps_good_lines() {
     let lines: Vec<&str> = r.stderr.lines().collect();
     assert!(lines.len() >= 5, "{r:#?}");
     for l in &lines {
-        assert!(l.starts_with("warning: "), "{l:?}");
+        assert!(
+            l.starts_with("warning[settings]: "),
+            "one prefix, not two: {l:?}"
+        );
         assert!(l.contains("netsh.conf"), "warning names the file: {l:?}");
     }
     assert!(
@@ -786,7 +789,7 @@ fn a_settings_path_that_never_ends_warns_and_runs() {
     let lines: Vec<&str> = r.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{r:#?}");
     assert!(
-        lines[0].starts_with("warning: error[settings]: settings file ")
+        lines[0].starts_with("warning[settings]: settings file ")
             && lines[0].contains("netsh.conf is over 65536 bytes, ignored"),
         "{r:#?}"
     );
@@ -805,7 +808,7 @@ fn unreadable_settings_path_warns_and_runs() {
     let lines: Vec<&str> = r.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{r:#?}");
     assert!(
-        lines[0].starts_with("warning: ") && lines[0].contains("netsh.conf"),
+        lines[0].starts_with("warning[io]: ") && lines[0].contains("netsh.conf"),
         "{r:#?}"
     );
 

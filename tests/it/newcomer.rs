@@ -216,3 +216,92 @@ fn leaving_the_shell_says_it_stops_its_server_and_what_it_had() {
         .expect("with what the server had");
     p.exp_eof().expect("the shell ends");
 }
+
+#[test]
+fn small_wording_each_says_what_it_means() {
+    // A number that is not one: no Rust parse error leaks out.
+    let o = netsh_tmp(&["echo", "127.0.0.1", "-c", "abc"]);
+    let e = one_err_line(&o);
+    assert!(
+        e.contains("'abc' for '--count <COUNT>': not a whole number"),
+        "{e}"
+    );
+    assert!(!e.contains("invalid digit"), "{e}");
+    // An unknown key lists the keys; help is not one of them.
+    let o = netsh_tmp(&["set", "colour", "on"]);
+    let e = one_err_line(&o);
+    assert!(e.contains("one of: server, timeout, retries"), "{e}");
+    let o = netsh_tmp(&["help", "set"]);
+    assert!(
+        !o.stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("help ")),
+        "{}",
+        show(&o)
+    );
+    // A script that is not there says where to look.
+    let o = netsh_tmp(&["run", "nosuch.rhai"]);
+    let e = one_err_line(&o);
+    assert!(
+        e.contains("no such file or directory — check the path"),
+        "{e}"
+    );
+    // A warning has one prefix.
+    let d = DataDir::new();
+    d.write("netsh.conf", "timeout = banana\n");
+    let o = d.run(&["settings"]);
+    let w = o.stderr.lines().next().unwrap_or_default();
+    assert!(w.starts_with("warning[settings]: "), "{w}");
+    assert!(!w.contains("error["), "{w}");
+}
+
+#[test]
+fn colour_keeps_the_columns_of_help_on_a_terminal() {
+    let d = DataDir::new();
+    let mut c = std::process::Command::new("sh");
+    crate::common::scrub_env(&mut c);
+    c.arg("-c")
+        .arg(r#"stty cols 200 rows 40 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_netsh"))
+        .arg("--data-dir")
+        .arg(d.path())
+        .arg("help")
+        .current_dir(d.path())
+        .env("TERM", "xterm-256color");
+    let mut p = rexpect::session::spawn_command(c, Some(10_000)).expect("spawn on a pty");
+    let out = p.exp_eof().expect("help ends");
+    assert!(out.contains("\u{1b}["), "coloured on a terminal: {out:?}");
+    // Without the escapes, every summary starts in the same column.
+    let plain = strip_ansi(&out);
+    let cols: Vec<usize> = plain
+        .lines()
+        .filter(|l| l.starts_with("  ") && l.len() > 14)
+        .map(|l| {
+            2 + l[2..].find(' ').unwrap_or(0)
+                + l[2..]
+                    .chars()
+                    .skip_while(|c| *c != ' ')
+                    .take_while(|c| *c == ' ')
+                    .count()
+        })
+        .collect();
+    assert!(cols.len() >= 10, "{plain}");
+    assert!(cols.iter().all(|&c| c == cols[0]), "{cols:?}\n{plain}");
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' && it.peek() == Some(&'[') {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else if c != '\r' {
+            out.push(c);
+        }
+    }
+    out
+}
