@@ -93,12 +93,8 @@ fn top_level_clap_error(e: &clap::Error) -> ExitCode {
     let err = Error::new(kind, format!("netsh: {msg}"))
         .with_hint("usage: netsh [OPTIONS] [COMMAND]... (more: netsh --help)");
     if std::env::args_os().any(|a| a == "--json") {
-        let doc = serde_json::json!({ "error": &err });
-        let _ = writeln!(
-            io::stdout(),
-            "{}",
-            serde_json::to_string_pretty(&doc).unwrap_or_default()
-        );
+        let doc = netsh::report::error_document(None, &err);
+        let _ = writeln!(io::stdout(), "{}", netsh::report::pretty(&doc));
     } else {
         let line = netsh::proto::escape::escape_controls(&err.to_string()).into_owned();
         let _ = writeln!(io::stderr(), "{line}");
@@ -183,8 +179,12 @@ fn run() -> anyhow::Result<ExitCode> {
         };
         if let Err(e) = applied {
             if cli.command.iter().any(|w| w == "--json") {
-                let doc = serde_json::json!({ "error": &e });
-                let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+                let command = cli
+                    .command
+                    .first()
+                    .and_then(|w| netsh::cmd::find(w))
+                    .map(|c| c.name());
+                let text = netsh::report::pretty(&netsh::report::error_document(command, &e));
                 let _ = writeln!(io::stdout(), "{text}");
                 let _ = session.log_error(&format!("-o {o}"), &e);
             } else {

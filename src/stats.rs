@@ -7,24 +7,33 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-/// Summary of a set of round-trip times, in milliseconds.
+/// Summary of a set of round-trip times, in milliseconds (each JSON field
+/// says so: `min_ms`, …).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RttStats {
     /// Fastest (exact).
+    #[serde(rename = "min_ms")]
     pub min: f64,
     /// Mean (exact).
+    #[serde(rename = "avg_ms")]
     pub avg: f64,
     /// Slowest (exact).
+    #[serde(rename = "max_ms")]
     pub max: f64,
     /// Mean deviation as ping computes it: sqrt(mean(x²) − mean(x)²) (exact).
+    #[serde(rename = "mdev_ms")]
     pub mdev: f64,
     /// Median, to 3 significant digits.
+    #[serde(rename = "p50_ms")]
     pub p50: f64,
     /// 90th percentile, to 3 significant digits.
+    #[serde(rename = "p90_ms")]
     pub p90: f64,
     /// 99th percentile, to 3 significant digits.
+    #[serde(rename = "p99_ms")]
     pub p99: f64,
     /// 99.9th percentile, to 3 significant digits.
+    #[serde(rename = "p99_9_ms")]
     pub p99_9: f64,
 }
 

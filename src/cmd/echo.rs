@@ -175,7 +175,7 @@ impl Command for Echo {
             }
             let plan = Plan {
                 count: a.count.unwrap_or(1),
-                first_seq: 0,
+                first_seq: 1,
                 interval: a.interval,
                 deadline: a.deadline,
                 timeout: ctx.timeout,

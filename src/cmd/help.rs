@@ -77,8 +77,8 @@ pub enum HelpReport {
     },
     /// One command in full.
     Command {
-        /// The command word.
-        command: &'static str,
+        /// The command it is about.
+        topic: &'static str,
         /// One-line usage.
         usage: String,
         /// Full help text (plain).
@@ -105,7 +105,7 @@ impl HelpReport {
     /// The full help of one command.
     pub fn command(c: &dyn Command) -> HelpReport {
         HelpReport::Command {
-            command: c.name(),
+            topic: c.name(),
             usage: usage(c),
             help: cli(c).render_long_help().to_string().trim_end().to_string(),
         }

@@ -113,6 +113,8 @@ pub fn cli(c: &dyn Command) -> clap::Command {
 pub struct Outcome {
     /// `--json` was asked for (also when parsing failed, if the word was there).
     pub json: bool,
+    /// The command the first word named, if it named one.
+    pub command: Option<&'static str>,
     /// The report, or the error.
     pub result: Result<Report>,
 }
@@ -123,12 +125,14 @@ pub fn execute(argv: &[String], s: &mut Session) -> Outcome {
     let Some(word) = argv.first() else {
         return Outcome {
             json,
+            command: None,
             result: Err(Error::usage("no command given")),
         };
     };
     let Some(cmd) = find(word) else {
         return Outcome {
             json,
+            command: None,
             result: Err(unknown(word)),
         };
     };
@@ -137,6 +141,7 @@ pub fn execute(argv: &[String], s: &mut Session) -> Outcome {
         Err(e) => {
             return Outcome {
                 json,
+                command: Some(cmd.name()),
                 result: clap_outcome(e, cmd),
             };
         }
@@ -147,7 +152,11 @@ pub fn execute(argv: &[String], s: &mut Session) -> Outcome {
     s.streaming = streaming && !json;
     let result = cmd.run(&matches, s);
     s.streaming = streaming;
-    Outcome { json, result }
+    Outcome {
+        json,
+        command: Some(cmd.name()),
+        result,
+    }
 }
 
 /// `unknown command 'ifno' — did you mean 'info'?`

@@ -42,7 +42,7 @@ struct SntpArgs {
     #[arg(value_name = "SERVER[:PORT]")]
     server: Option<String>,
     /// Samples to take; the one with the lowest delay is reported
-    #[arg(short = 'c', long = "samples", value_name = "N", default_value_t = 4,
+    #[arg(short = 'c', long = "samples", visible_alias = "count", value_name = "N", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=MAX_SAMPLES as i64))]
     samples: u32,
     /// Pause between samples: 0, 200ms, 1s
@@ -298,10 +298,12 @@ fn remember_kiss(path: &Path, addr: SocketAddr, code: &str) {
 /// One sample in the report.
 #[derive(Debug, Serialize)]
 pub struct SampleReport {
+    /// Its number, from 1.
+    pub sample: usize,
     /// Offset in seconds.
-    pub offset: f64,
+    pub offset_s: f64,
     /// Round-trip delay in seconds.
-    pub delay: f64,
+    pub delay_s: f64,
 }
 
 /// What `sntp` reports: the best sample's figures at the top level.
@@ -311,39 +313,37 @@ pub struct SntpReport {
     pub server: String,
     /// The address queried.
     pub address: String,
-    /// Server time at the moment of the best reply (local + offset), UTC.
+    /// Server time at the moment of the best reply (local + offset), RFC 3339, UTC.
     pub network_time: String,
-    /// Local time when the best reply arrived, UTC.
+    /// Local time when the best reply arrived, RFC 3339 with the local offset.
     pub local_time: String,
-    /// The same, in the local time zone.
-    pub local_time_zone: String,
     /// Server clock minus local clock, seconds (best sample).
-    pub offset: f64,
+    pub offset_s: f64,
     /// Round-trip delay, seconds (best sample).
-    pub delay: f64,
+    pub delay_s: f64,
     /// Server stratum.
     pub stratum: u8,
     /// Reference ID as text (`LOCL`, `GPS`, an IPv4 address).
     pub reference: String,
-    /// Leap indicator, 0–3.
+    /// Leap indicator, 0–2.
     pub leap: u8,
-    /// `none`, `+1s`, `-1s`, `unsynchronised`.
+    /// `none`, `+1s`, `-1s` (leap 3, unsynchronised, is refused as a bad reply).
     pub leap_text: &'static str,
-    /// Server precision, log2 seconds.
-    pub precision: i8,
+    /// Server precision, as a power of two of seconds (−24: about 60 ns).
+    pub precision_log2_s: i8,
     /// Server root delay, seconds.
-    pub root_delay: f64,
+    pub root_delay_s: f64,
     /// Server root dispersion, seconds.
-    pub root_dispersion: f64,
+    pub root_dispersion_s: f64,
     /// NTP version of the reply.
     pub version: u8,
     /// Samples asked for and sent.
     pub samples_sent: u32,
     /// Samples with a valid reply.
     pub samples_answered: u32,
-    /// Index of the best sample.
-    pub best: usize,
-    /// Every sample; `null` where no valid reply came.
+    /// The best sample's number, from 1 (as the text says `best #N`).
+    pub best_sample: usize,
+    /// Every sample in order; `null` where no valid reply came.
     pub samples: Vec<Option<SampleReport>>,
     /// Datagrams that were not valid replies.
     pub bad_replies: u32,
@@ -353,8 +353,12 @@ pub struct SntpReport {
     pub rate_limited: bool,
     /// Ctrl-C cut the run short.
     pub interrupted: bool,
-    /// Wall time of the whole query, seconds.
-    pub elapsed: f64,
+    /// Wall time of the whole query.
+    pub time_ms: f64,
+    #[serde(skip)]
+    network: SystemTime,
+    #[serde(skip)]
+    local: SystemTime,
     #[serde(skip)]
     verbose: bool,
 }
@@ -389,13 +393,12 @@ impl SntpReport {
         SntpReport {
             server: ep.host.clone(),
             address: addr.to_string(),
-            network_time: utc(network),
-            local_time: utc(best.local),
-            local_time_zone: DateTime::<Local>::from(best.local)
-                .format("%Y-%m-%d %H:%M:%S%.6f %:z")
-                .to_string(),
-            offset,
-            delay: best.delay_us as f64 / 1e6,
+            network_time: DateTime::<Utc>::from(network)
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, false),
+            local_time: DateTime::<Local>::from(best.local)
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, false),
+            offset_s: offset,
+            delay_s: best.delay_us as f64 / 1e6,
             stratum: h.stratum,
             reference: ntp::ref_id_text(h.stratum, h.ref_id),
             leap: h.leap,
@@ -405,24 +408,27 @@ impl SntpReport {
                 2 => "-1s",
                 _ => "unsynchronised",
             },
-            precision: h.precision,
-            root_delay: ntp::short_to_secs(h.root_delay),
-            root_dispersion: ntp::short_to_secs(h.root_dispersion),
+            precision_log2_s: h.precision,
+            root_delay_s: ntp::short_to_secs(h.root_delay),
+            root_dispersion_s: ntp::short_to_secs(h.root_dispersion),
             version: h.version,
             samples_sent: samples.len() as u32,
             samples_answered: samples.iter().flatten().count() as u32,
-            best: samples
+            best_sample: samples
                 .iter()
                 .position(|s| {
                     s.is_some_and(|x| x.delay_us == best.delay_us && x.local == best.local)
                 })
-                .unwrap_or(0),
+                .unwrap_or(0)
+                + 1,
             samples: samples
                 .iter()
-                .map(|s| {
+                .enumerate()
+                .map(|(i, s)| {
                     s.map(|x| SampleReport {
-                        offset: x.offset_us as f64 / 1e6,
-                        delay: x.delay_us as f64 / 1e6,
+                        sample: i + 1,
+                        offset_s: x.offset_us as f64 / 1e6,
+                        delay_s: x.delay_us as f64 / 1e6,
                     })
                 })
                 .collect(),
@@ -430,7 +436,9 @@ impl SntpReport {
             stale_replies: stale,
             rate_limited,
             interrupted,
-            elapsed: start.elapsed().as_secs_f64(),
+            time_ms: start.elapsed().as_secs_f64() * 1e3,
+            network,
+            local: best.local,
             verbose,
         }
     }
@@ -445,35 +453,35 @@ impl SntpReport {
             p.cyan(&self.server),
             self.address
         ));
-        out.push_str(&format!("\n{}: {}", l("Network Time"), self.network_time));
+        out.push_str(&format!("\n{}: {}", l("Network Time"), utc(self.network)));
         out.push_str(&format!(
             "\n{}: {}  ({})",
             l("Local Time"),
-            self.local_time,
-            self.local_time_zone
+            utc(self.local),
+            DateTime::<Local>::from(self.local).format("%Y-%m-%d %H:%M:%S%.6f %:z")
         ));
-        let off = format!("{:+.6} s", self.offset);
-        let off = if self.offset.abs() < 0.1 {
+        let off = format!("{:+.6} s", self.offset_s);
+        let off = if self.offset_s.abs() < 0.1 {
             p.green(&off)
         } else {
             p.yellow(&off)
         };
         out.push_str(&format!("\n{}: {off}", l("Time Offset")));
-        out.push_str(&format!("\n{}: {:.6} s", l("Round Trip"), self.delay));
+        out.push_str(&format!("\n{}: {:.6} s", l("Round Trip"), self.delay_s));
         out.push_str(&format!(
             "\n{}: {}   Reference: {}   Leap: {}   Precision: 2^{} s",
             l("Stratum"),
             self.stratum,
             self.reference,
             self.leap_text,
-            self.precision
+            self.precision_log2_s
         ));
         out.push_str(&format!(
             "\n{}: {} sent, {} answered, best #{} (lowest delay){}",
             l("Samples"),
             self.samples_sent,
             self.samples_answered,
-            self.best,
+            self.best_sample,
             if self.rate_limited {
                 p.yellow("; server asked to slow down (RATE)")
             } else {
@@ -482,12 +490,13 @@ impl SntpReport {
         ));
         if self.verbose {
             for (i, s) in self.samples.iter().enumerate() {
+                let n = i + 1;
                 match s {
                     Some(s) => out.push_str(&format!(
-                        "\n  #{i}  offset {:+.6} s  delay {:.6} s",
-                        s.offset, s.delay
+                        "\n  #{n}  offset {:+.6} s  delay {:.6} s",
+                        s.offset_s, s.delay_s
                     )),
-                    None => out.push_str(&format!("\n  #{i}  {}", p.dim("no valid reply"))),
+                    None => out.push_str(&format!("\n  #{n}  {}", p.dim("no valid reply"))),
                 }
             }
             if self.bad_replies + self.stale_replies > 0 {

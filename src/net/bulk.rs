@@ -48,6 +48,15 @@ pub struct Interval {
     pub gbit_per_s: f64,
 }
 
+/// Where an echoed byte first differed.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Mismatch {
+    /// The stream, from 1.
+    pub stream: usize,
+    /// The byte's offset in that stream's bytes, from 0.
+    pub offset: u64,
+}
+
 /// Totals.
 #[derive(Debug, Clone, Serialize)]
 pub struct BulkResult {
@@ -56,6 +65,7 @@ pub struct BulkResult {
     /// Parallel streams.
     pub streams: usize,
     /// From the first byte sent to the last byte echoed.
+    #[serde(rename = "time_s")]
     pub seconds: f64,
     /// Bytes written.
     pub bytes_sent: u64,
@@ -63,8 +73,8 @@ pub struct BulkResult {
     pub bytes_received: u64,
     /// Echoed bytes that differed from what was sent.
     pub mismatched_bytes: u64,
-    /// Stream and offset of the first differing byte, if any.
-    pub first_mismatch: Option<(usize, u64)>,
+    /// Where the first differing byte was, if any.
+    pub first_mismatch: Option<Mismatch>,
     /// Received Gbit/s.
     pub gbit_per_s: f64,
     /// Figures per report interval (a last one shorter than half an
@@ -219,7 +229,10 @@ pub fn run(
                             if first_mismatch.is_none() {
                                 let off =
                                     proto::first_difference(want, &buf[..n]).unwrap_or(0) as u64;
-                                first_mismatch = Some((k, st.received + off));
+                                first_mismatch = Some(Mismatch {
+                                    stream: k + 1,
+                                    offset: st.received + off,
+                                });
                             }
                         }
                         st.received += n as u64;

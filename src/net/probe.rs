@@ -74,13 +74,13 @@ pub enum Status {
 /// What happened to one probe.
 #[derive(Debug, Clone, Serialize)]
 pub struct Probe {
-    /// Sequence number, from 0.
+    /// Sequence number, from 1 (as ping's `icmp_seq`).
     pub seq: u64,
     /// Payload bytes.
     pub bytes: usize,
     /// Round trip in ms; `null` if lost or corrupt.
     pub rtt_ms: Option<f64>,
-    /// `ok`, `lost` or `corrupt`.
+    /// `ok`, `lost`, `corrupt`, `refused` or `error`.
     pub status: Status,
     /// For a corrupt answer: offset of the first differing byte.
     pub first_difference: Option<usize>,

@@ -98,8 +98,8 @@ pub(super) fn call(
     let outcome = cmd::execute(&argv, &mut s);
     match outcome.result {
         Ok(report) => {
-            // Straight from the report's serde form: the same fields as --json.
-            rhai::serde::to_dynamic(&report)
+            // The --json document itself: the same fields, the same rounding.
+            rhai::serde::to_dynamic(report.to_value(outcome.command.unwrap_or(name)))
         }
         Err(e) => {
             let _ = s.log_error(&argv.join(" "), &e);

@@ -101,7 +101,11 @@ pub fn run_words(argv: &[String], s: &mut Session) -> io::Result<Status> {
     match outcome.result {
         Ok(report) => {
             if outcome.json {
-                writeln!(out, "{}", report.to_json())?;
+                writeln!(
+                    out,
+                    "{}",
+                    report.to_json(outcome.command.unwrap_or_default())
+                )?;
             } else {
                 let text = report.render(&s.paint);
                 if !text.is_empty() {
@@ -126,12 +130,8 @@ pub fn run_words(argv: &[String], s: &mut Session) -> io::Result<Status> {
         }
         Err(e) => {
             if outcome.json {
-                let doc = serde_json::json!({ "error": e });
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(&doc).unwrap_or_default()
-                )?;
+                let doc = crate::report::error_document(outcome.command, &e);
+                writeln!(out, "{}", crate::report::pretty(&doc))?;
                 out.flush()?;
             }
             drop(out);

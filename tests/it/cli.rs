@@ -77,12 +77,15 @@ fn assert_usage_failure(r: &Output, prefix: &str) {
     assert!(lines[0].starts_with(prefix), "expected {prefix:?}…: {r:#?}");
 }
 
-/// `{"error": {"code": CODE, "message": "…", "hint": …}}` and nothing else.
+/// `{"schema": "netsh/1", "command": …, "error": {"code": CODE, "message": "…",
+/// "hint": …}}` and nothing else.
 fn assert_json_error(r: &Output, code: &str) -> Value {
     assert_ne!(r.code, Some(0), "{r:#?}");
     let v = json(r);
     let top: Vec<&String> = v.as_object().expect("an object").keys().collect();
-    assert_eq!(top, ["error"], "{v}");
+    assert_eq!(top, ["schema", "command", "error"], "{v}");
+    assert_eq!(v["schema"], "netsh/1", "{v}");
+    assert!(v["command"].is_string() || v["command"].is_null(), "{v}");
     let e = &v["error"];
     let keys: Vec<&String> = e.as_object().expect("error is an object").keys().collect();
     assert_eq!(keys, ["code", "message", "hint"], "{v}");
@@ -195,7 +198,10 @@ fn help_for_one_command() {
     assert_eq!(d.run(&["?", "set"]).stdout, r.stdout);
 
     let v = json(&d.run(&["help", "set", "--json"]));
-    assert_eq!(v["command"], "set");
+    assert_eq!(
+        (&v["command"], &v["topic"]),
+        (&"help".into(), &"set".into())
+    );
     assert_eq!(v["usage"], "set [OPTIONS] [KEY]");
     assert!(v["help"].as_str().unwrap().contains("sntp-server"), "{v}");
 

@@ -854,17 +854,17 @@ fn tcp_probes_json() {
     assert_eq!(j["interrupted"], false);
     assert!(f(&j["connect_ms"]) >= 0.0);
     let r = &j["rtt"];
-    let (min, avg, max) = (f(&r["min"]), f(&r["avg"]), f(&r["max"]));
-    let (p50, p90, p99) = (f(&r["p50"]), f(&r["p90"]), f(&r["p99"]));
+    let (min, avg, max) = (f(&r["min_ms"]), f(&r["avg_ms"]), f(&r["max_ms"]));
+    let (p50, p90, p99) = (f(&r["p50_ms"]), f(&r["p90_ms"]), f(&r["p99_ms"]));
     assert!(min > 0.0);
     assert!(min <= p50 && p50 <= p90 && p90 <= p99 && p99 <= max, "{r}");
     assert!(min <= avg && avg <= max, "{r}");
-    assert!(f(&r["mdev"]) >= 0.0);
+    assert!(f(&r["mdev_ms"]) >= 0.0);
     let probes = j["probes"].as_array().expect("probes");
     assert_eq!(probes.len(), 20);
     let mut rtts = Vec::new();
     for (i, p) in probes.iter().enumerate() {
-        assert_eq!(u(&p["seq"]), i as u64);
+        assert_eq!(u(&p["seq"]), i as u64 + 1, "sequence numbers start at 1");
         assert_eq!(p["status"], "ok", "{p}");
         assert_eq!(u(&p["bytes"]), 56);
         assert!(p["first_difference"].is_null());
@@ -889,8 +889,7 @@ fn tcp_probes_text() {
         lines[0],
         format!("ECHO {target} ({target}) over tcp: 20 probes of 56 bytes")
     );
-    for i in 0..20 {
-        let l = lines[1 + i];
+    for (i, l) in (1..=20).zip(&lines[1..]) {
         let rtt = l
             .strip_prefix(&format!("seq={i} bytes=56 rtt="))
             .and_then(|r| r.strip_suffix(" ms"))
@@ -936,7 +935,7 @@ fn tcp_probes_of_1000_bytes() {
 
     // On the wire: `ECHO seq=N <filler>` with exactly 1000 bytes of text.
     let fake = Fake::start(|mut s| {
-        for i in 0..3 {
+        for i in 1..=3 {
             let line = fake_line(&mut s).expect("probe line");
             let text = line.strip_prefix(b"ECHO ").expect("an ECHO request");
             assert_eq!(text.len(), 1000, "probe {i} text length");
@@ -984,7 +983,7 @@ fn udp_probes(ip: &str, target: impl Fn(u16) -> String) {
     let probes = j["probes"].as_array().unwrap();
     assert_eq!(probes.len(), 10);
     for (i, p) in probes.iter().enumerate() {
-        assert_eq!(u(&p["seq"]), i as u64);
+        assert_eq!(u(&p["seq"]), i as u64 + 1, "sequence numbers start at 1");
         assert_eq!(p["status"], "ok");
     }
     let o = netsh_tmp(&["echo", &target, "--udp", "-c", "3", "-i", "0"]);
@@ -1033,7 +1032,7 @@ fn udp_probes_to_a_silent_socket_are_lost() {
     assert_eq!(o.code, Some(1), "{}", show(&o));
     let e = one_err_line(&o);
     assert!(e.starts_with("error[timed-out]: "), "{e}");
-    for i in 0..3 {
+    for i in 1..=3 {
         assert!(
             o.stdout
                 .contains(&format!("seq={i} bytes=56 lost (no echo in 100ms)\n")),
@@ -1052,7 +1051,7 @@ fn udp_probes_to_a_silent_socket_are_lost() {
         let n = retry_eintr(|| silent.recv(&mut buf)).expect("probe datagram");
         assert_eq!(n, 56);
         assert_eq!(&buf[..4], b"NSH1");
-        assert_eq!(u64::from_be_bytes(buf[4..12].try_into().unwrap()), i);
+        assert_eq!(u64::from_be_bytes(buf[4..12].try_into().unwrap()), i + 1);
     }
 
     let o = netsh_tmp(&[
@@ -1341,7 +1340,10 @@ fn bulk_detects_a_flipped_byte() {
     assert_eq!(u(&j["bytes_sent"]), 204_800);
     assert_eq!(u(&j["bytes_received"]), 204_800);
     assert_eq!(u(&j["mismatched_bytes"]), 1);
-    assert_eq!(j["first_mismatch"], serde_json::json!([0, 1000]));
+    assert_eq!(
+        j["first_mismatch"],
+        serde_json::json!({"stream": 1, "offset": 1000})
+    );
 
     let fake = flipping_stream_server(5);
     let target = format!("127.0.0.1:{}", fake.port());
@@ -1396,8 +1398,8 @@ fn piped_session_runs_every_line_and_exits_with_the_first_failure() {
         .find("2 sent, 2 received, 0.0% loss, 0 corrupt, 0 duplicate, 0 reordered")
         .unwrap_or_else(|| panic!("probe summary missing\n{}", show(&o)));
     assert!(first < second, "in order");
-    assert!(o.stdout.contains("seq=0 bytes=56 rtt="));
     assert!(o.stdout.contains("seq=1 bytes=56 rtt="));
+    assert!(o.stdout.contains("seq=2 bytes=56 rtt="));
     let e = one_err_line(&o);
     assert!(e.starts_with("error[unknown-command]: "), "{e}");
     assert!(e.contains("'bogus'"), "{e}");

@@ -18,6 +18,8 @@
 //!   accepted and ignored, units, what leaving the shell does;
 //! - `probes`: `ping`, `tcping` and `trace` against loopback, real
 //!   listeners, iputils' ping, and namespace chains built by the tests;
+//! - `schema`: every `--json` document and script map validated against
+//!   docs/netsh.schema.json, and the schema shown to reject bad ones;
 //! - `scripts`: rhai scripts (`run`, `-e`), their sandbox limits, and the
 //!   scripts shipped in scripts/;
 //! - `server_limits`: the server's limits (long lines, clients that never
@@ -43,6 +45,7 @@ mod info;
 mod netns;
 mod newcomer;
 mod probes;
+mod schema;
 mod scripts;
 mod server_limits;
 mod shell;

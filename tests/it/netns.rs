@@ -499,6 +499,21 @@ pub struct Running {
 /// Spawns `cmd` with piped stdout/stderr (and `stdin` written to its
 /// standard input, or a null one); it is killed if still running
 /// `timeout` after now.
+/// `netsh ARGS…` run inside namespace `ns` (as root, through `ip netns exec`).
+pub fn netsh_in_ns(
+    chain: &Chain,
+    ns: &str,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> crate::common::Output {
+    let mut words = vec!["--data-dir", dir.to_str().expect("utf-8 temp dir")];
+    words.extend_from_slice(args);
+    let mut c = chain.exec(ns, env!("CARGO_BIN_EXE_netsh"), &words);
+    crate::common::scrub_env(&mut c);
+    c.current_dir(dir);
+    crate::common::run(c, None, crate::common::LIMIT)
+}
+
 pub fn spawn_bounded(
     cmd: &mut Command,
     stdin: Option<&str>,

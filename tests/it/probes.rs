@@ -14,17 +14,7 @@ use crate::common::{
     DataDir, LIMIT, Output, f, json, netsh, netsh_tmp, one_err_line, run, scrub_env, show,
     start_server, u, wait_for,
 };
-use crate::netns::Chain;
-
-/// `netsh ARGS…` run inside namespace `ns` (as root, through `ip netns exec`).
-fn netsh_in_ns(chain: &Chain, ns: &str, dir: &Path, args: &[&str]) -> Output {
-    let mut words = vec!["--data-dir", dir.to_str().expect("utf-8 temp dir")];
-    words.extend_from_slice(args);
-    let mut c = chain.exec(ns, env!("CARGO_BIN_EXE_netsh"), &words);
-    scrub_env(&mut c);
-    c.current_dir(dir);
-    run(c, None, LIMIT)
-}
+use crate::netns::{Chain, netsh_in_ns};
 
 fn probes(j: &Value) -> &Vec<Value> {
     j["probes"].as_array().expect("probes")
@@ -64,8 +54,8 @@ fn ping_loopback(addr: &str) {
         assert_eq!(u(&p["ttl"]), 64, "loopback replies keep TTL 64: {p}");
     }
     let rtt = &j["rtt"];
-    assert!(f(&rtt["min"]) <= f(&rtt["avg"]) && f(&rtt["avg"]) <= f(&rtt["max"]));
-    assert!(f(&rtt["p99_9"]) <= f(&rtt["max"]) + 1e-9);
+    assert!(f(&rtt["min_ms"]) <= f(&rtt["avg_ms"]) && f(&rtt["avg_ms"]) <= f(&rtt["max_ms"]));
+    assert!(f(&rtt["p99_9_ms"]) <= f(&rtt["max_ms"]) + 1e-9);
 
     // The text form is iputils'.
     let o = netsh_tmp(&["ping", "-c", "3", "-i", "0.05", addr]);

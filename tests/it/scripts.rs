@@ -339,7 +339,10 @@ fn echo_maps_match_echo_json() {
         assert_eq!(s["protocol"], proto);
         assert_eq!(s["transmitted"], 5);
         assert_eq!(s["probes"].as_array().map(Vec::len), Some(5), "{s:#}");
-        assert!(s["loss_pct"].is_f64() && s["rtt"]["p99"].is_f64(), "{s:#}");
+        assert!(
+            s["loss_pct"].is_f64() && s["rtt"]["p99_ms"].is_f64(),
+            "{s:#}"
+        );
     }
 
     // Bulk.
@@ -388,7 +391,7 @@ fn sntp_map_matches_sntp_json() {
     );
     assert_eq!(s["stratum"], 10);
     assert_eq!(s["reference"], "LOCL");
-    assert!(s["offset"].is_f64() && s["delay"].is_f64(), "{s:#}");
+    assert!(s["offset_s"].is_f64() && s["delay_s"].is_f64(), "{s:#}");
 }
 
 // ------------------------------------------------------------- 2. errors

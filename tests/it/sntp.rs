@@ -132,25 +132,21 @@ fn recv_within(s: &UdpSocket, within: Duration) -> Option<Vec<u8>> {
     r
 }
 
-/// Check the `YYYY-MM-DD HH:MM:SS.ffffff UTC` shape and that it parses.
-fn assert_utc_shape(s: &str) -> chrono::NaiveDateTime {
+/// Check the RFC 3339 shape netsh prints and that it parses; the instant in UTC.
+fn assert_rfc3339(s: &str) -> chrono::NaiveDateTime {
+    // RFC 3339 with microseconds and a numeric offset:
+    // 2026-12-02T15:48:39.777375+00:00
     let b = s.as_bytes();
-    assert_eq!(b.len(), 30, "{s:?}");
-    for (i, c) in b.iter().enumerate() {
-        let ok = match i {
-            4 | 7 => *c == b'-',
-            10 | 19 => *c == b' ' || (i == 19 && *c == b'.'),
-            13 | 16 => *c == b':',
-            26 => *c == b' ',
-            27..=29 => true,
-            _ => c.is_ascii_digit(),
-        };
-        assert!(ok, "{s:?}: byte {i}");
-    }
-    assert_eq!(b[19], b'.', "{s:?}");
-    assert!(s.ends_with(" UTC"), "{s:?}");
-    chrono::NaiveDateTime::parse_from_str(&s[..26], "%Y-%m-%d %H:%M:%S%.6f")
+    assert_eq!(b.len(), 32, "{s:?}");
+    assert_eq!((b[10], b[19]), (b'T', b'.'), "{s:?}");
+    assert!(b[26] == b'+' || b[26] == b'-', "{s:?}: numeric offset");
+    assert!(
+        b[20..26].iter().all(u8::is_ascii_digit),
+        "{s:?}: microseconds"
+    );
+    chrono::DateTime::parse_from_rfc3339(s)
         .unwrap_or_else(|e| panic!("{s:?}: {e}"))
+        .naive_utc()
 }
 
 fn peers() -> PathBuf {
@@ -256,14 +252,14 @@ fn own_responder_json(ip: &str) {
     let v = json(&o);
     eprintln!(
         "info: 4-sample query to {addr}: {wall:?} wall (process), elapsed {} s in netsh",
-        v["elapsed"]
+        v["time_ms"]
     );
     assert_eq!(v["address"], addr.to_string());
-    assert!(f(&v["offset"]).abs() < 0.001, "offset {}", v["offset"]);
+    assert!(f(&v["offset_s"]).abs() < 0.001, "offset {}", v["offset_s"]);
     assert!(
-        f(&v["delay"]) >= 0.0 && f(&v["delay"]) < 0.05,
+        f(&v["delay_s"]) >= 0.0 && f(&v["delay_s"]) < 0.05,
         "delay {}",
-        v["delay"]
+        v["delay_s"]
     );
     assert_eq!(v["stratum"], 10);
     assert_eq!(v["reference"], "LOCL");
@@ -276,26 +272,30 @@ fn own_responder_json(ip: &str) {
     assert_eq!(v["stale_replies"], 0);
     assert_eq!(v["rate_limited"], false);
     assert_eq!(v["interrupted"], false);
-    let p = v["precision"].as_i64().expect("precision");
+    let p = v["precision_log2_s"].as_i64().expect("precision");
     assert!((-32..=-6).contains(&p), "precision {p}");
     let samples = v["samples"].as_array().expect("samples");
     assert_eq!(samples.len(), 4);
-    let delays: Vec<f64> = samples.iter().map(|s| f(&s["delay"])).collect();
+    let delays: Vec<f64> = samples.iter().map(|s| f(&s["delay_s"])).collect();
     let min = delays.iter().copied().fold(f64::INFINITY, f64::min);
-    let best = u(&v["best"]) as usize;
-    assert!(best < 4, "best {best}");
+    let best = u(&v["best_sample"]) as usize - 1;
+    assert!(best < 4, "best {best} (0-based here)");
     assert_eq!(
         delays[best], min,
         "best #{best} is not the lowest delay: {delays:?}"
     );
-    assert_eq!(f(&v["delay"]), min, "top-level delay is the best sample's");
     assert_eq!(
-        f(&v["offset"]),
-        f(&samples[best]["offset"]),
+        f(&v["delay_s"]),
+        min,
+        "top-level delay is the best sample's"
+    );
+    assert_eq!(
+        f(&v["offset_s"]),
+        f(&samples[best]["offset_s"]),
         "top-level offset is the best sample's"
     );
-    let net = assert_utc_shape(v["network_time"].as_str().unwrap());
-    let local = assert_utc_shape(v["local_time"].as_str().unwrap());
+    let net = assert_rfc3339(v["network_time"].as_str().unwrap());
+    let local = assert_rfc3339(v["local_time"].as_str().unwrap());
     let now = chrono::Utc::now().naive_utc();
     assert!(
         (now - local).num_milliseconds().abs() < 5_000,
@@ -354,7 +354,7 @@ fn own_responder_text_and_verbose() {
 
     let o = sntp(dir.path(), &[&addr, "-v"]);
     assert_eq!(o.code, Some(0), "{}", show(&o));
-    for i in 0..4 {
+    for i in 1..=4 {
         let line = o
             .stdout
             .lines()
@@ -362,7 +362,7 @@ fn own_responder_text_and_verbose() {
         let line = line.unwrap_or_else(|| panic!("no #{i}:\n{}", show(&o)));
         assert!(line.contains("offset") && line.contains("delay"), "{line}");
     }
-    assert!(!o.stdout.contains("#4"), "{}", show(&o));
+    assert!(!o.stdout.contains("#5"), "{}", show(&o));
 }
 
 #[test]
@@ -377,9 +377,9 @@ fn own_responder_sample_counts() {
         (
             u(&v["samples_sent"]),
             u(&v["samples_answered"]),
-            u(&v["best"])
+            u(&v["best_sample"])
         ),
-        (1, 1, 0)
+        (1, 1, 1)
     );
     assert_eq!(v["samples"].as_array().unwrap().len(), 1);
 
@@ -389,7 +389,7 @@ fn own_responder_sample_counts() {
     assert_eq!((u(&v["samples_sent"]), u(&v["samples_answered"])), (10, 10));
     let samples = v["samples"].as_array().unwrap();
     assert_eq!(samples.len(), 10);
-    assert!(samples.iter().all(|s| s["delay"].is_number()), "{v}");
+    assert!(samples.iter().all(|s| s["delay_s"].is_number()), "{v}");
     // The responder saw exactly 11 requests (1 + 10) and answered them all.
     assert!(wait_for(Duration::from_secs(2), || srv
         .handle
@@ -585,7 +585,7 @@ fn against_real_chronyd() {
         (4, 4),
         "{v}"
     );
-    let ours = f(&v["offset"]);
+    let ours = f(&v["offset_s"]);
     assert!(ours.abs() < 0.001, "offset {ours}");
 
     let p = peer(
@@ -1065,9 +1065,9 @@ fn kod_rate_then_good_replies() {
         (
             u(&v["samples_sent"]),
             u(&v["samples_answered"]),
-            u(&v["best"])
+            u(&v["best_sample"])
         ),
-        (2, 1, 1),
+        (2, 1, 2),
         "{v}"
     );
     assert!(v["samples"][0].is_null(), "{v}");
@@ -1178,7 +1178,7 @@ fn garbage_timestamps_are_bad_replies_not_an_offset() {
     assert_eq!(o.code, Some(0), "{}", show(&o));
     let j = json(&o);
     assert!(
-        f(&j["offset"]).abs() < 1.0,
+        f(&j["offset_s"]).abs() < 1.0,
         "offset from a garbage reply: {j}"
     );
     assert_eq!(u(&j["bad_replies"]), 2, "{j}");
@@ -1217,10 +1217,10 @@ fn offset_sign_follows_the_server_clock() {
         let o = sntp(dir.path(), &[&fake.target(), "--timeout", "2s", "--json"]);
         assert_eq!(o.code, Some(0), "{}", show(&o));
         let v = json(&o);
-        let off = f(&v["offset"]);
+        let off = f(&v["offset_s"]);
         assert!((off - shift).abs() < 0.05, "shift {shift}: offset {off}");
-        let net = assert_utc_shape(v["network_time"].as_str().unwrap());
-        let local = assert_utc_shape(v["local_time"].as_str().unwrap());
+        let net = assert_rfc3339(v["network_time"].as_str().unwrap());
+        let local = assert_rfc3339(v["local_time"].as_str().unwrap());
         let diff = (net - local).num_microseconds().unwrap() as f64 / 1e6;
         assert!(
             (diff - off).abs() < 0.000_002,
@@ -1265,19 +1265,22 @@ fn server_hold_time_is_not_round_trip_delay() {
     assert_eq!(o.code, Some(0), "{}", show(&o));
     let v = json(&o);
     assert!(
-        f(&v["delay"]) < 0.02,
+        f(&v["delay_s"]) < 0.02,
         "server hold time counted as delay: {v}"
     );
-    assert!(f(&v["offset"]).abs() < 0.01, "{v}");
+    assert!(f(&v["offset_s"]).abs() < 0.01, "{v}");
     let o = sntp(
         dir.path(),
         &[&slow.target(), "--timeout", "2s", "-c", "2", "--json"],
     );
     assert_eq!(o.code, Some(0), "{}", show(&o));
     let v = json(&o);
-    assert!(f(&v["delay"]) >= 0.04, "delay {v}");
+    assert!(f(&v["delay_s"]) >= 0.04, "delay {v}");
     // All the delay was before the server stamped: it looks 20 ms ahead.
-    assert!((f(&v["offset"]) - f(&v["delay"]) / 2.0).abs() < 0.01, "{v}");
+    assert!(
+        (f(&v["offset_s"]) - f(&v["delay_s"]) / 2.0).abs() < 0.01,
+        "{v}"
+    );
 }
 
 #[test]
