@@ -13,11 +13,9 @@ use mio::{Interest, Registry, Token};
 
 use crate::error::{Error, Result};
 use crate::net::client;
-use crate::net::probe::{self, Answer, AnswerKind, Transport};
+use crate::net::probe::{self, Answer, AnswerKind, Tokens, Transport};
 use crate::proto::echo::{self as proto, Reply, Request};
 use crate::proto::line::{Frame, next_line};
-
-const TOKEN: Token = Token(0);
 
 /// Probe lines on one TCP connection: the server answers in order.
 pub struct TcpEcho {
@@ -28,6 +26,7 @@ pub struct TcpEcho {
     out: Vec<u8>,
     interest: Interest,
     last_sent: u64,
+    token: Token,
 }
 
 impl TcpEcho {
@@ -47,6 +46,7 @@ impl TcpEcho {
             out: Vec::new(),
             interest: Interest::READABLE,
             last_sent: 0,
+            token: Tokens::ALONE.token(0),
         })
     }
 
@@ -70,7 +70,7 @@ impl TcpEcho {
         };
         if want != self.interest {
             registry
-                .reregister(&mut self.sock, TOKEN, want)
+                .reregister(&mut self.sock, self.token, want)
                 .map_err(|e| Error::io("register", self.addr, &e))?;
             self.interest = want;
         }
@@ -88,9 +88,10 @@ impl TcpEcho {
 }
 
 impl Transport for TcpEcho {
-    fn register(&mut self, registry: &Registry) -> Result<()> {
+    fn register(&mut self, registry: &Registry, tokens: Tokens) -> Result<()> {
+        self.token = tokens.token(0);
         registry
-            .register(&mut self.sock, TOKEN, self.interest)
+            .register(&mut self.sock, self.token, self.interest)
             .map_err(|e| Error::io("register", self.addr, &e))
     }
 
@@ -188,9 +189,9 @@ impl UdpEcho {
 }
 
 impl Transport for UdpEcho {
-    fn register(&mut self, registry: &Registry) -> Result<()> {
+    fn register(&mut self, registry: &Registry, tokens: Tokens) -> Result<()> {
         registry
-            .register(&mut self.sock, TOKEN, Interest::READABLE)
+            .register(&mut self.sock, tokens.token(0), Interest::READABLE)
             .map_err(|e| Error::io("register", self.addr, &e))
     }
 

@@ -23,12 +23,11 @@ use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::net::probe::{Answer, AnswerKind, Transport};
+use crate::net::probe::{Answer, AnswerKind, Tokens, Transport};
 use crate::net::sock;
 use crate::proto::echo::first_difference;
 use crate::proto::icmp::{self, Family, Message, Transport as Quoted};
 
-const TOKEN: Token = Token(0);
 /// Datagrams read for one readiness event before the loop goes round (a
 /// flood of other hosts' replies on a raw socket cannot hold it).
 const READS_PER_EVENT: usize = 1024;
@@ -419,6 +418,7 @@ pub struct Ping {
     heard: Vec<Heard>,
     /// In the poll now (see `watch`).
     registered: bool,
+    token: Token,
 }
 
 impl Ping {
@@ -434,6 +434,7 @@ impl Ping {
             payload: Vec::with_capacity(size),
             heard: Vec::new(),
             registered: false,
+            token: Tokens::ALONE.token(0),
         }
     }
 
@@ -444,7 +445,8 @@ impl Ping {
 }
 
 impl Transport for Ping {
-    fn register(&mut self, registry: &Registry) -> Result<()> {
+    fn register(&mut self, registry: &Registry, tokens: Tokens) -> Result<()> {
+        self.token = tokens.token(0);
         self.watch(registry, true)
     }
 
@@ -455,7 +457,7 @@ impl Transport for Ping {
         // for the poll once the socket is back in it.
         if needed != self.registered {
             if needed {
-                self.sock.register(registry, TOKEN)?;
+                self.sock.register(registry, self.token)?;
             } else {
                 self.sock.deregister(registry)?;
             }

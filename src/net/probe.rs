@@ -131,11 +131,12 @@ pub struct Answer {
 
 /// How probes travel. The loop owns the poll; a transport owns its sockets.
 pub trait Transport {
-    /// Register the transport's sockets (once, before the first probe).
+    /// Register the transport's sockets (once, before the first probe),
+    /// with tokens from `tokens` only.
     ///
     /// # Errors
     /// The registry's error.
-    fn register(&mut self, registry: &Registry) -> Result<()>;
+    fn register(&mut self, registry: &Registry, tokens: Tokens) -> Result<()>;
     /// Send probe `seq` of `bytes` bytes; returns when it left.
     ///
     /// # Errors
@@ -219,6 +220,225 @@ pub struct Summary {
     pub probes: Vec<Probe>,
 }
 
+/// The tokens a transport may use in a poll it shares with others: a
+/// range of its own ([`Tokens::SPAN`] wide), so one loop can drive many
+/// transports (`monitor`). [`Tokens::ALONE`] is the whole range from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tokens {
+    base: usize,
+}
+
+impl Tokens {
+    /// Tokens per transport.
+    pub const SPAN: usize = 1 << 24;
+    /// The range of a transport alone in its poll.
+    pub const ALONE: Tokens = Tokens { base: 0 };
+
+    /// The range of transport number `i` in a shared poll.
+    pub fn nth(i: usize) -> Tokens {
+        Tokens {
+            base: i.saturating_mul(Tokens::SPAN),
+        }
+    }
+
+    /// The transport a token belongs to, in a shared poll.
+    pub fn owner(t: Token) -> usize {
+        t.0 / Tokens::SPAN
+    }
+
+    /// This range's token number `local` (taken modulo the span).
+    pub fn token(self, local: usize) -> Token {
+        Token(self.base + local % Tokens::SPAN)
+    }
+
+    /// Which of this range's tokens `t` is.
+    pub fn local(self, t: Token) -> usize {
+        t.0.wrapping_sub(self.base) % Tokens::SPAN
+    }
+}
+
+/// What a [`Prober`] wants next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// Every probe is sent and settled (or the deadline passed).
+    Done,
+    /// A probe just left: call [`Prober::turn`] again before waiting.
+    Again,
+    /// Nothing to do before this instant, or before the poll reports.
+    Wait(Instant),
+}
+
+/// One run of probes over one transport, as a state machine a loop drives:
+/// [`run`] drives one, `monitor` many on one poll.
+pub struct Prober<'t> {
+    t: &'t mut dyn Transport,
+    plan: Plan,
+    r: Run,
+    start: Instant,
+    end: Option<Instant>,
+    last_sent: Option<Instant>,
+    answers: Vec<Answer>,
+}
+
+impl<'t> Prober<'t> {
+    /// A run of `plan` over `t` starting now, probes of `bytes` bytes.
+    pub fn new(t: &'t mut dyn Transport, plan: &Plan, bytes: usize) -> Prober<'t> {
+        let start = Instant::now();
+        Prober {
+            t,
+            plan: plan.clone(),
+            r: Run {
+                in_flight: BTreeMap::new(),
+                answered: Window::default(),
+                newest_answered: None,
+                kept: VecDeque::new(),
+                rtt: Rtt::default(),
+                sent: 0,
+                first: plan.first_seq,
+                lost: 0,
+                corrupt: 0,
+                refused: 0,
+                errors: 0,
+                duplicate: 0,
+                reordered: 0,
+                bytes,
+                settled_now: Vec::new(),
+            },
+            start,
+            end: plan.deadline.map(|d| start + d),
+            last_sent: None,
+            answers: Vec::new(),
+        }
+    }
+
+    /// Put the transport's sockets in the poll, in `tokens`.
+    ///
+    /// # Errors
+    /// The transport's.
+    pub fn register(&mut self, registry: &Registry, tokens: Tokens) -> Result<()> {
+        self.t.register(registry, tokens)
+    }
+
+    /// Give up on probes past their timeout, send the next probe if it is
+    /// due, and say what comes next. At most one probe leaves per call.
+    ///
+    /// # Errors
+    /// The transport's send error (the run ends with it).
+    pub fn turn(
+        &mut self,
+        now: Instant,
+        registry: &Registry,
+        on_event: &mut dyn FnMut(&Event<'_>),
+    ) -> Result<Turn> {
+        let over = self.end.is_some_and(|e| now >= e);
+        let timeout = self.plan.timeout;
+        let expired: Vec<u64> = self
+            .r
+            .in_flight
+            .iter()
+            .filter(|&(_, &sent)| over || now >= sent + timeout)
+            .map(|(&seq, _)| seq)
+            .collect();
+        for seq in expired {
+            self.r.in_flight.remove(&seq);
+            self.t.forget(seq, registry);
+            self.r.lost += 1;
+            self.r
+                .settle(Probe::new(seq, self.r.bytes, Status::Lost), on_event);
+        }
+        let more = self.r.sent < self.plan.count && !over;
+        if !more && self.r.in_flight.is_empty() {
+            return Ok(Turn::Done);
+        }
+        // When may the next probe leave?
+        let next_send = more.then(|| {
+            let on_schedule = self.start + self.plan.interval * self.r.sent as u32;
+            match (self.plan.await_previous, self.last_sent) {
+                (Some(wait), Some(prev)) if !self.r.in_flight.is_empty() => {
+                    on_schedule.max(prev + wait)
+                }
+                _ => on_schedule,
+            }
+        });
+        if let Some(at) = next_send
+            && now >= at
+        {
+            let seq = self.r.first + self.r.sent;
+            if let Some(prev) = seq.checked_sub(1)
+                && self.r.in_flight.contains_key(&prev)
+            {
+                on_event(&Event::Outstanding(prev));
+            }
+            let sent = self.t.send(seq, registry)?;
+            self.r.answered.clear(seq);
+            self.r.sent += 1;
+            self.r.in_flight.insert(seq, sent);
+            self.last_sent = Some(sent);
+            self.t.pending(registry, &mut self.answers)?;
+            self.r
+                .take(&mut self.answers, &mut *self.t, registry, on_event);
+            if self.r.in_flight.is_empty() {
+                self.t.watch(registry, false)?;
+            }
+            return Ok(Turn::Again);
+        }
+        let mut wake = next_send;
+        if let Some(&sent) = self.r.in_flight.values().min() {
+            wake = Some(wake.map_or(sent + timeout, |w| w.min(sent + timeout)));
+        }
+        if let Some(e) = self.end {
+            wake = Some(wake.map_or(e, |w| w.min(e)));
+        }
+        // Something is due (more, or in flight): one of the three is set.
+        Ok(Turn::Wait(wake.unwrap_or(now)))
+    }
+
+    /// Before the loop waits on the poll: the transport watches for
+    /// answers while probes are in flight.
+    ///
+    /// # Errors
+    /// The registry's.
+    pub fn before_wait(&mut self, registry: &Registry) -> Result<()> {
+        if !self.r.in_flight.is_empty() {
+            self.t.watch(registry, true)?;
+        }
+        Ok(())
+    }
+
+    /// The poll reported `token`, one of this prober's: read and settle.
+    ///
+    /// # Errors
+    /// The transport's (the run ends with it).
+    pub fn ready(
+        &mut self,
+        token: Token,
+        registry: &Registry,
+        on_event: &mut dyn FnMut(&Event<'_>),
+    ) -> Result<()> {
+        self.t.ready(token, registry, &mut self.answers)?;
+        self.r
+            .take(&mut self.answers, &mut *self.t, registry, on_event);
+        Ok(())
+    }
+
+    /// The statistics so far.
+    pub fn summary(&self, interrupted: bool) -> Summary {
+        self.r.summary(self.start, interrupted)
+    }
+
+    /// The run ends now (Ctrl-C): probes still in flight are lost, as
+    /// ping counts them; the final statistics.
+    pub fn finish(mut self, interrupted: bool) -> Summary {
+        self.r.lost += self.r.in_flight.len() as u64;
+        self.r.summary(self.start, interrupted)
+    }
+
+    /// Probes sent so far.
+    pub fn sent(&self) -> u64 {
+        self.r.sent
+    }
+}
+
 /// Run `plan` over `t`; `on_event` sees each probe as it is settled.
 ///
 /// # Errors
@@ -232,29 +452,9 @@ pub fn run(
     on_event: &mut dyn FnMut(&Event<'_>),
 ) -> Result<Summary> {
     let mut poll = Poll::new().map_err(|e| Error::io("create poll", "epoll", &e))?;
-    t.register(poll.registry())?;
+    let mut p = Prober::new(t, plan, bytes);
+    p.register(poll.registry(), Tokens::ALONE)?;
     let mut events = Events::with_capacity(64);
-    let mut answers = Vec::new();
-    let start = Instant::now();
-    let end = plan.deadline.map(|d| start + d);
-    let mut r = Run {
-        in_flight: BTreeMap::new(),
-        answered: Window::default(),
-        newest_answered: None,
-        kept: VecDeque::new(),
-        rtt: Rtt::default(),
-        sent: 0,
-        first: plan.first_seq,
-        lost: 0,
-        corrupt: 0,
-        refused: 0,
-        errors: 0,
-        duplicate: 0,
-        reordered: 0,
-        bytes,
-        settled_now: Vec::new(),
-    };
-    let mut last_sent: Option<Instant> = None;
     let mut interrupted = false;
     loop {
         if ctx.interrupted() {
@@ -264,84 +464,26 @@ pub fn run(
         if let Some(flag) = &plan.progress
             && flag.swap(false, Ordering::Relaxed)
         {
-            on_event(&Event::Progress(&r.summary(start, false)));
+            on_event(&Event::Progress(&p.summary(false)));
         }
         let now = Instant::now();
-        let over = end.is_some_and(|e| now >= e);
-        // Give up on probes past their timeout (all of them at the deadline).
-        let expired: Vec<u64> = r
-            .in_flight
-            .iter()
-            .filter(|&(_, &sent)| over || now >= sent + plan.timeout)
-            .map(|(&seq, _)| seq)
-            .collect();
-        for seq in expired {
-            r.in_flight.remove(&seq);
-            t.forget(seq, poll.registry());
-            r.lost += 1;
-            r.settle(Probe::new(seq, bytes, Status::Lost), on_event);
-        }
-        let more = r.sent < plan.count && !over;
-        if !more && r.in_flight.is_empty() {
-            break;
-        }
-        // When may the next probe leave?
-        let next_send = more.then(|| {
-            let on_schedule = start + plan.interval * r.sent as u32;
-            match (plan.await_previous, last_sent) {
-                (Some(wait), Some(prev)) if !r.in_flight.is_empty() => on_schedule.max(prev + wait),
-                _ => on_schedule,
-            }
-        });
-        if let Some(at) = next_send
-            && now >= at
-        {
-            let seq = r.first + r.sent;
-            if let Some(prev) = seq.checked_sub(1)
-                && r.in_flight.contains_key(&prev)
-            {
-                on_event(&Event::Outstanding(prev));
-            }
-            let sent = t.send(seq, poll.registry())?;
-            r.answered.clear(seq);
-            r.sent += 1;
-            r.in_flight.insert(seq, sent);
-            last_sent = Some(sent);
-            t.pending(poll.registry(), &mut answers)?;
-            r.take(&mut answers, t, poll.registry(), on_event);
-            if r.in_flight.is_empty() {
-                t.watch(poll.registry(), false)?;
-            }
-            continue;
-        }
-        // Sleep until the next thing to do, never past a slice (Ctrl-C).
-        let mut wake = now + client::SLICE;
-        if let Some(at) = next_send {
-            wake = wake.min(at);
-        }
-        if let Some(&sent) = r.in_flight.values().min() {
-            wake = wake.min(sent + plan.timeout);
-        }
-        if let Some(e) = end {
-            wake = wake.min(e);
-        }
-        let wait = wake.saturating_duration_since(now);
-        if !r.in_flight.is_empty() {
-            t.watch(poll.registry(), true)?;
-        }
-        if let Err(e) = poll.poll(&mut events, Some(wait))
+        let wake = match p.turn(now, poll.registry(), on_event)? {
+            Turn::Done => break,
+            Turn::Again => continue,
+            // Never past a slice, for Ctrl-C.
+            Turn::Wait(at) => at.min(now + client::SLICE),
+        };
+        p.before_wait(poll.registry())?;
+        if let Err(e) = poll.poll(&mut events, Some(wake.saturating_duration_since(now)))
             && e.kind() != io::ErrorKind::Interrupted
         {
             return Err(Error::io("poll", "probes", &e));
         }
         for ev in events.iter() {
-            t.ready(ev.token(), poll.registry(), &mut answers)?;
+            p.ready(ev.token(), poll.registry(), on_event)?;
         }
-        r.take(&mut answers, t, poll.registry(), on_event);
     }
-    // Probes still in flight when Ctrl-C came are lost, as ping counts them.
-    r.lost += r.in_flight.len() as u64;
-    Ok(r.summary(start, interrupted))
+    Ok(p.finish(interrupted))
 }
 
 /// The state of a run.
@@ -533,4 +675,22 @@ pub fn closed_after(addr: impl std::fmt::Display, sent: u64) -> Error {
         ErrorKind::Protocol,
         format!("{addr} closed the connection after {sent} probes"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_ranges_do_not_overlap_and_name_their_owner() {
+        let (a, b) = (Tokens::nth(0), Tokens::nth(7));
+        assert_eq!(a, Tokens::ALONE);
+        assert_eq!(Tokens::owner(a.token(5)), 0);
+        assert_eq!(Tokens::owner(b.token(5)), 7);
+        assert_eq!(b.local(b.token(5)), 5);
+        // A probe number past the span wraps inside its own range.
+        let t = b.token(Tokens::SPAN + 3);
+        assert_eq!((Tokens::owner(t), b.local(t)), (7, 3));
+        assert_ne!(a.token(Tokens::SPAN - 1), b.token(0));
+    }
 }

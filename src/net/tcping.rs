@@ -15,15 +15,16 @@ use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::error::{Error, Result};
-use crate::net::probe::{Answer, AnswerKind, Transport};
+use crate::net::probe::{Answer, AnswerKind, Tokens, Transport};
 use crate::net::sockopt::SockOpts;
 
 /// Connects to one address.
 pub struct Tcping {
     dst: SocketAddr,
     opts: SockOpts,
-    /// Connects in flight, by token (the probe's number).
+    /// Connects in flight, by token (from the probe's number).
     open: HashMap<Token, (u64, TcpStream)>,
+    tokens: Tokens,
     /// Results known at once (a connect that failed in the call itself).
     now: Vec<Answer>,
 }
@@ -36,6 +37,7 @@ impl Tcping {
             opts,
             open: HashMap::new(),
             now: Vec::new(),
+            tokens: Tokens::ALONE,
         }
     }
 
@@ -58,7 +60,8 @@ impl Tcping {
 }
 
 impl Transport for Tcping {
-    fn register(&mut self, _registry: &Registry) -> Result<()> {
+    fn register(&mut self, _registry: &Registry, tokens: Tokens) -> Result<()> {
+        self.tokens = tokens;
         Ok(())
     }
 
@@ -84,7 +87,7 @@ impl Transport for Tcping {
             }
         }
         let mut stream = TcpStream::from_std(s.into());
-        let token = Token(seq as usize);
+        let token = self.tokens.token(seq as usize);
         registry
             .register(&mut stream, token, Interest::WRITABLE)
             .map_err(|e| Error::io("register", self.dst, &e))?;
@@ -117,7 +120,7 @@ impl Transport for Tcping {
     }
 
     fn forget(&mut self, seq: u64, registry: &Registry) {
-        if let Some((_, mut s)) = self.open.remove(&Token(seq as usize)) {
+        if let Some((_, mut s)) = self.open.remove(&self.tokens.token(seq as usize)) {
             let _ = registry.deregister(&mut s);
         }
     }
