@@ -48,11 +48,15 @@ pub enum ErrorKind {
     Script,
     /// The system refused this process something it needs (a raw socket).
     Permission,
+    /// A watched figure crossed its warning threshold (`monitor --warn`).
+    Warning,
+    /// A watched figure crossed its critical threshold (`monitor --crit`).
+    Critical,
 }
 
 impl ErrorKind {
     /// Every kind, for looking one up by its code.
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::Usage,
         ErrorKind::UnknownCommand,
         ErrorKind::BadValue,
@@ -68,6 +72,8 @@ impl ErrorKind {
         ErrorKind::Interrupted,
         ErrorKind::Script,
         ErrorKind::Permission,
+        ErrorKind::Warning,
+        ErrorKind::Critical,
     ];
 
     /// The kind with this code.
@@ -93,6 +99,8 @@ impl ErrorKind {
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::Script => "script",
             ErrorKind::Permission => "permission-denied",
+            ErrorKind::Warning => "warning",
+            ErrorKind::Critical => "critical",
         }
     }
 
@@ -101,6 +109,8 @@ impl ErrorKind {
         match self {
             ErrorKind::Usage | ErrorKind::UnknownCommand | ErrorKind::BadValue => 2,
             ErrorKind::Mismatch => 3,
+            // As Nagios plugins exit: 1 WARNING, 2 CRITICAL.
+            ErrorKind::Critical => 2,
             ErrorKind::Interrupted => 130,
             _ => 1,
         }
@@ -136,6 +146,10 @@ pub struct Error {
     pub message: String,
     /// How to fix it; `null` when there is nothing useful to say.
     pub hint: Option<String>,
+    /// An exit status other than the kind's (`monitor` exits as Nagios
+    /// plugins do: 3, UNKNOWN, for any error of its own).
+    #[serde(skip)]
+    pub status: Option<i32>,
 }
 
 fn ser_code<S: serde::Serializer>(k: &ErrorKind, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -149,6 +163,7 @@ impl Error {
             kind,
             message: message.into(),
             hint: kind.default_hint().map(str::to_owned),
+            status: None,
         }
     }
 
@@ -160,6 +175,12 @@ impl Error {
     /// A malformed or out-of-range value.
     pub fn bad_value(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::BadValue, message)
+    }
+
+    /// Exit with `status` rather than the kind's.
+    pub fn with_status(mut self, status: i32) -> Self {
+        self.status = Some(status);
+        self
     }
 
     /// Replace the hint.
@@ -212,7 +233,7 @@ impl Error {
 
     /// Exit status for a process that ends with this error.
     pub fn exit_code(&self) -> i32 {
-        self.kind.exit_code()
+        self.status.unwrap_or_else(|| self.kind.exit_code())
     }
 }
 

@@ -29,6 +29,7 @@ pub mod cmd;
 pub mod error;
 pub mod files;
 pub mod host;
+pub mod live;
 pub mod log;
 pub mod net;
 pub mod paint;

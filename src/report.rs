@@ -38,6 +38,8 @@ pub enum Report {
     Run(cmd::run::RunReport),
     /// `serve`, `serve status`, `serve stop`.
     Serve(cmd::serve::ServeReport),
+    /// `monitor`.
+    Monitor(cmd::monitor::MonitorReport),
     /// `exit`: the shell leaves after printing nothing.
     Exit,
 }
@@ -58,6 +60,7 @@ impl Report {
             Report::Sntp(r) => r.render(p),
             Report::Run(r) => r.render(p),
             Report::Chat(r) => r.render(p),
+            Report::Monitor(r) => r.render(p),
             Report::Exit => String::new(),
         }
     }
@@ -70,6 +73,7 @@ impl Report {
             Report::Echo(r) => r.failure(),
             Report::Ping(r) => r.failure(),
             Report::Tcping(r) => r.failure(),
+            Report::Monitor(r) => r.failure(),
             _ => None,
         }
     }
@@ -98,8 +102,10 @@ impl Report {
             _ => command,
         };
         let mut fields = serde_json::to_value(self).unwrap_or(Value::Null);
-        if let (Report::Echo(_) | Report::Ping(_) | Report::Tcping(_), Value::Object(m)) =
-            (self, &mut fields)
+        if let (
+            Report::Echo(_) | Report::Ping(_) | Report::Tcping(_) | Report::Monitor(_),
+            Value::Object(m),
+        ) = (self, &mut fields)
         {
             let failure = self.failure().map_or(Value::Null, |e| {
                 serde_json::to_value(e).unwrap_or(Value::Null)
@@ -109,9 +115,14 @@ impl Report {
         document(command, fields)
     }
 
-    /// One JSON document, pretty-printed.
+    /// One JSON document, pretty-printed; on one line for a command
+    /// that streams NDJSON records (`monitor`), whose last line it is.
     pub fn to_json(&self, command: &str) -> String {
-        pretty(&self.to_value(command))
+        let v = self.to_value(command);
+        match self {
+            Report::Monitor(_) => serde_json::to_string(&v).unwrap_or_else(|_| pretty(&v)),
+            _ => pretty(&v),
+        }
     }
 }
 

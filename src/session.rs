@@ -203,6 +203,12 @@ pub trait Terminal: Send {
         None
     }
 
+    /// Rows of the terminal, where output goes to one (a live view keeps
+    /// its frame within them).
+    fn height(&self) -> Option<usize> {
+        None
+    }
+
     /// Every line left, at most [`MAX_INPUT_LINES`] of them (a one-shot
     /// `chat` with its lines piped in).
     ///
@@ -265,6 +271,8 @@ pub struct BackgroundServer {
     pub addrs: Vec<std::net::SocketAddr>,
     /// Where its SNTP responder listens.
     pub ntp_addrs: Vec<String>,
+    /// Where it serves `/metrics`, if it does.
+    pub metrics: Option<std::net::SocketAddr>,
     /// When it started.
     pub started: std::time::Instant,
     /// The thread running its loop.
@@ -288,6 +296,9 @@ pub struct Session {
     pub progress: Arc<AtomicBool>,
     /// Whether the running command may stream progress lines (off for `--json`).
     pub streaming: bool,
+    /// Whether a `--json` command may stream records, one JSON line each
+    /// (`monitor`'s NDJSON): on for `--json` where progress would be on.
+    pub stream_json: bool,
     /// Which front end runs the commands.
     pub frontend: Frontend,
     /// The server `serve` started in the background, if any.
@@ -325,6 +336,7 @@ impl Session {
             interrupt,
             progress: Arc::new(AtomicBool::new(false)),
             streaming: true,
+            stream_json: false,
             frontend: Frontend::OneShot,
             server: None,
             terminal: Box::new(NoTerminal),
@@ -351,6 +363,7 @@ impl Session {
             interrupt: Arc::clone(&self.interrupt),
             progress: Arc::clone(&self.progress),
             streaming: self.streaming,
+            stream_json: false,
             frontend: self.frontend,
             server: None,
             terminal: Box::new(NoTerminal),
@@ -393,6 +406,19 @@ impl Session {
     /// The sink's error (a closed pipe), so a command can stop early.
     pub fn emit(&mut self, line: &str) -> io::Result<()> {
         if self.streaming {
+            (self.sink)(line)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Print one JSON record (a line of NDJSON) through the sink, where
+    /// [`Session::stream_json`] allows.
+    ///
+    /// # Errors
+    /// The sink's error (a closed pipe).
+    pub fn emit_record(&mut self, line: &str) -> io::Result<()> {
+        if self.stream_json {
             (self.sink)(line)
         } else {
             Ok(())

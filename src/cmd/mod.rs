@@ -12,6 +12,7 @@ pub mod echo;
 pub mod exit;
 pub mod help;
 pub mod info;
+pub mod monitor;
 pub mod ping;
 pub mod probe_args;
 pub mod run;
@@ -50,6 +51,11 @@ pub trait Command: Sync {
     fn preferred_files(&self) -> Option<(&'static str, &'static str)> {
         None
     }
+    /// Whether it exits as a Nagios plugin does: any error of its own
+    /// (bad words included) is 3, UNKNOWN, not netsh's usual status.
+    fn nagios(&self) -> bool {
+        false
+    }
     /// Run with parsed words.
     ///
     /// # Errors
@@ -64,6 +70,7 @@ pub static COMMANDS: &[&dyn Command] = &[
     &ping::PingCmd,
     &tcping::TcpingCmd,
     &trace::TraceCmd,
+    &monitor::Monitor,
     &sntp::Sntp,
     &chat::Chat,
     &serve::Serve,
@@ -142,7 +149,7 @@ pub fn execute(argv: &[String], s: &mut Session) -> Outcome {
             return Outcome {
                 json,
                 command: Some(cmd.name()),
-                result: clap_outcome(e, cmd),
+                result: clap_outcome(e, cmd).map_err(|e| nagios_status(cmd, e)),
             };
         }
     };
@@ -150,12 +157,23 @@ pub fn execute(argv: &[String], s: &mut Session) -> Outcome {
     // Progress lines are off under --json and in scripts (which set it off).
     let streaming = s.streaming;
     s.streaming = streaming && !json;
+    s.stream_json = streaming && json;
     let result = cmd.run(&matches, s);
     s.streaming = streaming;
+    s.stream_json = false;
     Outcome {
         json,
         command: Some(cmd.name()),
-        result,
+        result: result.map_err(|e| nagios_status(cmd, e)),
+    }
+}
+
+/// A Nagios-style command's own errors exit 3 (UNKNOWN); Ctrl-C keeps 130.
+fn nagios_status(cmd: &dyn Command, e: Error) -> Error {
+    if cmd.nagios() && e.status.is_none() && e.kind != ErrorKind::Interrupted {
+        e.with_status(3)
+    } else {
+        e
     }
 }
 

@@ -72,6 +72,16 @@ struct ServeArgs {
     /// Run in the foreground even inside the shell (Ctrl-C stops it)
     #[arg(long)]
     foreground: bool,
+    /// Serve Prometheus metrics on http://ADDR/metrics: PORT (loopback), :PORT (every address) or HOST:PORT
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics)]
+    metrics: Option<std::net::SocketAddr>,
+}
+
+fn parse_metrics(s: &str) -> std::result::Result<std::net::SocketAddr, String> {
+    crate::server::metrics::parse_addr(s).map_err(|e| {
+        let hint = e.hint.map(|h| format!(" ({h})")).unwrap_or_default();
+        format!("{}{hint}", e.message)
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,10 +172,12 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         chat_log_dir: Some(s.paths.logs_dir.join("chat")),
         chat_replay: a.chat_history as usize,
         console: Console::new(sink, Some(log.clone()), verbosity(&a)),
+        metrics: a.metrics,
     };
     let server = Server::bind(cfg)?;
     let addrs = server.addrs().to_vec();
     let ntp_addrs: Vec<String> = server.ntp_addrs().iter().map(ToString::to_string).collect();
+    let metrics = server.metrics_addr();
     let started = Instant::now();
     if foreground {
         // The console's operator is in the chat room: lines typed on stdin
@@ -206,6 +218,7 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
             port: addrs.first().map(|a| a.port()),
             uptime_s: Some(started.elapsed().as_secs_f64()),
             stats: Some(stats),
+            metrics: metrics_url(metrics),
             log: log.path().display().to_string(),
         }));
     }
@@ -218,6 +231,7 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         handle,
         addrs: addrs.clone(),
         ntp_addrs: ntp_addrs.clone(),
+        metrics,
         started,
         thread,
     });
@@ -229,8 +243,13 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         port: addrs.first().map(|a| a.port()),
         uptime_s: Some(0.0),
         stats: None,
+        metrics: metrics_url(metrics),
         log: log.path().display().to_string(),
     }))
+}
+
+fn metrics_url(a: Option<std::net::SocketAddr>) -> Option<String> {
+    a.map(|a| format!("http://{a}/metrics"))
 }
 
 fn list(addrs: &[std::net::SocketAddr]) -> String {
@@ -252,6 +271,7 @@ fn status(s: &Session) -> ServeReport {
             port: bg.addrs.first().map(|a| a.port()),
             uptime_s: Some(bg.started.elapsed().as_secs_f64()),
             stats: Some(bg.handle.stats.snapshot()),
+            metrics: metrics_url(bg.metrics),
             log,
         },
         None => ServeReport {
@@ -262,6 +282,7 @@ fn status(s: &Session) -> ServeReport {
             port: None,
             uptime_s: None,
             stats: None,
+            metrics: None,
             log,
         },
     }
@@ -288,6 +309,7 @@ fn stop(s: &mut Session) -> Result<Report> {
         port: bg.addrs.first().map(|a| a.port()),
         uptime_s: Some(uptime),
         stats: Some(stats),
+        metrics: metrics_url(bg.metrics),
         log: s.paths.logs_dir.join("server.log").display().to_string(),
     }))
 }
@@ -321,6 +343,8 @@ pub struct ServeReport {
     pub uptime_s: Option<f64>,
     /// Counters; `null` when just started or none runs.
     pub stats: Option<StatsSnapshot>,
+    /// The Prometheus endpoint (`http://ADDR/metrics`); `null` without `--metrics`.
+    pub metrics: Option<String>,
     /// The server log.
     pub log: String,
 }
@@ -353,6 +377,9 @@ impl ServeReport {
             }
             _ => format!("{} ({})", p.bold("Server stopped"), addrs),
         };
+        if let Some(m) = self.metrics.as_deref().filter(|_| self.running) {
+            out.push_str(&format!("\nPrometheus metrics on {}", p.cyan(m)));
+        }
         if let (Some(up), Some(st)) = (self.uptime_s, &self.stats) {
             out.push_str(&format!(
                 "\n  uptime {:.1} s, clients {} now / {} total ({} refused), requests {}, datagrams {}, bytes in {} / out {}, SNTP replies {}",

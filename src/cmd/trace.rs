@@ -173,23 +173,16 @@ impl Command for TraceCmd {
         );
         s.emit(&head).ok();
         let width = s.terminal.width();
-        let mut drawn = 0usize;
+        let mut frame = crate::live::Frame::new();
         let result = trace::run(dst, &plan, ctx, &mut |t| {
             if view == View::Live {
                 let lines = report_lines(t, None, width);
-                // Back to the top of the last frame, and clear it.
-                let up = if drawn > 0 {
-                    format!("\x1b[{drawn}A\x1b[J")
-                } else {
-                    String::new()
-                };
-                s.emit(&format!("{up}{}", lines.join("\n"))).ok();
-                drawn = lines.len();
+                s.emit(&frame.redraw(&lines)).ok();
             }
         });
-        if view == View::Live && drawn > 0 {
+        if frame.drawn() > 0 {
             // The final report replaces the live frame.
-            s.emit(&format!("\x1b[{drawn}A\x1b[J\x1b[1A")).ok();
+            s.emit(&frame.erase()).ok();
         }
         Ok(Report::Trace(TraceReport {
             target: ep.host,

@@ -50,6 +50,21 @@ impl TcpEcho {
         })
     }
 
+    /// Probes on a stream already connected by a poll (`monitor`'s
+    /// non-blocking connects); it must be out of every poll.
+    pub fn from_mio(sock: TcpStream, addr: SocketAddr, size: usize) -> TcpEcho {
+        TcpEcho {
+            sock,
+            addr,
+            size,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            interest: Interest::READABLE,
+            last_sent: 0,
+            token: Tokens::ALONE.token(0),
+        }
+    }
+
     /// Write what is queued; ask for writability while some is left.
     fn flush(&mut self, registry: &Registry) -> Result<()> {
         while !self.out.is_empty() {
@@ -132,6 +147,7 @@ impl Transport for TcpEcho {
                                     kind,
                                     from: None,
                                     ttl: None,
+                                    offset_us: None,
                                 });
                             }
                             Frame::Incomplete => break,
@@ -222,6 +238,7 @@ impl Transport for UdpEcho {
                             kind,
                             from: None,
                             ttl: None,
+                            offset_us: None,
                         });
                     }
                 }

@@ -7,6 +7,7 @@ pub mod addr;
 pub mod bulk;
 pub mod client;
 pub mod echo;
+pub mod monitor;
 pub mod ping;
 pub mod probe;
 pub mod sntp;

@@ -517,6 +517,7 @@ impl Ping {
                         kind,
                         from,
                         ttl,
+                        offset_us: None,
                     });
                 }
                 Heard::Error {
@@ -531,6 +532,7 @@ impl Ping {
                     kind: AnswerKind::Error { what },
                     from,
                     ttl: None,
+                    offset_us: None,
                 }),
             }
         }

@@ -93,6 +93,9 @@ pub struct Probe {
     /// What the error said (`Destination Host Unreachable`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A clock probe's offset (server minus local), in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset_s: Option<f64>,
 }
 
 /// What an answer says about its probe.
@@ -127,6 +130,8 @@ pub struct Answer {
     pub from: Option<IpAddr>,
     /// Its TTL (hop limit), where the transport sees it.
     pub ttl: Option<u8>,
+    /// A clock probe's offset (server minus local), microseconds.
+    pub offset_us: Option<i64>,
 }
 
 /// How probes travel. The loop owns the poll; a transport owns its sockets.
@@ -169,6 +174,28 @@ pub trait Transport {
     /// The registry's error.
     fn watch(&mut self, _registry: &Registry, _needed: bool) -> Result<()> {
         Ok(())
+    }
+}
+
+/// A borrowed transport is one too (what [`run`] drives).
+impl<T: Transport + ?Sized> Transport for &mut T {
+    fn register(&mut self, registry: &Registry, tokens: Tokens) -> Result<()> {
+        (**self).register(registry, tokens)
+    }
+    fn send(&mut self, seq: u64, registry: &Registry) -> Result<Instant> {
+        (**self).send(seq, registry)
+    }
+    fn ready(&mut self, token: Token, registry: &Registry, out: &mut Vec<Answer>) -> Result<()> {
+        (**self).ready(token, registry, out)
+    }
+    fn pending(&mut self, registry: &Registry, out: &mut Vec<Answer>) -> Result<()> {
+        (**self).pending(registry, out)
+    }
+    fn forget(&mut self, seq: u64, registry: &Registry) {
+        (**self).forget(seq, registry)
+    }
+    fn watch(&mut self, registry: &Registry, needed: bool) -> Result<()> {
+        (**self).watch(registry, needed)
     }
 }
 
@@ -271,7 +298,7 @@ pub enum Turn {
 /// One run of probes over one transport, as a state machine a loop drives:
 /// [`run`] drives one, `monitor` many on one poll.
 pub struct Prober<'t> {
-    t: &'t mut dyn Transport,
+    t: Box<dyn Transport + 't>,
     plan: Plan,
     r: Run,
     start: Instant,
@@ -282,8 +309,18 @@ pub struct Prober<'t> {
 
 impl<'t> Prober<'t> {
     /// A run of `plan` over `t` starting now, probes of `bytes` bytes.
-    pub fn new(t: &'t mut dyn Transport, plan: &Plan, bytes: usize) -> Prober<'t> {
-        let start = Instant::now();
+    pub fn new(t: Box<dyn Transport + 't>, plan: &Plan, bytes: usize) -> Prober<'t> {
+        Prober::starting_at(t, plan, bytes, Instant::now())
+    }
+
+    /// The same, on a schedule from `start` (probe *n* at `start + n ×
+    /// interval`), which may be past: a late probe leaves at once.
+    pub fn starting_at(
+        t: Box<dyn Transport + 't>,
+        plan: &Plan,
+        bytes: usize,
+        start: Instant,
+    ) -> Prober<'t> {
         Prober {
             t,
             plan: plan.clone(),
@@ -415,10 +452,12 @@ impl<'t> Prober<'t> {
         registry: &Registry,
         on_event: &mut dyn FnMut(&Event<'_>),
     ) -> Result<()> {
-        self.t.ready(token, registry, &mut self.answers)?;
+        // Answers read before an error (the peer answered, then closed)
+        // still count.
+        let read = self.t.ready(token, registry, &mut self.answers);
         self.r
             .take(&mut self.answers, &mut *self.t, registry, on_event);
-        Ok(())
+        read
     }
 
     /// The statistics so far.
@@ -437,6 +476,23 @@ impl<'t> Prober<'t> {
     pub fn sent(&self) -> u64 {
         self.r.sent
     }
+
+    /// The number the next probe will carry.
+    pub fn next_seq(&self) -> u64 {
+        self.r.first + self.r.sent
+    }
+
+    /// The transport failed for good (`why`): every probe in flight is
+    /// settled as an error saying so, and forgotten.
+    pub fn fail(&mut self, why: &str, registry: &Registry, on_event: &mut dyn FnMut(&Event<'_>)) {
+        for seq in std::mem::take(&mut self.r.in_flight).into_keys() {
+            self.t.forget(seq, registry);
+            self.r.errors += 1;
+            let mut p = Probe::new(seq, self.r.bytes, Status::Error);
+            p.error = Some(why.to_string());
+            self.r.settle(p, on_event);
+        }
+    }
 }
 
 /// Run `plan` over `t`; `on_event` sees each probe as it is settled.
@@ -452,7 +508,7 @@ pub fn run(
     on_event: &mut dyn FnMut(&Event<'_>),
 ) -> Result<Summary> {
     let mut poll = Poll::new().map_err(|e| Error::io("create poll", "epoll", &e))?;
-    let mut p = Prober::new(t, plan, bytes);
+    let mut p = Prober::new(Box::new(t), plan, bytes);
     p.register(poll.registry(), Tokens::ALONE)?;
     let mut events = Events::with_capacity(64);
     let mut interrupted = false;
@@ -554,6 +610,7 @@ impl Run {
         let mut p = Probe::new(seq, self.bytes, Status::Ok);
         p.from = a.from;
         p.ttl = a.ttl;
+        p.offset_s = a.offset_us.map(|o| o as f64 / 1e6);
         match a.kind {
             AnswerKind::Intact => {
                 self.rtt.record(rtt);
@@ -625,6 +682,7 @@ impl Probe {
             from: None,
             ttl: None,
             error: None,
+            offset_s: None,
         }
     }
 }

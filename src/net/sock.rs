@@ -324,6 +324,28 @@ fn sockaddr_ip(sa: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<IpAd
     }
 }
 
+/// Raise the soft limit on open files to at least `want` (at most the hard
+/// limit), so a monitor of many targets does not run out of descriptors at
+/// the common default of 1024. Best effort: the limit stays as it was if it
+/// cannot be raised.
+pub fn raise_fd_limit(want: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let want = want as libc::rlim_t;
+    if lim.rlim_cur >= want {
+        return;
+    }
+    lim.rlim_cur = want.min(lim.rlim_max);
+    // SAFETY: setrlimit reads the struct we own.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,7 @@ impl Tcping {
             kind,
             from: None,
             ttl: None,
+            offset_us: None,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Script arguments to command words: each positional argument is one word,
-//! a trailing options map becomes flags (`#{count: 5, udp: true}` →
+//! Script arguments to command words: each positional argument is one word
+//! (an array, one word per item), a trailing options map becomes flags (`#{count: 5, udp: true}` →
 //! `--count 5 --udp`), and the call goes through [`cmd::execute`] like a
 //! line typed in the shell. The report comes back as a map with the fields
 //! of `--json`; a failing command raises `#{code, message, hint}`.
@@ -73,7 +73,24 @@ pub(super) fn words(
         }
         return Ok(out);
     }
-    if arg.is_array() || arg.is_blob() || arg.is_fnptr() {
+    if let Some(items) = arg.read_lock::<rhai::Array>() {
+        // A list of words: `monitor(["udp://a", "icmp://b"], #{count: 3})`.
+        let mut out = Vec::with_capacity(items.len());
+        for (j, item) in items.iter().enumerate() {
+            if item.is_string() || item.is_int() || item.is_float() {
+                out.push(item.to_string());
+            } else {
+                return Err(raise(&Error::usage(format!(
+                    "{name}(): item {} of argument {} is {}; expected strings or numbers",
+                    j + 1,
+                    i + 1,
+                    item.type_name()
+                ))));
+            }
+        }
+        return Ok(out);
+    }
+    if arg.is_blob() || arg.is_fnptr() {
         return Err(raise(&Error::usage(format!(
             "{name}(): argument {} is {}; expected a string or a number (or an options map last)",
             i + 1,
@@ -126,7 +143,13 @@ mod tests {
             w,
             ["-c", "2", "--count", "10", "--idle-timeout", "5s", "--udp"]
         );
-        assert!(words("echo", 0, &Dynamic::from(rhai::Array::new()), false).is_err());
+        let list: rhai::Array = vec![Dynamic::from("udp://a"), Dynamic::from(5_i64)];
+        assert_eq!(
+            words("monitor", 0, &Dynamic::from(list), false).unwrap(),
+            ["udp://a", "5"]
+        );
+        let nested: rhai::Array = vec![Dynamic::from(Map::new())];
+        assert!(words("echo", 0, &Dynamic::from(nested), false).is_err());
         assert_eq!(
             words("echo", 0, &Dynamic::from(1.5_f64), false).unwrap(),
             ["1.5"]

@@ -5,6 +5,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use mio::Interest;
@@ -16,7 +17,7 @@ use crate::proto::escape::display_bytes;
 use crate::proto::line::{Frame, next_line};
 use crate::server::chat::ChatIn;
 use crate::server::console::{Console, Level};
-use crate::server::handle::Stats;
+use crate::server::handle::{Refusal, Stats};
 
 /// Output bytes queued for one client before it counts as "not reading":
 /// a line client is disconnected past it; a STREAM client is simply not read
@@ -307,6 +308,7 @@ impl Conn {
                     used += n;
                     if self.mode == Mode::Chat {
                         stats.add_request();
+                        stats.chat_lines.fetch_add(1, Ordering::Relaxed);
                         self.events.push(ChatIn::Line(line.to_vec()));
                     } else {
                         self.line(line, stats, console);
@@ -315,12 +317,14 @@ impl Conn {
                 Frame::Incomplete => break,
                 Frame::TooLong if self.mode == Mode::Chat => {
                     // Refuse the line, keep the member: drop bytes up to its newline.
+                    stats.refuse(Refusal::ChatLineTooLong);
                     self.events.push(ChatIn::Refused(format!(
                         "ERR line too long (max {MAX_CHAT_LINE} bytes); not sent"
                     )));
                     self.discarding = true;
                 }
                 Frame::TooLong => {
+                    stats.refuse(Refusal::LineTooLong);
                     // Info, so rate-limited: every client can trigger it.
                     console.say(
                         Level::Info,
@@ -344,6 +348,7 @@ impl Conn {
         stats.add_request();
         match proto::parse_request(line) {
             Request::Echo(text) => {
+                stats.echo_requests.fetch_add(1, Ordering::Relaxed);
                 console.say(Level::Info, &format!("[ECHO] Client says: {}", shown(text)));
                 proto::encode_reply(&Reply::Echo(text), &mut self.out);
             }
@@ -368,10 +373,14 @@ impl Conn {
                         self.mode = Mode::Chat;
                         self.events.push(ChatIn::Join(nick));
                     }
-                    Err(why) => proto::encode_reply(&Reply::Err(why.as_bytes()), &mut self.out),
+                    Err(why) => {
+                        stats.refuse(Refusal::BadNick);
+                        proto::encode_reply(&Reply::Err(why.as_bytes()), &mut self.out)
+                    }
                 }
             }
             Request::Unknown(word) => {
+                stats.refuse(Refusal::UnknownCommand);
                 console.say(
                     Level::Debug,
                     &format!("[ECHO] {} sent unknown '{}'", self.peer, shown(word)),

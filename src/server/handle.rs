@@ -41,9 +41,74 @@ pub struct Stats {
     pub ntp_ignored: AtomicU64,
     /// RATE kiss-o'-death replies sent.
     pub ntp_kod: AtomicU64,
+    /// `ECHO` requests answered.
+    pub echo_requests: AtomicU64,
+    /// Lines members sent to the chat room.
+    pub chat_lines: AtomicU64,
+    /// Members in the chat room now.
+    pub chat_members: AtomicU64,
+    /// What the server refused or cut short, by [`Refusal`].
+    pub refusals: [AtomicU64; Refusal::ALL.len()],
+}
+
+/// What the server refuses a client for, or closes it for: the `code`
+/// label of `netsh_server_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `ERR server full`.
+    ServerFull,
+    /// `ERR too many connections from …`.
+    TooManyPerAddress,
+    /// A request line over the limit (the connection is closed).
+    LineTooLong,
+    /// A chat line over the limit (the line is refused).
+    ChatLineTooLong,
+    /// A request word the protocol does not know.
+    UnknownCommand,
+    /// `CHAT` with a nick that is not valid.
+    BadNick,
+    /// Closed after the idle timeout.
+    IdleTimeout,
+    /// A chat member closed for not reading its lines.
+    NotReading,
+}
+
+impl Refusal {
+    /// Every refusal, in label order.
+    pub const ALL: [Refusal; 8] = [
+        Refusal::ServerFull,
+        Refusal::TooManyPerAddress,
+        Refusal::LineTooLong,
+        Refusal::ChatLineTooLong,
+        Refusal::UnknownCommand,
+        Refusal::BadNick,
+        Refusal::IdleTimeout,
+        Refusal::NotReading,
+    ];
+
+    /// The stable label.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::ServerFull => "server-full",
+            Refusal::TooManyPerAddress => "too-many-per-address",
+            Refusal::LineTooLong => "line-too-long",
+            Refusal::ChatLineTooLong => "chat-line-too-long",
+            Refusal::UnknownCommand => "unknown-command",
+            Refusal::BadNick => "bad-nick",
+            Refusal::IdleTimeout => "idle-timeout",
+            Refusal::NotReading => "not-reading",
+        }
+    }
 }
 
 impl Stats {
+    /// Count one refusal.
+    pub fn refuse(&self, why: Refusal) {
+        if let Some(i) = Refusal::ALL.iter().position(|&r| r == why) {
+            self.refusals[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Count bytes read from a client.
     pub fn add_in(&self, n: usize) {
         self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
@@ -72,6 +137,14 @@ impl Stats {
             ntp_replies: g(&self.ntp_replies),
             ntp_ignored: g(&self.ntp_ignored),
             ntp_kod: g(&self.ntp_kod),
+            echo_requests: g(&self.echo_requests),
+            chat_lines: g(&self.chat_lines),
+            chat_members: g(&self.chat_members),
+            refusals: Refusal::ALL
+                .iter()
+                .zip(&self.refusals)
+                .map(|(r, a)| (r.code(), g(a)))
+                .collect(),
         }
     }
 }
@@ -103,6 +176,14 @@ pub struct StatsSnapshot {
     pub ntp_ignored: u64,
     /// RATE kiss-o'-death replies sent.
     pub ntp_kod: u64,
+    /// `ECHO` requests answered.
+    pub echo_requests: u64,
+    /// Lines members sent to the chat room.
+    pub chat_lines: u64,
+    /// Members in the chat room now.
+    pub chat_members: u64,
+    /// What was refused or cut short, by code (`server-full`, …).
+    pub refusals: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// What the operator (console or shell) hands to the loop.

@@ -91,6 +91,11 @@ impl ChatHub {
         }
     }
 
+    /// Members in the room now, the operator included.
+    pub fn members(&self) -> usize {
+        self.room.len()
+    }
+
     /// True while room events wait to be handled.
     pub fn has_events(&self) -> bool {
         !self.events.is_empty()

@@ -26,6 +26,7 @@ mod conns;
 pub mod console;
 pub mod handle;
 pub mod hub;
+pub mod metrics;
 pub mod sntp;
 #[cfg(target_os = "linux")]
 mod udp_batch;
@@ -44,7 +45,7 @@ use crate::proto::echo as proto;
 use conn::{Conn, Mode, Next};
 use conns::Conns;
 use console::{Console, Level};
-pub use handle::{Handle, Stats, StatsSnapshot};
+pub use handle::{Handle, Refusal, Stats, StatsSnapshot};
 use hub::ChatHub;
 
 /// Listener tokens: `LISTEN + i` for the i-th bound address.
@@ -57,6 +58,8 @@ const SIGNALS: Token = Token(17);
 const NTP: usize = 24;
 /// First connection token.
 const FIRST_CONN: usize = 32;
+/// The metrics endpoint's tokens: far above any connection slot.
+const METRICS: usize = 1 << 40;
 
 /// How long accepting stays paused after EMFILE before it is tried again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -107,6 +110,8 @@ pub struct ServerConfig {
     pub chat_replay: usize,
     /// Console and log output.
     pub console: Console,
+    /// Where to serve `/metrics` for Prometheus; `None`: nowhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The limits of [`ServerConfig`] the loop applies to every client.
@@ -151,6 +156,8 @@ pub struct Server {
     sched: Schedule,
     /// One read buffer for every socket.
     scratch: Vec<u8>,
+    /// `/metrics`, when asked for.
+    metrics: Option<metrics::Endpoint>,
 }
 
 impl Server {
@@ -192,6 +199,18 @@ impl Server {
         }
         let waker =
             Waker::new(registry, WAKER).map_err(|e| Error::io("create waker", "epoll", &e))?;
+        let handle = Handle::new(waker);
+        let metrics = match cfg.metrics {
+            Some(addr) => {
+                let mut m = metrics::Endpoint::bind(
+                    addr,
+                    metrics::ServerCollector::registry(std::sync::Arc::clone(&handle.stats)),
+                )?;
+                m.register(registry, METRICS)?;
+                Some(m)
+            }
+            None => None,
+        };
         let signals = if cfg.handle_signals {
             let mut s = signal_hook_mio::v1_0::Signals::new([
                 signal_hook::consts::SIGINT,
@@ -213,7 +232,7 @@ impl Server {
             ntps,
             ntp_addrs,
             responder: cfg.ntp.as_ref().map(sntp::Responder::new),
-            handle: Handle::new(waker),
+            handle,
             signals,
             limits: Limits {
                 max_clients: cfg.max_clients.max(1),
@@ -233,6 +252,7 @@ impl Server {
                 shutdown_at: None,
             },
             scratch: vec![0u8; 64 * 1024],
+            metrics,
         })
     }
 
@@ -244,6 +264,11 @@ impl Server {
     /// The SNTP responder's addresses (empty when it is off).
     pub fn ntp_addrs(&self) -> &[SocketAddr] {
         &self.ntp_addrs
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(metrics::Endpoint::local_addr)
     }
 
     /// A handle to stop the server and read its counters.
@@ -273,8 +298,13 @@ impl Server {
             // The chat room: log, then deliver; touched connections flush next turn.
             let turn = self.hub.turn(&mut self.conns, &mut self.console);
             for slot in turn.close {
+                self.handle.stats.refuse(Refusal::NotReading);
                 self.close(slot, "not reading");
             }
+            self.handle
+                .stats
+                .chat_members
+                .store(self.hub.members() as u64, Ordering::Relaxed);
             let drive = turn.drive.into_iter().map(|s| Token(FIRST_CONN + s));
             self.sched.again.extend(drive);
             if !self.hub.has_events() {
@@ -300,6 +330,15 @@ impl Server {
                 &format!("[MAIN] Server running on {a} (TCP echo, UDP echo)"),
             );
         }
+        if let Some(m) = &self.metrics {
+            self.console.say(
+                Level::Main,
+                &format!(
+                    "[METRICS] Serving Prometheus metrics on http://{}/metrics",
+                    m.local_addr()
+                ),
+            );
+        }
         if let Some(r) = &self.responder {
             let c = *r.clock();
             for a in &self.ntp_addrs {
@@ -321,6 +360,7 @@ impl Server {
         if !s.again.is_empty() || s.retry_accept {
             return Duration::ZERO;
         }
+        // Scrapes past their deadline are closed by the sweep.
         let wake = [s.accept_paused_until, s.shutdown_at]
             .into_iter()
             .flatten()
@@ -344,6 +384,12 @@ impl Server {
 
     /// Handle one ready token.
     fn dispatch(&mut self, token: Token) {
+        if let Some(m) = self.metrics.as_mut()
+            && m.owns(token)
+        {
+            m.ready(token, self.poll.registry());
+            return;
+        }
         match token.0 {
             t if t >= FIRST_CONN => self.drive_conn(t - FIRST_CONN),
             t if (LISTEN..LISTEN + self.listeners.len()).contains(&t) => {
@@ -455,6 +501,9 @@ impl Server {
         let now = Instant::now();
         self.sched.next_sweep = now + SWEEP_EVERY;
         self.console.roll_window();
+        if let Some(m) = self.metrics.as_mut() {
+            m.sweep(now, self.poll.registry());
+        }
         for slot in self.conns.open_slots() {
             let why = match self.conns.get(slot) {
                 Some(c) if c.closing_since.is_some_and(|t| now - t > CLOSE_GRACE) => {
@@ -469,6 +518,9 @@ impl Server {
                 _ => None,
             };
             if let Some(why) = why {
+                if why == "idle timeout" {
+                    self.handle.stats.refuse(Refusal::IdleTimeout);
+                }
                 self.close(slot, why);
             }
         }
@@ -498,6 +550,7 @@ impl Server {
             let live = stats.clients.load(Ordering::Relaxed) as usize;
             if live >= self.limits.max_clients {
                 stats.refused.fetch_add(1, Ordering::Relaxed);
+                stats.refuse(Refusal::ServerFull);
                 let _ = sock.write(&proto::reply_bytes(&proto::Reply::Full));
                 let _ = sock.shutdown(std::net::Shutdown::Write);
                 self.console
@@ -509,6 +562,7 @@ impl Server {
             let max = self.limits.max_per_address;
             if max > 0 && held >= max && (self.limits.limit_loopback || !ip.is_loopback()) {
                 stats.refused.fetch_add(1, Ordering::Relaxed);
+                stats.refuse(Refusal::TooManyPerAddress);
                 let _ = sock.write(&proto::too_many_reply(ip, max));
                 let _ = sock.shutdown(std::net::Shutdown::Write);
                 self.console.say(

@@ -61,6 +61,10 @@ pub enum Key {
     Sndbuf,
     /// `SO_RCVBUF` on client connections.
     Rcvbuf,
+    /// Time between two probes of one `monitor` target.
+    MonitorInterval,
+    /// What `monitor` watches when it is given no targets.
+    MonitorTargets,
 }
 
 /// Everything about one setting, in one row of [`KEYS`].
@@ -90,7 +94,7 @@ pub struct KeyDef {
 }
 
 /// Every setting, in the order `settings` shows them (the order of [`Key`]).
-pub static KEYS: [KeyDef; 8] = [
+pub static KEYS: [KeyDef; 10] = [
     KeyDef {
         key: Key::Server,
         name: "server",
@@ -224,7 +228,74 @@ pub static KEYS: [KeyDef; 8] = [
         get: |s| sockbuf_text(s.rcvbuf),
         json: |s| s.rcvbuf.map_or(Value::Null, Value::from),
     },
+    KeyDef {
+        key: Key::MonitorInterval,
+        name: "monitor-interval",
+        value_name: "DURATION",
+        about: "time between two probes of one monitor target: 1s, 250ms (10ms-1h)",
+        choices: &["default"],
+        default: "1s",
+        switch: false,
+        set: |s, v| {
+            let d = units::parse_duration(v)?;
+            if d < MONITOR_INTERVAL_RANGE.0 || d > MONITOR_INTERVAL_RANGE.1 {
+                return Err(format!("'{v}' is out of range (10ms-1h)"));
+            }
+            s.monitor_interval = d;
+            Ok(())
+        },
+        get: |s| units::format_duration(s.monitor_interval),
+        json: |s| Value::from(s.monitor_interval.as_secs_f64()),
+    },
+    KeyDef {
+        key: Key::MonitorTargets,
+        name: "monitor-targets",
+        value_name: "TARGET,...",
+        about: "what monitor watches when given no targets, comma-separated: udp://10.0.0.1,icmp://gw",
+        choices: &["default"],
+        default: "none",
+        switch: false,
+        set: |s, v| {
+            s.monitor_targets = monitor_targets(v)?;
+            Ok(())
+        },
+        get: |s| {
+            if s.monitor_targets.is_empty() {
+                "none".into()
+            } else {
+                s.monitor_targets.join(",")
+            }
+        },
+        json: |s| Value::from(s.monitor_targets.clone()),
+    },
 ];
+
+/// Allowed `monitor-interval`.
+const MONITOR_INTERVAL_RANGE: (Duration, Duration) =
+    (Duration::from_millis(10), Duration::from_secs(3600));
+
+/// A comma- or space-separated list of monitor targets, each checked.
+fn monitor_targets(v: &str) -> std::result::Result<Vec<String>, String> {
+    if v.eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    let words: Vec<String> = v
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .map(String::from)
+        .collect();
+    if words.len() > crate::net::monitor::MAX_TARGETS {
+        return Err(format!(
+            "more than {} targets",
+            crate::net::monitor::MAX_TARGETS
+        ));
+    }
+    for w in &words {
+        crate::net::monitor::Target::parse(w).map_err(|e| e.message)?;
+    }
+    Ok(words)
+}
 
 fn endpoint(v: &str, port: u16) -> std::result::Result<Endpoint, String> {
     Endpoint::parse(v, port).map_err(|e| e.message)
@@ -252,7 +323,7 @@ fn sockbuf_text(v: Option<u32>) -> String {
 
 impl Key {
     /// Every setting, in the order `settings` shows them.
-    pub const ALL: [Key; 8] = [
+    pub const ALL: [Key; 10] = [
         Key::Server,
         Key::Timeout,
         Key::Retries,
@@ -261,6 +332,8 @@ impl Key {
         Key::Keepalive,
         Key::Sndbuf,
         Key::Rcvbuf,
+        Key::MonitorInterval,
+        Key::MonitorTargets,
     ];
 
     /// This setting's row of [`KEYS`].
@@ -357,6 +430,10 @@ pub struct Settings {
     pub sndbuf: Option<u32>,
     /// `SO_RCVBUF`, `None` = kernel default.
     pub rcvbuf: Option<u32>,
+    /// Time between two probes of one `monitor` target.
+    pub monitor_interval: Duration,
+    /// `monitor`'s targets when it is given none.
+    pub monitor_targets: Vec<String>,
     sources: BTreeMap<Key, Source>,
 }
 
@@ -378,6 +455,8 @@ impl Default for Settings {
             keepalive: false,
             sndbuf: None,
             rcvbuf: None,
+            monitor_interval: Duration::ZERO,
+            monitor_targets: Vec::new(),
             sources: BTreeMap::new(),
         };
         for d in &KEYS {

@@ -40,6 +40,20 @@ impl Tty {
     }
 }
 
+impl Tty {
+    /// Columns and rows of stdout's terminal, when lines are edited there.
+    fn size(&self) -> Option<(usize, usize)> {
+        if !self.edit {
+            return None;
+        }
+        // SAFETY: TIOCGWINSZ fills the winsize we own; fd 1 is stdout.
+        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) };
+        (r == 0 && ws.ws_col > 0 && ws.ws_row > 0)
+            .then_some((usize::from(ws.ws_col), usize::from(ws.ws_row)))
+    }
+}
+
 impl Terminal for Tty {
     fn interactive(&self) -> bool {
         self.edit
@@ -81,13 +95,11 @@ impl Terminal for Tty {
     }
 
     fn width(&self) -> Option<usize> {
-        if !self.edit {
-            return None;
-        }
-        // SAFETY: TIOCGWINSZ fills the winsize we own; fd 1 is stdout.
-        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-        let r = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) };
-        (r == 0 && ws.ws_col > 0).then_some(usize::from(ws.ws_col))
+        self.size().map(|(cols, _)| cols)
+    }
+
+    fn height(&self) -> Option<usize> {
+        self.size().map(|(_, rows)| rows)
     }
 }
 

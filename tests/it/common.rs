@@ -40,6 +40,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The SNTP responder's address, if on.
     pub ntp_addr: Option<SocketAddr>,
+    /// Where it serves `/metrics`, if it does.
+    pub metrics_addr: Option<SocketAddr>,
     /// Stops it; live counters.
     pub handle: Handle,
     /// Every console line so far.
@@ -60,6 +62,8 @@ pub struct Opts {
     pub chat_log_dir: Option<PathBuf>,
     /// Chat lines replayed to newcomers.
     pub chat_replay: usize,
+    /// Where to serve `/metrics` (nowhere by default).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for Opts {
@@ -76,6 +80,7 @@ impl Default for Opts {
             }),
             chat_log_dir: None,
             chat_replay: 20,
+            metrics: None,
         }
     }
 }
@@ -108,15 +113,18 @@ pub fn start_server_with(ip: &str, o: Opts) -> TestServer {
         chat_log_dir: o.chat_log_dir,
         chat_replay: o.chat_replay,
         console,
+        metrics: o.metrics,
     })
     .expect("bind test server");
     let addr = server.addrs()[0];
     let ntp_addr = server.ntp_addrs().first().copied();
+    let metrics_addr = server.metrics_addr();
     let handle = server.handle();
     let thread = std::thread::spawn(move || server.run());
     TestServer {
         addr,
         ntp_addr,
+        metrics_addr,
         handle,
         lines,
         thread: Some(thread),
@@ -703,10 +711,15 @@ pub fn closed_udp_port() -> u16 {
 /// `TERM=xterm`. A fresh pty has a 0x0 window, which no real terminal has:
 /// it gets 100x40.
 pub fn spawn_pty(data: &Path, args: &[&str]) -> PtySession {
+    spawn_pty_sized(data, args, 100, 40)
+}
+
+/// [`spawn_pty`] on a terminal of `cols` × `rows`.
+pub fn spawn_pty_sized(data: &Path, args: &[&str], cols: u16, rows: u16) -> PtySession {
     let mut c = Command::new("sh");
     scrub_env(&mut c);
     c.arg("-c")
-        .arg(r#"stty cols 100 rows 40 && exec "$0" "$@""#)
+        .arg(format!(r#"stty cols {cols} rows {rows} && exec "$0" "$@""#))
         .arg(env!("CARGO_BIN_EXE_netsh"))
         .arg("--data-dir")
         .arg(data)

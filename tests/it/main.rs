@@ -42,6 +42,8 @@ mod cli;
 mod common;
 mod echo;
 mod info;
+mod metrics;
+mod monitor;
 mod netns;
 mod newcomer;
 mod probes;

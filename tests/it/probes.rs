@@ -838,7 +838,8 @@ fn trace_live_redraws_in_place_on_a_terminal_then_reports() {
     let all = p.exp_eof().expect("the live view ends after 3 rounds");
     // Three frames; each after the first goes back up over the last.
     assert!(all.matches("Loss%").count() >= 3, "{all:?}");
-    assert!(all.contains("\x1b[5A\x1b[J"), "redrawn in place: {all:?}");
+    // Back to the first line of the last frame (5 lines), rewritten.
+    assert!(all.contains("\x1b[5F"), "redrawn in place: {all:?}");
     assert!(
         all.contains("3 rounds; reached the host at hop 3"),
         "{all:?}"

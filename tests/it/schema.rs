@@ -143,6 +143,32 @@ fn every_command_prints_what_the_schema_says() {
         .to_string();
     let e = check(&d, &["tcping", &closed, "-c", "2", "-i", "0.01"], 1);
     assert_eq!(e["failure"]["code"], "connection-refused", "{e:#}");
+    // monitor --json: NDJSON records, the summary last; every one valid.
+    let silent_addr = silent.local_addr().expect("addr");
+    let o = d.run(&[
+        "-o",
+        "timeout=100ms",
+        "monitor",
+        &format!("echo://{a}"),
+        &format!("udp://{silent_addr}"),
+        &format!("sntp://{ntp}"),
+        "icmp://127.0.0.1",
+        &format!("tcp://{closed}"),
+        "-c",
+        "2",
+        "-i",
+        "20ms",
+        "--warn",
+        "100ms/10%",
+        "--json",
+    ]);
+    assert_eq!(o.code, Some(2), "{}", show(&o));
+    let recs = crate::common::json_lines(&o);
+    assert_eq!(recs.len(), 5 * 2 + 1, "{}", show(&o));
+    for r in &recs {
+        assert_valid("monitor record", r);
+    }
+    assert_eq!(recs[recs.len() - 1]["failure"]["code"], "critical");
     check(&d, &["trace", "127.0.0.1", "-q", "1"], 0);
     check(&d, &["trace", "::1", "--report", "-c", "2"], 0);
 
@@ -200,7 +226,9 @@ fn u(v: &Value) -> usize {
 #[test]
 fn a_background_server_and_a_session_print_what_the_schema_says() {
     let d = DataDir::new();
-    let o = d.piped("serve --port 0 --json\nserve status --json\nserve stop --json\nexit --json\n");
+    let o = d.piped(
+        "serve --port 0 --metrics 0 --json\nserve status --json\nserve stop --json\nexit --json\n",
+    );
     assert_eq!(o.code, Some(0), "{}", show(&o));
     let docs = documents(&o);
     let actions: Vec<&Value> = docs.iter().map(|v| &v["action"]).collect();
@@ -216,6 +244,13 @@ fn a_background_server_and_a_session_print_what_the_schema_says() {
     for (i, doc) in docs.iter().enumerate() {
         assert_valid(&format!("session document {}", i + 1), doc);
     }
+    assert!(
+        docs[1]["metrics"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("http://127.0.0.1:") && m.ends_with("/metrics")),
+        "{:#}",
+        docs[1]
+    );
 }
 
 #[test]
@@ -233,6 +268,7 @@ fn script_maps_are_the_documents() {
         format!("tcping(\"{a}\", #{{count: 2, interval: \"0.01\"}})"),
         "trace(\"127.0.0.1\", #{queries: 1})".to_string(),
         format!("sntp(\"{ntp}\", #{{count: 1}})"),
+        format!("monitor([\"udp://{a}\"], #{{count: 2, interval: \"20ms\"}})"),
         "settings()".to_string(),
     ];
     let src: String = calls

@@ -485,10 +485,18 @@ fn unknown_function_suggests_the_command() {
 #[test]
 fn argument_type_error_names_the_function_and_the_form() {
     let env = DataDir::new();
-    let o = env.script("echo([1,2])\n", &[]);
+    let o = env.script("echo([#{a: 1}])\n", &[]);
     assert_eq!(o.code, Some(2), "a usage error: {}", show(&o));
     let msg = assert_located(&o, "usage", "t.rhai", 1, 1);
-    assert!(msg.contains("echo(): argument 1 is array"), "{}", show(&o));
+    assert!(
+        msg.contains("echo(): item 1 of argument 1 is map; expected strings or numbers"),
+        "{}",
+        show(&o)
+    );
+    let o = env.script("echo(blob(2))\n", &[]);
+    assert_eq!(o.code, Some(2), "a usage error: {}", show(&o));
+    let msg = assert_located(&o, "usage", "t.rhai", 1, 1);
+    assert!(msg.contains("echo(): argument 1 is blob"), "{}", show(&o));
     assert!(
         msg.contains("expected a string or a number"),
         "{}",

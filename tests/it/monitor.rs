@@ -1,0 +1,541 @@
+//! `monitor`: many targets on one loop, against real sockets on loopback —
+//! netsh's server (TCP and UDP echo, SNTP), a closed port, black holes (a
+//! UDP socket that never answers, a TCP listener whose queue is full), the
+//! kernel's ICMP echo, and a fake echo server that hangs up half-way. The
+//! NDJSON records, the Nagios exit statuses, the text lines through a pipe,
+//! the live view on a pseudo-terminal, settings and rhai.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{
+    DataDir, FullListener, Output, closed_tcp_port, f, json_lines, show, spawn_pty_sized,
+    start_server, u, wait_for,
+};
+
+/// `netsh -o timeout=300ms monitor ARGS… --json` in `d`: the records.
+fn monitor_json(d: &DataDir, args: &[&str]) -> (Output, Vec<Value>) {
+    let mut a = vec!["-o", "timeout=300ms", "monitor"];
+    a.extend_from_slice(args);
+    a.push("--json");
+    let o = d.run(&a);
+    let recs = json_lines(&o);
+    (o, recs)
+}
+
+/// The summary (the last record), after checking every other one is a sample.
+fn summary(o: &Output, recs: &[Value]) -> Value {
+    let (last, samples) = recs
+        .split_last()
+        .unwrap_or_else(|| panic!("no records: {}", show(o)));
+    assert_eq!(last["record"], "summary", "{}", show(o));
+    for s in samples {
+        assert_eq!(s["record"], "sample", "{s}");
+        assert_eq!(
+            (&s["schema"], &s["command"]),
+            (&"netsh/1".into(), &"monitor".into())
+        );
+    }
+    last.clone()
+}
+
+fn target<'a>(sum: &'a Value, name: &str) -> &'a Value {
+    sum["targets"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["target"] == name))
+        .unwrap_or_else(|| panic!("no target {name} in {sum:#}"))
+}
+
+fn samples_of<'a>(recs: &'a [Value], name: &str) -> Vec<&'a Value> {
+    recs.iter()
+        .filter(|r| r["record"] == "sample" && r["target"] == name)
+        .collect()
+}
+
+#[test]
+fn live_dead_black_holed_and_sntp_targets_each_get_their_figures() {
+    let srv = start_server("127.0.0.1");
+    let ntp = srv.ntp_addr.expect("SNTP responder");
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let hole = FullListener::new();
+    let names = [
+        format!("echo://{}", srv.addr),
+        format!("udp://{}", srv.addr),
+        format!("sntp://{ntp}"),
+        format!("tcp://{}", srv.addr),
+        "icmp://127.0.0.1".to_string(),
+        format!("echo://127.0.0.1:{}", closed_tcp_port()),
+        format!("udp://{}", silent.local_addr().expect("addr")),
+        format!("echo://{}", hole.addr),
+    ];
+    let mut args: Vec<&str> = names.iter().map(String::as_str).collect();
+    args.extend(["-c", "5", "-i", "50ms"]);
+    let d = DataDir::new();
+    let t = Instant::now();
+    let (o, recs) = monitor_json(&d, &args);
+    // Five probes 50 ms apart, a 300 ms timeout: well under a second or two
+    // however many targets, since they run side by side.
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(o.code, Some(2), "a dead target is CRITICAL: {}", show(&o));
+    let sum = summary(&o, &recs);
+    assert_eq!(sum["state"], "critical");
+    for n in &names {
+        let s = samples_of(&recs, n);
+        let seqs: Vec<u64> = s.iter().map(|r| u(&r["seq"])).collect();
+        let mut sorted = seqs.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted,
+            [1, 2, 3, 4, 5],
+            "{n}: one record per probe: {seqs:?}"
+        );
+        assert_eq!(u(&target(&sum, n)["sent"]), 5, "{n}");
+    }
+    for live in &names[..5] {
+        let t = target(&sum, live);
+        assert_eq!((u(&t["received"]), f(&t["loss_pct"])), (5, 0.0), "{t:#}");
+        assert_eq!(t["state"], "ok", "{t:#}");
+        assert!(f(&t["rtt"]["avg_ms"]) > 0.0, "{t:#}");
+        assert!(samples_of(&recs, live).iter().all(|r| r["status"] == "ok"));
+    }
+    // The clock of netsh's own responder is this machine's.
+    let clock = target(&sum, &names[2]);
+    assert!(f(&clock["offset_s"]).abs() < 0.01, "{clock:#}");
+    // A refused port fails each probe; silence loses each.
+    let refused = target(&sum, &names[5]);
+    assert_eq!(
+        (u(&refused["failed"]), refused["state"].clone()),
+        (5, "critical".into())
+    );
+    assert!(
+        refused["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused")),
+        "{refused:#}"
+    );
+    let quiet = target(&sum, &names[6]);
+    assert_eq!(u(&quiet["lost"]), 5, "{quiet:#}");
+    let hole_t = target(&sum, &names[7]);
+    assert_eq!(
+        u(&hole_t["lost"]),
+        5,
+        "a connect that never completes: {hole_t:#}"
+    );
+    // What the server saw: exactly the probes the monitor reports.
+    let st = srv.handle.stats.snapshot();
+    assert_eq!(st.echo_requests, 5, "{st:?}");
+    assert_eq!(st.datagrams, 5, "{st:?}");
+    assert!(st.ntp_replies >= 5, "{st:?}");
+    assert!(
+        sum["status_line"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("MONITOR CRITICAL - 8 targets: 3 critical, 5 ok")),
+        "{sum:#}"
+    );
+}
+
+#[test]
+fn thresholds_give_nagios_exit_statuses() {
+    let srv = start_server("127.0.0.1");
+    let live = format!("udp://{}", srv.addr);
+    let d = DataDir::new();
+    let run = |extra: &[&str]| {
+        let mut a = vec!["monitor", &live, "-c", "3", "-i", "20ms", "-q"];
+        a.extend_from_slice(extra);
+        d.run(&a)
+    };
+    // Generous: OK, 0, with performance data.
+    let o = run(&["--warn", "500ms/50%", "--crit", "1s/80%"]);
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    let first = o.stdout.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("MONITOR OK - 1 target: 1 ok |"),
+        "{first}"
+    );
+    assert!(first.contains(&format!("'{live} rta'=")), "{first}");
+    assert!(
+        first.contains(&format!("'{live} pl'=0%;50;80;0;100")),
+        "{first}"
+    );
+    assert_eq!(o.stderr, "", "{}", show(&o));
+    // A round trip no loopback beats: WARNING, 1.
+    let o = run(&["--warn", "0.000001ms"]);
+    assert_eq!(o.code, Some(1), "{}", show(&o));
+    assert!(o.stdout.starts_with("MONITOR WARNING - "), "{}", show(&o));
+    assert!(
+        o.stdout.contains("(warning at 0.000001 ms)"),
+        "{}",
+        show(&o)
+    );
+    // CRITICAL beats WARNING.
+    let o = run(&["--warn", "0.000001ms", "--crit", "0.000002ms"]);
+    assert_eq!(o.code, Some(2), "{}", show(&o));
+    assert!(o.stdout.starts_with("MONITOR CRITICAL - "), "{}", show(&o));
+    // Loss: a silent socket beside the live one.
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let dead = format!("udp://{}", silent.local_addr().expect("addr"));
+    let o = d.run(&[
+        "-o",
+        "timeout=100ms",
+        "monitor",
+        &live,
+        &dead,
+        "-c",
+        "2",
+        "-i",
+        "20ms",
+        "-q",
+        "--warn",
+        "/50%",
+    ]);
+    assert_eq!(
+        o.code,
+        Some(2),
+        "100% loss is critical by default: {}",
+        show(&o)
+    );
+    assert!(
+        o.stdout
+            .contains(&format!("; {dead} loss 100% (critical at 100%)")),
+        "{}",
+        show(&o)
+    );
+    // SNTP offset thresholds: netsh's responder is this machine's clock.
+    let ntp = format!("sntp://{}", srv.ntp_addr.expect("SNTP"));
+    let o = d.run(&[
+        "monitor",
+        &ntp,
+        "-c",
+        "2",
+        "-i",
+        "20ms",
+        "-q",
+        "--crit-offset",
+        "0.5s",
+    ]);
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    assert!(
+        o.stdout.contains(&format!("'{ntp} offset'=")),
+        "{}",
+        show(&o)
+    );
+    let o = d.run(&[
+        "monitor",
+        &ntp,
+        "-c",
+        "2",
+        "-i",
+        "20ms",
+        "-q",
+        "--warn-offset",
+        "1us",
+    ]);
+    // Two clocks read a few µs apart: past 1 µs nearly always, but an
+    // offset of exactly 0 is possible; either way the status follows it.
+    let off_past = o.stdout.contains("offset ");
+    assert_eq!(o.code, Some(if off_past { 1 } else { 0 }), "{}", show(&o));
+}
+
+#[test]
+fn its_own_errors_are_unknown_as_nagios_reads_them() {
+    let d = DataDir::new();
+    for args in [
+        vec!["monitor"],
+        vec!["monitor", "gopher://127.0.0.1"],
+        vec!["monitor", "icmp://127.0.0.1:80"],
+        vec!["monitor", "tcp://127.0.0.1"],
+        vec!["monitor", "127.0.0.1", "--warn", "fast"],
+        vec!["monitor", "127.0.0.1", "--bogus"],
+    ] {
+        let o = d.run(&args);
+        assert_eq!(o.code, Some(3), "{args:?}: {}", show(&o));
+        let e = crate::common::one_err_line(&o);
+        assert!(e.starts_with("error["), "{e}");
+    }
+    // A target whose first probe is never due before the deadline.
+    let srv = start_server("127.0.0.1");
+    let a = format!("udp://{}", srv.addr);
+    let (o, recs) = monitor_json(&d, &[&a, &a, "-i", "10s", "-w", "300ms"]);
+    assert_eq!(o.code, Some(3), "{}", show(&o));
+    let sum = summary(&o, &recs);
+    assert_eq!(sum["state"], "unknown", "{sum:#}");
+    let states: Vec<&Value> = sum["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .map(|t| &t["state"])
+        .collect();
+    assert_eq!(
+        states,
+        [&Value::from("ok"), &Value::from("unknown")],
+        "{sum:#}"
+    );
+}
+
+#[test]
+fn through_a_pipe_each_probe_is_a_line_then_the_summary() {
+    let srv = start_server("127.0.0.1");
+    let a = format!("echo://{}", srv.addr);
+    let d = DataDir::new();
+    let o = d.run(&["monitor", &a, "-c", "3", "-i", "20ms"]);
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "monitor: 1 target every 20ms, 3 probes each",
+        "{}",
+        show(&o)
+    );
+    for (i, l) in lines[1..4].iter().enumerate() {
+        let head = format!("{a} seq={} rtt=", i + 1);
+        assert!(l.starts_with(&head) && l.ends_with(" ms"), "{l}");
+    }
+    assert!(
+        lines[4].starts_with("MONITOR OK - 1 target: 1 ok"),
+        "{}",
+        show(&o)
+    );
+    assert!(lines[5].starts_with("TARGET "), "{}", show(&o));
+    assert!(
+        lines[6].starts_with(&a) && lines[6].ends_with("OK"),
+        "{}",
+        show(&o)
+    );
+    assert!(
+        !o.stdout.contains('\x1b'),
+        "no escapes into a pipe: {}",
+        show(&o)
+    );
+}
+
+#[test]
+fn a_server_that_hangs_up_is_reconnected_at_the_next_probe() {
+    // Answers two probes per connection, then closes; accepts again.
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    l.set_nonblocking(true).expect("non-blocking");
+    let fake = std::thread::spawn(move || {
+        let mut conns = 0;
+        let until = Instant::now() + Duration::from_secs(5);
+        while conns < 3 && Instant::now() < until {
+            let s = match l.accept() {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+            };
+            s.set_nonblocking(false).expect("blocking");
+            conns += 1;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut r = BufReader::new(s.try_clone().expect("clone"));
+            let mut w = s;
+            for _ in 0..2 {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let text = line
+                    .trim_end()
+                    .strip_prefix("ECHO ")
+                    .unwrap_or("")
+                    .to_string();
+                if w.write_all(format!("ECHO_RESPONSE:{text}\n").as_bytes())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+        conns
+    });
+    let d = DataDir::new();
+    let name = format!("echo://{addr}");
+    let (o, recs) = monitor_json(&d, &[&name, "-c", "6", "-i", "60ms"]);
+    let sum = summary(&o, &recs);
+    let t = target(&sum, &name);
+    assert_eq!(u(&t["sent"]), 6, "{t:#}");
+    // Two answers per connection, three connections: every probe answered,
+    // each hang-up noticed and a new connection made at the next probe.
+    assert_eq!(u(&t["received"]), 6, "{t:#}\n{}", show(&o));
+    let statuses: Vec<String> = samples_of(&recs, &name)
+        .iter()
+        .map(|r| format!("{} {} {}", r["seq"], r["status"], r["error"]))
+        .collect();
+    assert!(
+        statuses.last().is_some_and(|s| s.contains("ok")),
+        "{statuses:#?}"
+    );
+    drop(o);
+    let conns = fake.join().expect("fake server");
+    assert_eq!(conns, 3, "reconnected");
+}
+
+#[test]
+fn two_hundred_targets_share_one_thread() {
+    let srv = start_server("127.0.0.1");
+    let names: Vec<String> = (0..200).map(|_| format!("udp://{}", srv.addr)).collect();
+    let mut args: Vec<&str> = vec!["monitor"];
+    args.extend(names.iter().map(String::as_str));
+    args.extend(["-c", "20", "-i", "50ms", "-q"]);
+    let d = DataDir::new();
+    let mut c = d.cmd(&args);
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // It ends by itself after 20 probes of 50 ms.
+    let child = c.spawn().expect("spawn");
+    let pid = child.id();
+    // While it runs: its thread count, from the kernel.
+    let threads = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Threads:"))
+                    .and_then(|n| n.trim().parse::<u32>().ok())
+            })
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    let seen = threads();
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let seen = seen.expect("read /proc/PID/status while it ran");
+    assert!(seen <= 4, "{seen} threads for 200 targets");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("MONITOR OK - 200 targets: 200 ok"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(wait_for(Duration::from_secs(2), || srv
+        .handle
+        .stats
+        .snapshot()
+        .datagrams
+        == 4000));
+}
+
+#[test]
+fn targets_and_interval_come_from_the_settings_too() {
+    let srv = start_server("127.0.0.1");
+    let d = DataDir::new();
+    let list = format!("udp://{0},echo://{0}", srv.addr);
+    let o = d.run(&["set", "monitor-targets", &list]);
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    let o = d.run(&["set", "monitor-interval", "30ms"]);
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    let (o, recs) = monitor_json(&d, &["-c", "2"]);
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    let sum = summary(&o, &recs);
+    assert_eq!(f(&sum["interval_s"]), 0.03, "{sum:#}");
+    let names: Vec<&Value> = sum["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["target"])
+        .collect();
+    assert_eq!(
+        names,
+        [
+            &Value::from(format!("udp://{}", srv.addr)),
+            &Value::from(format!("echo://{}", srv.addr))
+        ]
+    );
+    let o = d.run(&["set", "monitor-targets", "gopher://x"]);
+    assert_eq!(o.code, Some(2), "checked when set: {}", show(&o));
+    let o = d.run(&["set", "monitor-interval", "1us"]);
+    assert_eq!(o.code, Some(2), "{}", show(&o));
+}
+
+#[test]
+fn scripts_get_the_summary_map() {
+    let srv = start_server("127.0.0.1");
+    let d = DataDir::new();
+    let code = format!(
+        r#"let r = monitor(["udp://{0}", "echo://{0}"], #{{count: 3, interval: "20ms"}});
+print(`${{r.state}} ${{r.targets.len()}} ${{r.targets[0].received}} ${{r.targets[1].received}}`);"#,
+        srv.addr
+    );
+    let o = d.run(&["-e", &code]);
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    assert_eq!(o.stdout, "ok 2 3 3\n", "{}", show(&o));
+}
+
+fn live_view(cols: u16) {
+    let srv = start_server("127.0.0.1");
+    let d = DataDir::new();
+    let a = format!("udp://{}", srv.addr);
+    let b = format!("echo://{}", srv.addr);
+    let mut p = spawn_pty_sized(d.path(), &["monitor", &a, &b, "-i", "50ms"], cols, 30);
+    p.exp_string("Ctrl-C for the summary")
+        .expect("the live view");
+    // Let a few frames go by, then stop it as a person would.
+    std::thread::sleep(Duration::from_millis(900));
+    p.send_control('c').expect("Ctrl-C");
+    let raw = p.exp_eof().expect("it ends after Ctrl-C");
+    // rexpect hands bytes over one char each: back to UTF-8.
+    let bytes: Vec<u8> = raw.chars().map(|c| c as u32 as u8).collect();
+    let all = String::from_utf8_lossy(&bytes).into_owned();
+    // Redrawn in place: back to the first line of the frame (4 lines).
+    assert!(all.contains("\x1b[4F"), "redrawn in place: {all:?}");
+    assert!(
+        ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█']
+            .iter()
+            .any(|c| all.contains(*c)),
+        "a sparkline: {all:?}"
+    );
+    // No line of any frame is wider than the terminal.
+    let frames = all.split("\x1b[?25h").next().unwrap_or("");
+    for frame in frames.split("\x1b[4F") {
+        for line in frame.split(['\n', '\r']) {
+            let visible: String = strip_escapes(line);
+            assert!(
+                visible.chars().count() <= usize::from(cols),
+                "{} columns: {visible:?}",
+                visible.chars().count()
+            );
+        }
+    }
+    assert!(
+        all.contains("MONITOR OK - 2 targets: 2 ok"),
+        "the summary: {all:?}"
+    );
+    assert!(all.contains("(interrupted)"), "{all:?}");
+}
+
+/// A line without its CSI escape sequences.
+fn strip_escapes(s: &str) -> String {
+    let mut out = String::new();
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\x1b' {
+            if it.peek() == Some(&'[') {
+                it.next();
+                for c in it.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn live_view_at_80_columns() {
+    live_view(80);
+}
+
+#[test]
+fn live_view_at_200_columns() {
+    live_view(200);
+}
