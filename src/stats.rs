@@ -90,11 +90,21 @@ pub struct Rtt {
 }
 
 impl Default for Rtt {
+    /// Percentiles to 3 significant digits.
     fn default() -> Self {
+        Rtt::with_digits(3)
+    }
+}
+
+impl Rtt {
+    /// Percentiles to `digits` significant digits (1 to 5). The histogram
+    /// grows with the largest RTT recorded, so a loopback target holds a
+    /// few KiB, not the hour-wide range up front.
+    pub fn with_digits(digits: u8) -> Rtt {
         Rtt {
-            // Bounds and precision are constants that hdrhistogram accepts;
-            // without the histogram only the percentiles would be missing.
-            hist: Histogram::new_with_bounds(1, MAX_US, 3).ok(),
+            // A precision hdrhistogram accepts; without the histogram only
+            // the percentiles would be missing.
+            hist: Histogram::new(digits.clamp(1, 5)).ok(),
             n: 0,
             sum: 0.0,
             sum_sq: 0.0,
@@ -103,9 +113,15 @@ impl Default for Rtt {
             last: None,
         }
     }
-}
 
-impl Rtt {
+    /// Exact min/avg/max/mdev only, no percentiles (no histogram at all).
+    pub fn without_percentiles() -> Rtt {
+        Rtt {
+            hist: None,
+            ..Rtt::with_digits(1)
+        }
+    }
+
     /// Record one RTT in milliseconds (non-finite values are ignored).
     pub fn record(&mut self, ms: f64) {
         if !ms.is_finite() || ms < 0.0 {
@@ -119,7 +135,9 @@ impl Rtt {
         self.last = Some(ms);
         if let Some(h) = self.hist.as_mut() {
             let us = (ms * 1e3).round().clamp(1.0, MAX_US as f64) as u64;
-            h.saturating_record(us);
+            // Grows the histogram as needed; a failed resize loses only
+            // this value's percentile share.
+            let _ = h.record(us);
         }
     }
 

@@ -182,6 +182,7 @@ impl Command for Echo {
                 // One probe in flight: the next waits for this one's answer.
                 await_previous: Some(ctx.timeout),
                 progress: None,
+                light: false,
             };
             probes(&ep, &plan, a.size as usize, a.udp, ctx, s)?
         };

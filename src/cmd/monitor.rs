@@ -955,10 +955,14 @@ fn live_lines(
 
 /// The last `width` round trips as Unicode blocks, scaled between the
 /// window's best and worst; `×` where a probe got no answer.
-fn sparkline(recent: &std::collections::VecDeque<Option<f64>>, width: usize, p: &Paint) -> String {
+fn sparkline(recent: &std::collections::VecDeque<f32>, width: usize, p: &Paint) -> String {
     const BLOCKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
     let skip = recent.len().saturating_sub(width);
-    let window: Vec<Option<f64>> = recent.iter().skip(skip).copied().collect();
+    let window: Vec<Option<f64>> = recent
+        .iter()
+        .skip(skip)
+        .map(|&x| (!x.is_nan()).then_some(f64::from(x)))
+        .collect();
     let (lo, hi) = window
         .iter()
         .flatten()
@@ -1041,9 +1045,7 @@ mod tests {
     #[test]
     fn sparkline_scales_and_marks_misses() {
         let p = Paint::PLAIN;
-        let r: std::collections::VecDeque<Option<f64>> = [Some(1.0), Some(2.0), None, Some(3.0)]
-            .into_iter()
-            .collect();
+        let r: std::collections::VecDeque<f32> = [1.0, 2.0, f32::NAN, 3.0].into_iter().collect();
         assert_eq!(sparkline(&r, 10, &p), "▁▅×█");
         assert_eq!(sparkline(&r, 2, &p), "×▁", "the last ones, scaled alone");
     }

@@ -60,6 +60,7 @@ impl ProbeArgs {
             timeout: self.timeout.unwrap_or(default_timeout),
             await_previous: None,
             progress: Some(Arc::clone(progress)),
+            light: false,
         }
     }
 }

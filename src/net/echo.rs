@@ -198,7 +198,10 @@ impl UdpEcho {
             sock: UdpSocket::from_std(sock),
             addr,
             size,
-            buf: vec![0u8; MAX_DATAGRAM],
+            // Room for the probe and more: a longer answer is cut, and so
+            // differs from the probe (a thousand monitor targets each hold
+            // one of these, so not 64 KiB each).
+            buf: vec![0u8; (size + 64).clamp(2048, MAX_DATAGRAM)],
             last_sent: 0,
         })
     }

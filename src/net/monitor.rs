@@ -16,10 +16,12 @@
 //! Nothing here prints: [`Event`]s tell the caller each settled probe (with
 //! the target's running figures) and give it a chance to draw.
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -30,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::net::addr::Endpoint;
 use crate::net::client::{self, ClientCtx};
 use crate::net::echo::{TcpEcho, UdpEcho};
-use crate::net::ping::{IcmpSocket, Ping, SocketOpts};
+use crate::net::ping::{HubPing, IcmpHub, IcmpSocket, Ping, SocketOpts};
 use crate::net::probe::{self, Plan, Probe, Prober, Status, Tokens, Transport, Turn};
 use crate::net::sntp::SntpProbe;
 use crate::net::tcping::Tcping;
@@ -44,6 +46,8 @@ pub const MAX_TARGETS: usize = 10_000;
 pub const RECENT: usize = 240;
 /// The metrics endpoint's tokens, above every target's range.
 const METRICS_BASE: usize = 1 << 60;
+/// The shared raw ICMP sockets' tokens (IPv4, IPv6).
+const HUB_TOKENS: [Token; 2] = [Token(1 << 59), Token((1 << 59) + 1)];
 /// The local token of a TCP echo target's connect.
 const CONNECT: usize = Tokens::SPAN - 1;
 /// Probes one target may send in one turn before the others get theirs.
@@ -194,8 +198,9 @@ pub struct Watch {
     jitter_n: u64,
     /// The last SNTP offset, seconds.
     pub offset_s: Option<f64>,
-    /// The last round trips (`None`: that probe got no intact answer).
-    pub recent: VecDeque<Option<f64>>,
+    /// The last round trips, ms (NaN: that probe got no intact answer);
+    /// `f32` as a sparkline needs no more and a thousand targets keep these.
+    pub recent: VecDeque<f32>,
     /// Whether the last probe was answered.
     pub up: bool,
     /// What went wrong last (the last error, or why it could not start).
@@ -215,7 +220,8 @@ impl Watch {
             lost: 0,
             failed: 0,
             last_ms: None,
-            rtt: Rtt::default(),
+            // Percentiles to 2 digits: enough for a summary, and small.
+            rtt: Rtt::with_digits(2),
             jitter_ms: None,
             jitter_sum: 0.0,
             jitter_n: 0,
@@ -278,7 +284,7 @@ impl Watch {
         if self.recent.len() == RECENT {
             self.recent.pop_front();
         }
-        self.recent.push_back(rtt);
+        self.recent.push_back(rtt.map_or(f32::NAN, |ms| ms as f32));
     }
 }
 
@@ -329,6 +335,11 @@ struct Monitor<'e> {
     wake: Vec<Option<Instant>>,
     heap: BinaryHeap<Reverse<(Instant, usize)>>,
     metrics: Option<&'e mut MetricsEndpoint>,
+    /// One raw ICMP socket per family for every ICMP target, when this
+    /// process gets raw sockets (see [`IcmpHub`]).
+    hubs: [Option<Rc<RefCell<IcmpHub>>>; 2],
+    /// Which target each hub identifier is.
+    idents: HashMap<u16, usize>,
 }
 
 /// Watch `targets` until the count, the deadline or Ctrl-C; `on_event`
@@ -370,7 +381,20 @@ pub fn run(
         heap: BinaryHeap::with_capacity(watches.len()),
         watches,
         metrics,
+        hubs: [None, None],
+        idents: HashMap::new(),
     };
+    // ICMP targets share a raw socket per family, when raw is what we get.
+    for (f, v6) in [(0, false), (1, true)] {
+        let wanted = m
+            .watches
+            .iter()
+            .any(|w| w.target.kind == Kind::Icmp && w.address.is_some_and(|a| a.is_ipv6() == v6));
+        if wanted && let Ok(Some(hub)) = IcmpHub::open(v6) {
+            hub.register(poll.registry(), HUB_TOKENS[f])?;
+            m.hubs[f] = Some(Rc::new(RefCell::new(hub)));
+        }
+    }
     for k in 0..m.watches.len() {
         let phase = if m.watches[k].unknown.is_some() {
             Phase::Done
@@ -389,6 +413,7 @@ pub fn run(
     }
     let mut events = Events::with_capacity(1024);
     let mut due = Vec::new();
+    let slack = timer_slack(opts);
     loop {
         if ctx.interrupted() {
             break;
@@ -397,7 +422,9 @@ pub fn run(
         if m.end.is_some_and(|e| now >= e) {
             break;
         }
-        // Every target whose time has come.
+        // Every target whose time has come, or comes within the slack: one
+        // wake-up serves several targets instead of one each.
+        let now = now + slack;
         due.clear();
         while let Some(&Reverse((at, k))) = m.heap.peek() {
             if at > now {
@@ -413,7 +440,8 @@ pub fn run(
             m.due(k, now, poll.registry(), on_event);
             m.reschedule(k);
         }
-        if m.phases.iter().all(|p| matches!(p, Phase::Done)) {
+        // Every target not done has a wake-up on the heap.
+        if m.heap.is_empty() && m.phases.iter().all(|p| matches!(p, Phase::Done)) {
             break;
         }
         on_event(&Event::Turn(&m.watches));
@@ -444,6 +472,10 @@ pub fn run(
                 && e.owns(token)
             {
                 e.ready(token, poll.registry());
+                continue;
+            }
+            if let Some(f) = HUB_TOKENS.iter().position(|&t| t == token) {
+                m.hub_ready(f, now, poll.registry(), on_event);
                 continue;
             }
             let k = Tokens::owner(token);
@@ -496,6 +528,14 @@ fn linger_on(
         }
         e.sweep(Instant::now(), poll.registry());
     }
+}
+
+/// How early a probe may leave, so that one wake-up serves the targets
+/// due within it: 0.5% of the interval, 2% of the timeout, at most 5 ms.
+fn timer_slack(opts: &Options) -> Duration {
+    (opts.interval / 200)
+        .min(opts.timeout / 50)
+        .min(Duration::from_millis(5))
 }
 
 fn resolve(t: &Target, ctx: ClientCtx<'_>) -> Result<SocketAddr> {
@@ -611,20 +651,52 @@ impl Monitor<'_> {
     }
 
     /// A transport for a target that needs no connect.
-    fn transport(&self, k: usize, addr: SocketAddr) -> Result<Box<dyn Transport>> {
+    fn transport(&mut self, k: usize, addr: SocketAddr) -> Result<Box<dyn Transport>> {
         let size = self.opts.size;
         Ok(match self.watches[k].target.kind {
             Kind::Udp => Box::new(UdpEcho::new(crate::net::sntp::socket(addr)?, addr, size)?),
             Kind::Sntp => Box::new(SntpProbe::new(addr)?),
-            Kind::Icmp => {
-                let sock = IcmpSocket::open(addr.is_ipv6(), &SocketOpts::default())?;
-                Box::new(Ping::new(sock, addr.ip(), size))
-            }
+            Kind::Icmp => match &self.hubs[usize::from(addr.is_ipv6())] {
+                Some(hub) => {
+                    let t = HubPing::new(Rc::clone(hub), addr.ip(), size);
+                    self.idents.insert(t.ident(), k);
+                    Box::new(t)
+                }
+                None => {
+                    let sock = IcmpSocket::open(addr.is_ipv6(), &SocketOpts::default())?;
+                    Box::new(Ping::new(sock, addr.ip(), size))
+                }
+            },
             Kind::Tcp => Box::new(Tcping::new(addr, self.ctx_opts)),
             Kind::Echo => {
                 return Err(Error::bad_value("echo targets connect first"));
             }
         })
+    }
+
+    /// A shared ICMP socket is readable: sort what it read, and let each
+    /// target that got something take it.
+    fn hub_ready(
+        &mut self,
+        f: usize,
+        now: Instant,
+        registry: &Registry,
+        on_event: &mut dyn FnMut(&Event<'_>),
+    ) {
+        let Some(hub) = self.hubs[f].clone() else {
+            return;
+        };
+        let got = match hub.borrow_mut().read() {
+            Ok(g) => g,
+            // A failed read loses those packets only; probes time out.
+            Err(_) => return,
+        };
+        for ident in got {
+            if let Some(&k) = self.idents.get(&ident) {
+                self.ready(k, Tokens::nth(k).token(0), now, registry, on_event);
+                self.reschedule(k);
+            }
+        }
     }
 
     /// Probe with `t` from probe `index` on.
@@ -645,6 +717,7 @@ impl Monitor<'_> {
             timeout: self.opts.timeout,
             await_previous: None,
             progress: None,
+            light: true,
         };
         let bytes = match self.watches[k].target.kind {
             Kind::Tcp | Kind::Sntp => 0,

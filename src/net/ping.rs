@@ -13,9 +13,12 @@
 //! has 16 bits) and a filler derived from it, so a reply says which probe
 //! it answers and whether any byte changed.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 use std::time::Instant;
 
 use mio::unix::SourceFd;
@@ -63,6 +66,9 @@ pub struct IcmpSocket {
     pub kind: SocketKind,
     /// Our identifier (raw sockets; the kernel picks it for datagram ones).
     ident: u16,
+    /// Shared by many targets ([`IcmpHub`]): replies are not filtered by
+    /// one identifier here, the hub sorts them by theirs.
+    shared: bool,
 }
 
 impl IcmpSocket {
@@ -91,6 +97,7 @@ impl IcmpSocket {
             v6,
             kind,
             ident: ident(),
+            shared: false,
         };
         s.setup(opts)?;
         Ok(s)
@@ -186,8 +193,24 @@ impl IcmpSocket {
         payload: &[u8],
         out: &mut Vec<u8>,
     ) -> io::Result<()> {
+        self.send_echo_as(dst, self.ident, seq, payload, out)
+    }
+
+    /// [`IcmpSocket::send_echo`] with identifier `ident` (a raw socket
+    /// shared by many targets, each with its own).
+    ///
+    /// # Errors
+    /// The OS error.
+    pub fn send_echo_as(
+        &self,
+        dst: IpAddr,
+        ident: u16,
+        seq: u16,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
         out.clear();
-        icmp::encode_echo_request(self.icmp_family(), self.ident, seq, payload, out);
+        icmp::encode_echo_request(self.icmp_family(), ident, seq, payload, out);
         let to = SockAddr::from(SocketAddr::new(dst, 0));
         match self.sock.send_to(out, &to) {
             // A datagram socket reports an earlier request's ICMP error on
@@ -253,6 +276,7 @@ impl IcmpSocket {
                 format!("local error: {}", io::Error::from_raw_os_error(q.errno))
             };
             seen.push(Heard::Error {
+                ident: 0,
                 seq,
                 from: q.offender,
                 what,
@@ -286,7 +310,8 @@ impl IcmpSocket {
                 payload,
             } => {
                 // A raw socket sees every host's replies: ours carry our id.
-                (!raw || ident == self.ident).then(|| Heard::Reply {
+                (!raw || self.shared || ident == self.ident).then(|| Heard::Reply {
+                    ident,
                     seq,
                     payload: payload.to_vec(),
                     from,
@@ -301,11 +326,12 @@ impl IcmpSocket {
                 let Quoted::IcmpEcho { ident, seq } = original.transport else {
                     return None;
                 };
-                if raw && ident != self.ident {
+                if raw && !self.shared && ident != self.ident {
                     return None;
                 }
                 let (kind, code) = (msg[0], msg[1]);
                 Some(Heard::Error {
+                    ident,
                     seq,
                     from,
                     what: describe(self.v6, kind, code),
@@ -346,6 +372,8 @@ impl IcmpSocket {
 pub enum Heard {
     /// An echo reply.
     Reply {
+        /// Its identifier (raw sockets; 0 where the kernel matched it).
+        ident: u16,
         /// Its 16-bit sequence number.
         seq: u16,
         /// Its payload.
@@ -361,6 +389,8 @@ pub enum Heard {
     },
     /// An ICMP error about one of our requests.
     Error {
+        /// The request's identifier (raw sockets; 0 otherwise).
+        ident: u16,
         /// The request's 16-bit sequence number.
         seq: u16,
         /// Who sent the error.
@@ -429,7 +459,9 @@ impl Ping {
             dst,
             size,
             last_sent: 0,
-            buf: vec![0u8; MAX_PAYLOAD + 128],
+            // The reply (IP header, ICMP header, payload), or an error
+            // quoting a request (up to 1,280 bytes for ICMPv6).
+            buf: vec![0u8; (size + 128).max(1536)],
             out: Vec::with_capacity(size + 8),
             payload: Vec::with_capacity(size),
             heard: Vec::new(),
@@ -497,44 +529,213 @@ impl Ping {
             .read(&mut self.buf, &mut self.heard, first)
             .map_err(|e| Error::io("read ICMP from", self.dst, &e))?;
         for h in self.heard.drain(..) {
-            match h {
-                Heard::Reply {
-                    seq,
-                    payload: got,
-                    from,
-                    ttl,
-                    at,
-                    ..
-                } => {
-                    let seq = unwrap_seq(seq, self.last_sent);
-                    let kind = match check_payload(seq, self.size, &got, &mut self.payload) {
-                        None => AnswerKind::Intact,
-                        Some(first_difference) => AnswerKind::Corrupt { first_difference },
-                    };
-                    out.push(Answer {
-                        seq,
-                        at,
-                        kind,
-                        from,
-                        ttl,
-                        offset_us: None,
-                    });
-                }
-                Heard::Error {
-                    seq,
-                    from,
-                    what,
-                    at,
-                    ..
-                } => out.push(Answer {
-                    seq: unwrap_seq(seq, self.last_sent),
-                    at,
-                    kind: AnswerKind::Error { what },
-                    from,
-                    ttl: None,
-                    offset_us: None,
-                }),
+            out.push(answer_of(h, self.last_sent, self.size, &mut self.payload));
+        }
+        Ok(())
+    }
+}
+
+/// What one heard datagram says about probe `seq` (of the last sent).
+fn answer_of(h: Heard, last_sent: u64, size: usize, scratch: &mut Vec<u8>) -> Answer {
+    match h {
+        Heard::Reply {
+            seq,
+            payload: got,
+            from,
+            ttl,
+            at,
+            ..
+        } => {
+            let seq = unwrap_seq(seq, last_sent);
+            let kind = match check_payload(seq, size, &got, scratch) {
+                None => AnswerKind::Intact,
+                Some(first_difference) => AnswerKind::Corrupt { first_difference },
+            };
+            Answer {
+                seq,
+                at,
+                kind,
+                from,
+                ttl,
+                offset_us: None,
             }
+        }
+        Heard::Error {
+            seq,
+            from,
+            what,
+            at,
+            ..
+        } => Answer {
+            seq: unwrap_seq(seq, last_sent),
+            at,
+            kind: AnswerKind::Error { what },
+            from,
+            ttl: None,
+            offset_us: None,
+        },
+    }
+}
+
+/// One raw ICMP socket for many targets (`monitor icmp://…`): a raw
+/// socket gets a copy of every ICMP packet, so a socket per target would
+/// read every target's replies, a thousand targets a million reads a
+/// second. The hub reads each packet once and keeps it for the target
+/// whose identifier it carries; each target sends with an identifier of
+/// its own. Datagram ICMP sockets need none of this (the kernel sorts
+/// their replies), so [`IcmpHub::open`] gives a hub only for a raw one.
+pub struct IcmpHub {
+    sock: IcmpSocket,
+    buf: Vec<u8>,
+    heard: Vec<Heard>,
+    queues: HashMap<u16, Vec<Heard>>,
+    next_ident: u16,
+}
+
+impl IcmpHub {
+    /// A hub for the family, if this process gets a raw socket (`None` when
+    /// it gets a datagram one: then a socket per target costs nothing).
+    ///
+    /// # Errors
+    /// As [`IcmpSocket::open`].
+    pub fn open(v6: bool) -> Result<Option<IcmpHub>> {
+        let mut sock = IcmpSocket::open(v6, &SocketOpts::default())?;
+        if sock.kind != SocketKind::Raw {
+            return Ok(None);
+        }
+        sock.shared = true;
+        let next_ident = sock.ident;
+        Ok(Some(IcmpHub {
+            sock,
+            buf: vec![0u8; MAX_PAYLOAD + 128],
+            heard: Vec::new(),
+            queues: HashMap::new(),
+            next_ident,
+        }))
+    }
+
+    /// A fresh identifier for one more target.
+    pub fn new_ident(&mut self) -> u16 {
+        let i = self.next_ident;
+        self.next_ident = self.next_ident.wrapping_add(1);
+        self.queues.insert(i, Vec::new());
+        i
+    }
+
+    /// A target is gone: drop its queue.
+    pub fn release(&mut self, ident: u16) {
+        self.queues.remove(&ident);
+    }
+
+    /// Register with a poll.
+    ///
+    /// # Errors
+    /// The registry's.
+    pub fn register(&self, registry: &Registry, token: Token) -> Result<()> {
+        self.sock.register(registry, token)
+    }
+
+    /// Read what waits and sort it by identifier; the identifiers that got
+    /// something (datagrams for nobody are dropped).
+    ///
+    /// # Errors
+    /// The OS error of the read.
+    pub fn read(&mut self) -> io::Result<Vec<u16>> {
+        self.sock.drain(&mut self.buf, &mut self.heard)?;
+        let mut got = Vec::new();
+        for h in self.heard.drain(..) {
+            let ident = match &h {
+                Heard::Reply { ident, .. } | Heard::Error { ident, .. } => *ident,
+            };
+            if let Some(q) = self.queues.get_mut(&ident) {
+                if q.is_empty() {
+                    got.push(ident);
+                }
+                // Bounded: a target that is never asked keeps at most this.
+                if q.len() < 1024 {
+                    q.push(h);
+                }
+            }
+        }
+        Ok(got)
+    }
+
+    fn take(&mut self, ident: u16) -> Vec<Heard> {
+        self.queues
+            .get_mut(&ident)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+}
+
+/// Echo requests to one host through a shared [`IcmpHub`].
+pub struct HubPing {
+    hub: Rc<RefCell<IcmpHub>>,
+    ident: u16,
+    dst: IpAddr,
+    size: usize,
+    last_sent: u64,
+    out: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl HubPing {
+    /// Probes of `size` payload bytes to `dst` through `hub`.
+    pub fn new(hub: Rc<RefCell<IcmpHub>>, dst: IpAddr, size: usize) -> HubPing {
+        let ident = hub.borrow_mut().new_ident();
+        HubPing {
+            hub,
+            ident,
+            dst,
+            size,
+            last_sent: 0,
+            out: Vec::with_capacity(size + 8),
+            payload: Vec::with_capacity(size),
+        }
+    }
+
+    /// Its identifier: the hub's answers for it carry this.
+    pub fn ident(&self) -> u16 {
+        self.ident
+    }
+}
+
+impl Drop for HubPing {
+    fn drop(&mut self) {
+        if let Ok(mut h) = self.hub.try_borrow_mut() {
+            h.release(self.ident);
+        }
+    }
+}
+
+impl Transport for HubPing {
+    fn register(&mut self, _registry: &Registry, _tokens: Tokens) -> Result<()> {
+        // The hub is in the poll already, under its own token.
+        Ok(())
+    }
+
+    fn send(&mut self, seq: u64, _registry: &Registry) -> Result<Instant> {
+        payload_into(seq, self.size, &mut self.payload);
+        self.last_sent = seq;
+        let at = Instant::now();
+        let hub = self.hub.borrow();
+        match hub.sock.send_echo_as(
+            self.dst,
+            self.ident,
+            seq as u16,
+            &self.payload,
+            &mut self.out,
+        ) {
+            Ok(()) => Ok(at),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(at),
+            Err(e) => Err(Error::io("send an echo request to", self.dst, &e)),
+        }
+    }
+
+    fn ready(&mut self, _token: Token, _registry: &Registry, out: &mut Vec<Answer>) -> Result<()> {
+        let heard = self.hub.borrow_mut().take(self.ident);
+        for h in heard {
+            out.push(answer_of(h, self.last_sent, self.size, &mut self.payload));
         }
         Ok(())
     }

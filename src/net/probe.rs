@@ -53,7 +53,14 @@ pub struct Plan {
     /// Raised (by SIGQUIT, Ctrl-\\) to ask for the statistics so far: the
     /// loop lowers it and reports [`Event::Progress`].
     pub progress: Option<Arc<AtomicBool>>,
+    /// The caller keeps its own figures from the events (`monitor`): no
+    /// probe list, no percentiles, duplicates told over [`LIGHT_WINDOW`]
+    /// probes, so a thousand long-running probers stay small.
+    pub light: bool,
 }
+
+/// Probes over which a light run tells duplicates from late answers.
+pub const LIGHT_WINDOW: u64 = 1024;
 
 /// How one probe ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -326,10 +333,15 @@ impl<'t> Prober<'t> {
             plan: plan.clone(),
             r: Run {
                 in_flight: BTreeMap::new(),
-                answered: Window::default(),
+                answered: Window::new(if plan.light { LIGHT_WINDOW } else { WINDOW }),
                 newest_answered: None,
                 kept: VecDeque::new(),
-                rtt: Rtt::default(),
+                keep: if plan.light { 0 } else { MAX_KEPT },
+                rtt: if plan.light {
+                    Rtt::without_percentiles()
+                } else {
+                    Rtt::default()
+                },
                 sent: 0,
                 first: plan.first_seq,
                 lost: 0,
@@ -551,6 +563,8 @@ struct Run {
     /// The highest sequence number answered so far (to tell reordering).
     newest_answered: Option<u64>,
     kept: VecDeque<Probe>,
+    /// Probes kept one by one.
+    keep: usize,
     rtt: Rtt,
     /// Probes sent so far.
     sent: u64,
@@ -591,7 +605,7 @@ impl Run {
             return; // never sent: not an answer of ours
         }
         let Some(sent) = self.in_flight.remove(&seq) else {
-            if self.first + self.sent - seq <= WINDOW && self.answered.get(seq) {
+            if self.first + self.sent - seq <= self.answered.len() && self.answered.get(seq) {
                 self.duplicate += 1;
                 on_event(&Event::Duplicate(seq));
             } else {
@@ -638,7 +652,10 @@ impl Run {
 
     fn settle(&mut self, p: Probe, on_event: &mut dyn FnMut(&Event<'_>)) {
         on_event(&Event::Settled(&p));
-        if self.kept.len() == MAX_KEPT {
+        if self.keep == 0 {
+            return;
+        }
+        if self.kept.len() == self.keep {
             self.kept.pop_front();
         }
         self.kept.push_back(p);
@@ -691,35 +708,43 @@ impl Probe {
 /// 64 Ki-bit table): older answers count as late.
 const WINDOW: u64 = 1 << 16;
 
-/// One bit per probe over the last [`WINDOW`] sequence numbers.
+/// One bit per probe over the last `len` sequence numbers.
 struct Window {
     bits: Vec<u64>,
-}
-
-impl Default for Window {
-    fn default() -> Self {
-        Window {
-            bits: vec![0; (WINDOW / 64) as usize],
-        }
-    }
+    len: u64,
 }
 
 impl Window {
-    fn at(seq: u64) -> (usize, u64) {
-        let i = seq % WINDOW;
+    /// A window over `len` probes (a multiple of 64).
+    fn new(len: u64) -> Window {
+        let len = len.max(64).next_multiple_of(64);
+        Window {
+            bits: vec![0; (len / 64) as usize],
+            len,
+        }
+    }
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn at(&self, seq: u64) -> (usize, u64) {
+        let i = seq % self.len;
         ((i / 64) as usize, 1 << (i % 64))
     }
     fn get(&self, seq: u64) -> bool {
-        let (w, b) = Window::at(seq);
-        self.bits[w] & b != 0
+        let (w, b) = self.at(seq);
+        self.bits.get(w).is_some_and(|x| x & b != 0)
     }
     fn set(&mut self, seq: u64) {
-        let (w, b) = Window::at(seq);
-        self.bits[w] |= b;
+        let (w, b) = self.at(seq);
+        if let Some(x) = self.bits.get_mut(w) {
+            *x |= b;
+        }
     }
     fn clear(&mut self, seq: u64) {
-        let (w, b) = Window::at(seq);
-        self.bits[w] &= !b;
+        let (w, b) = self.at(seq);
+        if let Some(x) = self.bits.get_mut(w) {
+            *x &= !b;
+        }
     }
 }
 

@@ -539,3 +539,44 @@ fn live_view_at_80_columns() {
 fn live_view_at_200_columns() {
     live_view(200);
 }
+
+#[test]
+fn icmp_targets_share_a_raw_socket_and_each_gets_its_own_replies() {
+    // 60 loopback addresses (all of 127/8 answers) and ::1.
+    let mut names: Vec<String> = (1..=60).map(|i| format!("icmp://127.0.0.{i}")).collect();
+    names.push("icmp://[::1]".into());
+    let mut args: Vec<&str> = vec!["monitor"];
+    args.extend(names.iter().map(String::as_str));
+    args.extend(["-c", "15", "-i", "40ms", "--json"]);
+    let d = DataDir::new();
+    let mut c = d.cmd(&args);
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().expect("spawn");
+    let pid = child.id();
+    std::thread::sleep(Duration::from_millis(300));
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count());
+    let out = child.wait_with_output().expect("wait");
+    let o = Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    let recs = json_lines(&o);
+    let sum = summary(&o, &recs);
+    for n in &names {
+        let t = target(&sum, n);
+        assert_eq!((u(&t["sent"]), u(&t["received"])), (15, 15), "{t:#}");
+        // Each target's replies are its own: the right sequence numbers.
+        let mut seqs: Vec<u64> = samples_of(&recs, n).iter().map(|r| u(&r["seq"])).collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=15).collect::<Vec<u64>>(), "{n}");
+    }
+    // As root (raw sockets), one socket per family, not one per target.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let fds = fds.expect("read /proc/PID/fd while it ran");
+        assert!(fds < 30, "{fds} descriptors for 61 ICMP targets");
+    }
+}
