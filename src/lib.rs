@@ -11,7 +11,7 @@
 //! settings/    the KEYS table, validation, layers (default/file/env/flag/set); file.rs: netsh.conf, NETSH_*
 //! error.rs     Error: kind (code, exit status, default hint) + message + hint
 //! host.rs      this machine: interfaces (if-addrs + /sys/class/net), routes, DNS
-//! net/         the client side: endpoints, connects with deadlines, the probe loop (probe.rs)
+//! net/         the client side: endpoints, connects with deadlines, the probe loop (probe.rs), monitor.rs
 //!              and its transports (echo.rs), bulk throughput, the SNTP client
 //! proto/       wire formats, both ends, as pure functions: line framing, echo, chat, NTP, escaping
 //! server/      the server: one mio loop for echo, chat and SNTP (mod.rs is its table of contents)
