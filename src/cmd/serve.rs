@@ -15,7 +15,8 @@ use crate::log::AppendLog;
 use crate::paint::Paint;
 use crate::report::Report;
 use crate::server::console::{Console, SERVER_LOG_CAP, Verbosity};
-use crate::server::sntp::NtpConfig;
+use crate::server::limit::Rate;
+use crate::server::sntp::{DEFAULT_NTP_RATE, NtpConfig};
 use crate::server::{self, Server, ServerConfig, StatsSnapshot};
 use crate::session::{BackgroundServer, Frontend, Session};
 use crate::settings::DEFAULT_PORT;
@@ -45,9 +46,20 @@ struct ServeArgs {
     /// Stratum the SNTP responder claims (like chrony's 'local stratum')
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=15))]
     stratum: u8,
-    /// Answer at most N SNTP requests per second per source; beyond, a RATE kiss-o'-death
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    ntp_rate_limit: Option<u32>,
+    /// SNTP requests per second per source, RATE[/BURST] or off; beyond, a RATE kiss-o'-death
+    /// at most once a second [default: 2/16]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    ntp_rate_limit: Option<RateArg>,
+    /// UDP datagrams echoed per second per source, RATE[/BURST] or off [default: 1000/2000]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    udp_rate_limit: Option<RateArg>,
+    /// No per-source rate limits (for benchmarks on a network you trust)
+    #[arg(long, conflicts_with_all = ["ntp_rate_limit", "udp_rate_limit"])]
+    no_rate_limit: bool,
+    /// Per-source limits count an IPv6 address under this prefix (one site)
+    #[arg(long, value_name = "BITS", default_value_t = crate::server::limit::DEFAULT_V6_PREFIX,
+          value_parser = clap::value_parser!(u8).range(1..=128))]
+    ipv6_prefix: u8,
     /// Chat lines replayed to someone who joins
     #[arg(long, value_name = "N", default_value_t = crate::server::chat::DEFAULT_REPLAY as u32,
           value_parser = clap::value_parser!(u32).range(0..=1000))]
@@ -75,6 +87,14 @@ struct ServeArgs {
     /// Serve Prometheus metrics on http://ADDR/metrics: PORT (loopback), :PORT (every address) or HOST:PORT
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics)]
     metrics: Option<std::net::SocketAddr>,
+}
+
+/// A per-source rate as given: `None` is `off`.
+#[derive(Debug, Clone, Copy)]
+struct RateArg(Option<Rate>);
+
+fn parse_rate(s: &str) -> std::result::Result<RateArg, String> {
+    Rate::parse(s).map(RateArg)
 }
 
 fn parse_metrics(s: &str) -> std::result::Result<std::net::SocketAddr, String> {
@@ -157,6 +177,13 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
             .map_or(server::DEFAULT_MAX_PER_ADDRESS, |n| n as usize),
         limit_loopback: a.max_per_ip.is_some(),
         idle_timeout: a.idle_timeout,
+        udp_rate_limit: if a.no_rate_limit {
+            None
+        } else {
+            a.udp_rate_limit
+                .map_or(Some(server::DEFAULT_UDP_RATE), |r| r.0)
+        },
+        v6_prefix: a.ipv6_prefix,
         handle_signals: foreground,
         ntp: (!a.no_ntp).then_some(NtpConfig {
             // With --port 0 (tests, several servers on one machine) the
@@ -167,7 +194,12 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
                 a.ntp_port
             },
             stratum: a.stratum,
-            rate_limit: a.ntp_rate_limit,
+            rate_limit: if a.no_rate_limit {
+                None
+            } else {
+                a.ntp_rate_limit.map_or(Some(DEFAULT_NTP_RATE), |r| r.0)
+            },
+            v6_prefix: a.ipv6_prefix,
         }),
         chat_log_dir: Some(s.paths.logs_dir.join("chat")),
         chat_replay: a.chat_history as usize,

@@ -30,9 +30,12 @@ pub struct Stats {
     pub requests: AtomicU64,
     /// UDP datagrams echoed.
     pub datagrams: AtomicU64,
-    /// UDP datagrams not echoed because their source could loop (see
-    /// `server::could_reflect`).
+    /// UDP datagrams not echoed because echoing them could start a loop
+    /// (see `server::limit`: a reflecting source port, or our own echo back).
     pub datagrams_ignored: AtomicU64,
+    /// UDP datagrams not echoed because their source was over its budget
+    /// (`--udp-rate-limit`).
+    pub datagrams_limited: AtomicU64,
     /// Datagrams that reached the SNTP port.
     pub ntp_requests: AtomicU64,
     /// SNTP replies sent (kiss-o'-death included).
@@ -133,6 +136,7 @@ impl Stats {
             requests: g(&self.requests),
             datagrams: g(&self.datagrams),
             datagrams_ignored: g(&self.datagrams_ignored),
+            datagrams_limited: g(&self.datagrams_limited),
             ntp_requests: g(&self.ntp_requests),
             ntp_replies: g(&self.ntp_replies),
             ntp_ignored: g(&self.ntp_ignored),
@@ -168,6 +172,8 @@ pub struct StatsSnapshot {
     pub datagrams: u64,
     /// UDP datagrams not echoed: their source could loop.
     pub datagrams_ignored: u64,
+    /// UDP datagrams not echoed: their source was over its rate limit.
+    pub datagrams_limited: u64,
     /// Datagrams that reached the SNTP port.
     pub ntp_requests: u64,
     /// SNTP replies sent.

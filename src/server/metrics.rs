@@ -396,7 +396,7 @@ impl Collector for ServerCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> std::result::Result<(), std::fmt::Error> {
         let s = &self.stats;
         let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        let counters: [(&str, &str, u64); 13] = [
+        let counters: [(&str, &str, u64); 14] = [
             (
                 "netsh_server_connections_accepted",
                 "TCP connections accepted",
@@ -436,6 +436,11 @@ impl Collector for ServerCollector {
                 "netsh_udp_datagrams_ignored",
                 "UDP datagrams not echoed (their source could loop)",
                 g(&s.datagrams_ignored),
+            ),
+            (
+                "netsh_udp_datagrams_limited",
+                "UDP datagrams not echoed (their source was over its rate limit)",
+                g(&s.datagrams_limited),
             ),
             (
                 "netsh_sntp_requests",

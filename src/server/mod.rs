@@ -26,6 +26,7 @@ mod conns;
 pub mod console;
 pub mod handle;
 pub mod hub;
+pub mod limit;
 pub mod metrics;
 pub mod sntp;
 #[cfg(target_os = "linux")]
@@ -80,6 +81,14 @@ pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 /// Connections one remote address may hold by default, so one client can't
 /// take every slot and lock everyone else out.
 pub const DEFAULT_MAX_PER_ADDRESS: usize = 64;
+/// Default `--udp-rate-limit`: datagrams per second one source (an IPv4
+/// address, an IPv6 /64) gets echoed, with a burst of two seconds' worth;
+/// enough for any probe and for UDP tests at a steady rate, and it caps
+/// what a forged source can make the server reflect at someone.
+pub const DEFAULT_UDP_RATE: limit::Rate = limit::Rate {
+    per_sec: 1000.0,
+    burst: 2000.0,
+};
 /// Default for `--idle-timeout`.
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(300);
 
@@ -100,6 +109,10 @@ pub struct ServerConfig {
     pub limit_loopback: bool,
     /// Connections with no traffic for this long are closed.
     pub idle_timeout: Duration,
+    /// Datagrams per second each source gets echoed; `None`: no limit.
+    pub udp_rate_limit: Option<limit::Rate>,
+    /// Prefix an IPv6 source is counted under by every per-source limit.
+    pub v6_prefix: u8,
     /// Stop on SIGINT/SIGTERM (foreground `netsh serve`).
     pub handle_signals: bool,
     /// The SNTP responder; `None` turns it off.
@@ -158,6 +171,10 @@ pub struct Server {
     scratch: Vec<u8>,
     /// `/metrics`, when asked for.
     metrics: Option<metrics::Endpoint>,
+    /// Per-source budget of the UDP echo.
+    udp_limit: Option<limit::Limiter>,
+    /// The last echo to each peer, to see it reflected back.
+    udp_mirror: limit::Mirror,
 }
 
 impl Server {
@@ -253,6 +270,10 @@ impl Server {
             },
             scratch: vec![0u8; 64 * 1024],
             metrics,
+            udp_limit: cfg
+                .udp_rate_limit
+                .map(|r| limit::Limiter::new(r, cfg.v6_prefix)),
+            udp_mirror: limit::Mirror::default(),
         })
     }
 
@@ -351,6 +372,20 @@ impl Server {
                 );
             }
         }
+        let say = |r: Option<limit::Rate>| {
+            r.map_or_else(
+                || "no limit".to_string(),
+                |r| format!("{}/s (burst {})", r.per_sec, r.burst),
+            )
+        };
+        let mut budget = format!(
+            "[MAIN] Per source: UDP echo {}",
+            say(self.udp_limit.as_ref().map(limit::Limiter::rate))
+        );
+        if let Some(r) = &self.responder {
+            budget.push_str(&format!(", SNTP {}", say(r.rate())));
+        }
+        self.console.say(Level::Info, &budget);
     }
 
     /// How long the next poll may sleep: not at all if work is waiting,
@@ -409,7 +444,12 @@ impl Server {
             }
             t if (NTP..NTP + self.ntps.len()).contains(&t) => {
                 if let Some(r) = self.responder.as_mut()
-                    && r.serve(&self.ntps[t - NTP], &mut self.scratch, &self.handle.stats)
+                    && r.serve(
+                        &self.ntps[t - NTP],
+                        self.ntp_addrs.get(t - NTP).map_or(0, SocketAddr::port),
+                        &mut self.scratch,
+                        &self.handle.stats,
+                    )
                 {
                     self.sched.again.push(token);
                 }
@@ -615,40 +655,50 @@ impl Server {
         // udps[i] is bound where addrs[i] says: no system call per event.
         let own_port = self.addrs.get(i).map_or(0, SocketAddr::port);
         for _ in 0..UDP_PER_TURN {
-            match sock.recv_from(buf) {
-                Ok((n, peer)) if could_reflect(peer, own_port) => {
-                    stats.add_in(n);
-                    stats.datagrams_ignored.fetch_add(1, Ordering::Relaxed);
+            let (n, peer) = match sock.recv_from(buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => continue, // e.g. a queued ICMP error: skip it
+            };
+            stats.add_in(n);
+            let now = Instant::now();
+            let data = &buf[..n];
+            if limit::could_reflect(peer, own_port)
+                || self.udp_mirror.is_reflection(peer, data, now)
+            {
+                stats.datagrams_ignored.fetch_add(1, Ordering::Relaxed);
+                self.console.say(
+                    Level::Debug,
+                    &format!("[UDP] ignored {n} bytes from {peer}: an echo there could loop"),
+                );
+                continue;
+            }
+            if let Some(l) = &mut self.udp_limit
+                && let limit::Verdict::Over { notice } = l.check(peer.ip(), now)
+            {
+                stats.datagrams_limited.fetch_add(1, Ordering::Relaxed);
+                if notice {
                     self.console.say(
                         Level::Debug,
-                        &format!("[UDP] ignored {n} bytes from {peer}: an echo there could loop"),
+                        &format!(
+                            "[UDP] {peer} is over its rate limit ({}/s): not echoed",
+                            l.rate()
+                        ),
                     );
                 }
-                Ok((n, peer)) => {
-                    stats.add_in(n);
-                    // A full send buffer drops the echo: UDP promises nothing more.
-                    if sock.send_to(&buf[..n], peer).is_ok() {
-                        stats.add_out(n);
-                        stats.datagrams.fetch_add(1, Ordering::Relaxed);
-                    }
-                    self.console
-                        .say(Level::Debug, &format!("[UDP] {n} bytes from {peer}"));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(_) => {} // e.g. a queued ICMP error: skip it
+                continue;
             }
+            // A full send buffer drops the echo: UDP promises nothing more.
+            if sock.send_to(data, peer).is_ok() {
+                self.udp_mirror.sent(peer, data, now);
+                stats.add_out(n);
+                stats.datagrams.fetch_add(1, Ordering::Relaxed);
+            }
+            self.console
+                .say(Level::Debug, &format!("[UDP] {n} bytes from {peer}"));
         }
         true
     }
-}
-
-/// Whether echoing to `peer` could start a loop that never ends: a
-/// datagram spoofed from our own address, from another echo server on our
-/// port, or from a well-known service port (echo 7, chargen 19, daytime 13,
-/// NTP 123…) would be answered by a reply, answered in turn, forever. Real
-/// clients send from ephemeral ports (1024 and up), so they never match.
-fn could_reflect(peer: SocketAddr, own_port: u16) -> bool {
-    peer.port() < 1024 || peer.port() == own_port
 }
 
 enum Accept {

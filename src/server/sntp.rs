@@ -2,8 +2,11 @@
 //! the system clock like chrony's `local stratum 10` (reference ID `LOCL`),
 //! so a LAN without internet still has a time source. It never answers with
 //! more bytes than it received (replies are 48 bytes; shorter requests are
-//! ignored), ignores anything that is not a client request, and can
-//! rate-limit a flooding source with a kiss-o'-death `RATE`.
+//! ignored), ignores anything that is not a client request, never answers
+//! a source port an answer could bounce off (see [`limit::could_reflect`];
+//! 123 excepted: ntpd asks from it, and no NTP server answers a reply), and
+//! rate-limits each source by default ([`DEFAULT_NTP_RATE`], like chrony's
+//! `ratelimit`), with a kiss-o'-death `RATE` at most once a second.
 //!
 //! On Linux requests are read and answered in batches (`recvmmsg`/`sendmmsg`,
 //! see `udp_batch`), and the receive timestamp is the kernel's own
@@ -11,10 +14,9 @@
 //! timestamp is read right before the send. Elsewhere it reads the clock
 //! right after `recv_from` and right before `send_to`.
 
-use std::collections::HashMap;
 #[cfg(not(target_os = "linux"))]
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
@@ -22,11 +24,18 @@ use mio::net::UdpSocket;
 
 use crate::proto::ntp::{self, ServerClock};
 use crate::server::handle::Stats;
+use crate::server::limit::{self, Limiter, Rate, Verdict};
 
 /// Requests handled per readiness event before yielding.
 const PER_TURN: usize = 256;
-/// Sources remembered by the rate limiter; the table is cleared past this.
-const MAX_TRACKED: usize = 4096;
+/// Default `--ntp-rate-limit`: 2 requests a second per source with a burst
+/// of 16. chrony's `ratelimit` (1 per 8 s, burst 8) is the model, made
+/// roomier for a diagnostic tool: `sntp -c 8` and `monitor -i 1 sntp://…`
+/// stay under it, a flood gets 2 answers a second and a kiss.
+pub const DEFAULT_NTP_RATE: Rate = Rate {
+    per_sec: 2.0,
+    burst: 16.0,
+};
 
 /// How the responder behaves.
 #[derive(Debug, Clone, Copy)]
@@ -35,21 +44,16 @@ pub struct NtpConfig {
     pub port: u16,
     /// Stratum to claim, 1–15.
     pub stratum: u8,
-    /// Requests per second allowed per source address; `None` = no limit.
-    pub rate_limit: Option<u32>,
-}
-
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-    last_kod: Option<Instant>,
+    /// Requests allowed per source; `None` = no limit.
+    pub rate_limit: Option<Rate>,
+    /// Prefix an IPv6 source is counted under.
+    pub v6_prefix: u8,
 }
 
 /// Responder state.
 pub struct Responder {
     clock: ServerClock,
-    rate: Option<u32>,
-    buckets: HashMap<IpAddr, Bucket>,
+    limiter: Option<Limiter>,
     #[cfg(target_os = "linux")]
     batch: Box<super::udp_batch::Batch>,
 }
@@ -65,11 +69,15 @@ impl Responder {
                 ref_ts: ntp::to_ntp(SystemTime::now()),
                 root_dispersion: ntp::secs_to_short(0.000_5),
             },
-            rate: cfg.rate_limit,
-            buckets: HashMap::new(),
+            limiter: cfg.rate_limit.map(|r| Limiter::new(r, cfg.v6_prefix)),
             #[cfg(target_os = "linux")]
             batch: Box::default(),
         }
+    }
+
+    /// The per-source limit it applies, if any.
+    pub fn rate(&self) -> Option<Rate> {
+        self.limiter.as_ref().map(Limiter::rate)
     }
 
     /// The clock it serves (for the start-up line).
@@ -79,7 +87,13 @@ impl Responder {
 
     /// Answer waiting requests; true if the turn's cap was hit.
     #[cfg(target_os = "linux")]
-    pub fn serve(&mut self, sock: &UdpSocket, _buf: &mut [u8], stats: &Stats) -> bool {
+    pub fn serve(
+        &mut self,
+        sock: &UdpSocket,
+        own_port: u16,
+        _buf: &mut [u8],
+        stats: &Stats,
+    ) -> bool {
         use std::os::fd::AsRawFd;
         let fd = sock.as_raw_fd();
         for _ in 0..PER_TURN / super::udp_batch::BATCH {
@@ -98,6 +112,10 @@ impl Responder {
                     stats.ntp_ignored.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
+                if bounces(peer, own_port) {
+                    stats.ntp_ignored.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 match self.admit(peer.ip()) {
                     Admit::Yes => self.batch.reply(i, ntp::encode(&reply)),
                     Admit::Kiss => {
@@ -120,7 +138,13 @@ impl Responder {
 
     /// Answer waiting requests one datagram at a time; true if the turn's cap was hit.
     #[cfg(not(target_os = "linux"))]
-    pub fn serve(&mut self, sock: &UdpSocket, buf: &mut [u8], stats: &Stats) -> bool {
+    pub fn serve(
+        &mut self,
+        sock: &UdpSocket,
+        own_port: u16,
+        buf: &mut [u8],
+        stats: &Stats,
+    ) -> bool {
         for _ in 0..PER_TURN {
             let (n, peer) = match sock.recv_from(buf) {
                 Ok(r) => r,
@@ -133,6 +157,10 @@ impl Responder {
                 stats.ntp_ignored.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
+            if bounces(peer, own_port) {
+                stats.ntp_ignored.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let mut bytes = match self.admit(peer.ip()) {
                 Admit::Yes => ntp::encode(&reply),
                 Admit::Kiss => {
@@ -153,35 +181,23 @@ impl Responder {
     }
 
     fn admit(&mut self, ip: IpAddr) -> Admit {
-        let Some(rate) = self.rate else {
+        let Some(l) = &mut self.limiter else {
             return Admit::Yes;
         };
-        let now = Instant::now();
-        if self.buckets.len() >= MAX_TRACKED && !self.buckets.contains_key(&ip) {
-            self.buckets.clear();
-        }
-        let b = self.buckets.entry(ip).or_insert(Bucket {
-            tokens: f64::from(rate),
-            last: now,
-            last_kod: None,
-        });
-        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * f64::from(rate))
-            .min(f64::from(rate));
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            return Admit::Yes;
-        }
-        // Over the limit: one RATE kiss per second, silence otherwise.
-        if b.last_kod
-            .is_none_or(|t| now.duration_since(t).as_secs_f64() >= 1.0)
-        {
-            b.last_kod = Some(now);
-            Admit::Kiss
-        } else {
-            Admit::Drop
+        match l.check(ip, Instant::now()) {
+            Verdict::Pass => Admit::Yes,
+            // Over the limit: one RATE kiss per second, silence otherwise.
+            Verdict::Over { notice: true } => Admit::Kiss,
+            Verdict::Over { notice: false } => Admit::Drop,
         }
     }
+}
+
+/// A source port no SNTP reply goes to (see [`limit::could_reflect`]),
+/// except 123: ntpd sends its client requests from it, and an NTP server
+/// there ignores our reply (mode 4), so no loop can start.
+fn bounces(peer: SocketAddr, own_port: u16) -> bool {
+    peer.port() != 123 && limit::could_reflect(peer, own_port)
 }
 
 /// The RATE kiss-o'-death for the request `reply` answers.
@@ -237,7 +253,11 @@ mod tests {
         let mut r = Responder::new(&NtpConfig {
             port: 0,
             stratum: 10,
-            rate_limit: Some(2),
+            rate_limit: Some(Rate {
+                per_sec: 2.0,
+                burst: 2.0,
+            }),
+            v6_prefix: 64,
         });
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         assert!(matches!(r.admit(ip), Admit::Yes));
@@ -249,5 +269,16 @@ mod tests {
             matches!(r.admit(other), Admit::Yes),
             "limits are per source"
         );
+    }
+
+    #[test]
+    fn reflecting_source_ports_get_no_reply_but_123_does() {
+        let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        for port in [7, 19, 1023, 5123] {
+            assert!(bounces(at(port), 5123), "{port}");
+        }
+        for port in [123, 40000] {
+            assert!(!bounces(at(port), 5123), "{port}");
+        }
     }
 }

@@ -64,6 +64,8 @@ pub struct Opts {
     pub chat_replay: usize,
     /// Where to serve `/metrics` (nowhere by default).
     pub metrics: Option<std::net::SocketAddr>,
+    /// UDP echo budget per source (the server's default unless changed).
+    pub udp_rate_limit: Option<netsh::server::limit::Rate>,
 }
 
 impl Default for Opts {
@@ -76,11 +78,13 @@ impl Default for Opts {
             ntp: Some(netsh::server::sntp::NtpConfig {
                 port: 0,
                 stratum: 10,
-                rate_limit: None,
+                rate_limit: Some(netsh::server::sntp::DEFAULT_NTP_RATE),
+                v6_prefix: 64,
             }),
             chat_log_dir: None,
             chat_replay: 20,
             metrics: None,
+            udp_rate_limit: Some(netsh::server::DEFAULT_UDP_RATE),
         }
     }
 }
@@ -108,6 +112,8 @@ pub fn start_server_with(ip: &str, o: Opts) -> TestServer {
         max_per_address: o.max_per_address,
         limit_loopback: true,
         idle_timeout: o.idle_timeout,
+        udp_rate_limit: o.udp_rate_limit,
+        v6_prefix: 64,
         handle_signals: false,
         ntp: o.ntp,
         chat_log_dir: o.chat_log_dir,

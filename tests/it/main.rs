@@ -11,6 +11,9 @@
 //! - `echo`: the echo protocol on exact bytes (TCP, STREAM, UDP) and the
 //!   `netsh echo` command (single, probes, bulk) against good and fake
 //!   servers;
+//! - `hostile`: what a malicious peer can do to everyone else: forged
+//!   datagrams that would loop between servers, floods, a locked or erased
+//!   chat room, trickling connections;
 //! - `info`: `netsh info --json` against iproute2's view of this machine;
 //! - `netns`: a fixture of network namespaces (multi-hop chains), with
 //!   tests of the fixture itself;
@@ -41,6 +44,7 @@ mod chat;
 mod cli;
 mod common;
 mod echo;
+mod hostile;
 mod info;
 mod metrics;
 mod monitor;

@@ -753,7 +753,20 @@ fn responder_answers_extension_data_with_48_bytes() {
 
 #[test]
 fn responder_answers_1000_requests() {
-    let (srv, addr) = responder();
+    // 1,000 requests from one source as fast as it answers: no rate limit.
+    let srv = start_server_with(
+        "127.0.0.1",
+        Opts {
+            ntp: Some(NtpConfig {
+                port: 0,
+                stratum: 10,
+                rate_limit: None,
+                v6_prefix: 64,
+            }),
+            ..Default::default()
+        },
+    );
+    let addr = srv.ntp_addr.expect("SNTP on");
     let c = udp_client("127.0.0.1", addr);
     const N: u64 = 1000;
     const WINDOW: u64 = 32; // in flight at once: no socket buffer overflows
@@ -797,7 +810,11 @@ fn responder_rate_limit_kisses_once() {
             ntp: Some(NtpConfig {
                 port: 0,
                 stratum: 10,
-                rate_limit: Some(5),
+                rate_limit: Some(netsh::server::limit::Rate {
+                    per_sec: 5.0,
+                    burst: 5.0,
+                }),
+                v6_prefix: 64,
             }),
             ..Default::default()
         },
@@ -1088,7 +1105,11 @@ fn own_rate_limited_responder_slows_the_client_down() {
             ntp: Some(NtpConfig {
                 port: 0,
                 stratum: 10,
-                rate_limit: Some(1),
+                rate_limit: Some(netsh::server::limit::Rate {
+                    per_sec: 1.0,
+                    burst: 1.0,
+                }),
+                v6_prefix: 64,
             }),
             ..Default::default()
         },
