@@ -319,6 +319,9 @@ fn dropped(addr: &str) -> Error {
 }
 
 /// Interactive over TCP: a reader thread prints through the external printer.
+/// How often an interactive member says `/ping`.
+const KEEPALIVE: Duration = Duration::from_secs(60);
+
 fn interactive_tcp(
     sock: TcpStream,
     mut reader: LineReader,
@@ -355,8 +358,16 @@ fn interactive_tcp(
             },
             interrupt: &stop2,
         };
+        // A keep-alive each minute, so `serve --chat-idle` keeps a quiet
+        // reader; the server's PONG is not shown.
+        let mut next_ping = Instant::now() + KEEPALIVE;
         loop {
+            if Instant::now() >= next_ping {
+                next_ping = Instant::now() + KEEPALIVE;
+                let _ = rsock.write_all(format!("{}\n", chat::PING).as_bytes());
+            }
             match reader.read_line(&mut rsock, Instant::now() + Duration::from_millis(200), ctx) {
+                Ok(ReadLine::Line(l)) if l == chat::PONG.as_bytes() => {}
                 Ok(ReadLine::Line(l)) => {
                     let line = display_bytes(&l);
                     log2.heard(&line);

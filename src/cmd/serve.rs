@@ -53,9 +53,34 @@ struct ServeArgs {
     /// UDP datagrams echoed per second per source, RATE[/BURST] or off [default: 1000/2000]
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     udp_rate_limit: Option<RateArg>,
-    /// No per-source rate limits (for benchmarks on a network you trust)
-    #[arg(long, conflicts_with_all = ["ntp_rate_limit", "udp_rate_limit"])]
+    /// No per-source rate limits: UDP, SNTP, chat lines (for benchmarks on a network you trust)
+    #[arg(long, conflicts_with_all = ["ntp_rate_limit", "udp_rate_limit", "chat_rate", "chat_bytes"])]
     no_rate_limit: bool,
+    /// Chat lines a second one address may say, RATE[/BURST] or off; lines over it are
+    /// refused with a notice [default: 5/20, loopback exempt unless given]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    chat_rate: Option<RateArg>,
+    /// Chat bytes a second one address may say, RATE[/BURST] or off [default: 1024/16384,
+    /// loopback exempt unless given]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    chat_bytes: Option<RateArg>,
+    /// Chat members one address (IPv4, IPv6 /64) may be; 0: no limit [default: 50,
+    /// loopback exempt unless given]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    chat_per_ip: Option<u32>,
+    /// Close chat members that sent nothing (not even /ping) this long: 30m, 2h, off
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_off_duration)]
+    chat_idle: OffDuration,
+    /// A line must be whole this long after its first byte, or the connection is closed
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_idle)]
+    line_timeout: Duration,
+    /// Delete chat log days older than this many days; 0: keep every day
+    #[arg(long, value_name = "DAYS", default_value_t = crate::server::chat::DEFAULT_LOG_DAYS,
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    chat_log_days: u32,
+    /// Most disk the chat log may use, oldest files deleted first: 1G, 500M; 0: no cap
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    chat_log_max: u64,
     /// Per-source limits count an IPv6 address under this prefix (one site)
     #[arg(long, value_name = "BITS", default_value_t = crate::server::limit::DEFAULT_V6_PREFIX,
           value_parser = clap::value_parser!(u8).range(1..=128))]
@@ -87,6 +112,22 @@ struct ServeArgs {
     /// Serve Prometheus metrics on http://ADDR/metrics: PORT (loopback), :PORT (every address) or HOST:PORT
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics)]
     metrics: Option<std::net::SocketAddr>,
+}
+
+/// A duration or `off` (`None`).
+#[derive(Debug, Clone, Copy)]
+struct OffDuration(Option<Duration>);
+
+fn parse_off_duration(s: &str) -> std::result::Result<OffDuration, String> {
+    if s.eq_ignore_ascii_case("off") || s == "0" {
+        return Ok(OffDuration(None));
+    }
+    units::duration_in(s, Duration::from_secs(1), Duration::from_secs(30 * 86_400))
+        .map(|d| OffDuration(Some(d)))
+}
+
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    units::parse_bytes(s)
 }
 
 /// A per-source rate as given: `None` is `off`.
@@ -139,6 +180,26 @@ impl Command for Serve {
     }
 }
 
+/// The chat room's per-address limits from the flags: defaults spare
+/// loopback (local load tests), a limit given explicitly applies to it too.
+fn chat_limits(a: &ServeArgs) -> server::hub::ChatLimits {
+    let d = server::hub::ChatLimits::default();
+    let pick = |given: Option<RateArg>, default: Option<Rate>| {
+        if a.no_rate_limit {
+            None
+        } else {
+            given.map_or(default, |r| r.0)
+        }
+    };
+    server::hub::ChatLimits {
+        per_address: a.chat_per_ip.map_or(d.per_address, |n| n as usize),
+        lines: pick(a.chat_rate, d.lines),
+        bytes: pick(a.chat_bytes, d.bytes),
+        v6_prefix: a.ipv6_prefix,
+        limit_loopback: a.chat_per_ip.is_some() || a.chat_rate.is_some() || a.chat_bytes.is_some(),
+    }
+}
+
 fn verbosity(a: &ServeArgs) -> Verbosity {
     if a.quiet {
         Verbosity::Quiet
@@ -184,6 +245,9 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
                 .map_or(Some(server::DEFAULT_UDP_RATE), |r| r.0)
         },
         v6_prefix: a.ipv6_prefix,
+        line_timeout: a.line_timeout,
+        chat_idle: a.chat_idle.0,
+        chat_limits: chat_limits(&a),
         handle_signals: foreground,
         ntp: (!a.no_ntp).then_some(NtpConfig {
             // With --port 0 (tests, several servers on one machine) the
@@ -202,6 +266,10 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
             v6_prefix: a.ipv6_prefix,
         }),
         chat_log_dir: Some(s.paths.logs_dir.join("chat")),
+        chat_log_keep: crate::server::chat::Retention {
+            days: a.chat_log_days,
+            max_bytes: a.chat_log_max,
+        },
         chat_replay: a.chat_history as usize,
         console: Console::new(sink, Some(log.clone()), verbosity(&a)),
         metrics: a.metrics,

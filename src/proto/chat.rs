@@ -8,6 +8,7 @@
 //!                   /who                    who is in the room (to you only)
 //!                   /nick <new>             change nickname
 //!                   /help                   the commands (to you only)
+//!                   /ping                   keep-alive: PONG (to you only)
 //!                   /quit  or  exit         leave
 //! server → client   OK joined as <nick> (<n> in room)
 //!                   [HH:MM:SS] <nick> text
@@ -112,6 +113,11 @@ pub fn notice_line(time: &str, nick: &str, text: &str) -> String {
 /// The line a client sends to leave; the room answers `BYE` once every
 /// earlier line of the member was handled.
 pub const QUIT: &str = "/quit";
+/// A member's keep-alive; the server answers [`PONG`] to it alone. The
+/// netsh client sends one a minute, so `serve --chat-idle` never closes it.
+pub const PING: &str = "/ping";
+/// The answer to [`PING`].
+pub const PONG: &str = "PONG";
 
 /// The start of the answer to a successful `CHAT <nick>`.
 const JOINED: &[u8] = b"OK joined as ";
@@ -150,7 +156,7 @@ pub fn room_full_line(max: usize) -> String {
 
 /// The reply to `/help`.
 pub const HELP: &str =
-    "HELP chat: text to say it, /me ACTION, /who, /nick NEW, /help, /quit or exit";
+    "HELP chat: text to say it, /me ACTION, /who, /nick NEW, /ping, /help, /quit or exit";
 
 #[cfg(test)]
 mod tests {

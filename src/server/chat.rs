@@ -27,6 +27,31 @@ pub const MAX_MEMBERS: usize = 1000;
 pub const DEFAULT_REPLAY: usize = 20;
 /// Size of one day's chat log before it rotates to `.1`.
 const LOG_CAP: u64 = 64 << 20;
+/// Default for `serve --chat-log-days`.
+pub const DEFAULT_LOG_DAYS: u32 = 90;
+
+/// How much chat log is kept (`serve --chat-log-days`, `--chat-log-max`):
+/// whole days older than `days` go, then the oldest files until the
+/// directory fits `max_bytes`. Today's open file is never deleted. So
+/// history is lost by this policy, and by a day's own rotation (five files
+/// of 64 MiB), never by one peer: a peer's lines are rate-limited per address.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Days kept (0: every day).
+    pub days: u32,
+    /// Bytes the directory may hold (0: no cap).
+    pub max_bytes: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            days: DEFAULT_LOG_DAYS,
+            max_bytes: 1 << 30,
+        }
+    }
+}
+
 /// The operator's member id (connections use their slot number).
 pub const OPERATOR: usize = usize::MAX;
 
@@ -82,6 +107,8 @@ pub struct Room {
     /// Lines for the operator (the shell's `chat`, or the console).
     pub operator_out: Option<Sender<String>>,
     operator_nick: String,
+    /// How much log is kept.
+    pub keep: Retention,
 }
 
 impl Room {
@@ -97,6 +124,7 @@ impl Room {
             log_warned: false,
             operator_out: None,
             operator_nick: "operator".into(),
+            keep: Retention::default(),
         }
     }
 
@@ -113,6 +141,11 @@ impl Room {
     /// Whether `slot` is a member.
     pub fn contains(&self, slot: usize) -> bool {
         self.members.contains_key(&slot)
+    }
+
+    /// Addresses of the connected members (not the operator).
+    pub fn member_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.members.values().filter_map(|m| m.addr)
     }
 
     /// Slots of the connected members (not the operator).
@@ -392,12 +425,14 @@ impl Room {
         if reopen {
             fs::create_dir_all(dir)?;
             self.log = Some((day.to_string(), open_log_file(&path)?));
+            prune(dir, day, self.keep);
         }
         if let Some((_, f)) = &self.log
             && f.metadata().map(|m| m.len()).unwrap_or(0) >= LOG_CAP
         {
             rotate(&path)?;
             self.log = Some((day.to_string(), open_log_file(&path)?));
+            prune(dir, day, self.keep);
         }
         Ok(())
     }
@@ -438,6 +473,58 @@ fn rotate(path: &std::path::Path) -> std::io::Result<()> {
         }
     }
     fs::rename(path, generation(1))
+}
+
+/// Apply `keep` to the chat logs in `dir` (`DATE.jsonl`, `DATE.jsonl.N`);
+/// `today.jsonl` stays. Returns the files deleted. Best effort: a file that
+/// can't be removed is left for the next time.
+pub fn prune(dir: &std::path::Path, today: &str, keep: Retention) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    // (date, generation, size, path); generation 0 is the day's live file.
+    let mut files: Vec<(chrono::NaiveDate, u32, u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let (date, rest) = name.split_once(".jsonl")?;
+            let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+            let generation = match rest {
+                "" => 0,
+                r => r.strip_prefix('.')?.parse().ok()?,
+            };
+            let size = e.metadata().ok()?.len();
+            Some((date, generation, size, e.path()))
+        })
+        .collect();
+    let Ok(today_date) = chrono::NaiveDate::parse_from_str(today, "%Y-%m-%d") else {
+        return 0;
+    };
+    let live = |d: &chrono::NaiveDate, g: u32| *d == today_date && g == 0;
+    // Oldest first: earlier days, and in a day the highest generation.
+    files.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    let mut deleted = 0;
+    let mut total: u64 = files.iter().map(|f| f.2).sum();
+    let oldest_kept = if keep.days > 0 {
+        today_date - chrono::Days::new(u64::from(keep.days))
+    } else {
+        chrono::NaiveDate::MIN
+    };
+    for (date, generation, size, path) in &files {
+        if live(date, *generation) {
+            continue;
+        }
+        let too_old = *date < oldest_kept;
+        let too_big = keep.max_bytes > 0 && total > keep.max_bytes;
+        if !(too_old || too_big) {
+            continue;
+        }
+        if fs::remove_file(path).is_ok() {
+            total = total.saturating_sub(*size);
+            deleted += 1;
+        }
+    }
+    deleted
 }
 
 /// Open a log for appending. A record cut short earlier (the disk filled

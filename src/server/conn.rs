@@ -62,6 +62,8 @@ pub struct Conn {
     pub mode: Mode,
     /// Last time bytes moved, for the idle timeout.
     pub last_active: Instant,
+    /// Last time bytes came from the client (a chat member's sign of life).
+    pub last_heard: Instant,
     /// When `Closing` began, to bound the final flush.
     pub closing_since: Option<Instant>,
     /// The interest currently registered with the poll.
@@ -78,6 +80,11 @@ pub struct Conn {
     pub paused: bool,
     /// Last time a write took bytes (how a slow member is told from a busy one).
     pub last_progress: Instant,
+    /// When the line now arriving began (its first byte), while one is
+    /// incomplete: a whole line must follow within the line timeout.
+    pub line_started: Option<Instant>,
+    /// Whole lines read so far.
+    lines_done: u64,
 }
 
 impl Conn {
@@ -88,6 +95,7 @@ impl Conn {
             peer,
             mode: Mode::Lines,
             last_active: Instant::now(),
+            last_heard: Instant::now(),
             closing_since: None,
             registered: Interest::READABLE,
             events: Vec::new(),
@@ -98,6 +106,8 @@ impl Conn {
             discarding: false,
             paused: false,
             last_progress: Instant::now(),
+            line_started: None,
+            lines_done: 0,
         }
     }
 
@@ -154,6 +164,7 @@ impl Conn {
                     }
                     Ok(n) => {
                         self.last_active = Instant::now();
+                        self.last_heard = self.last_active;
                         stats.add_in(n);
                         self.input(&scratch[..n], stats, console);
                         if self.mode == Mode::Lines && self.queued() > OUT_CAP {
@@ -254,6 +265,22 @@ impl Conn {
 
     /// Handle bytes just read.
     fn input(&mut self, data: &[u8], stats: &Stats, console: &mut Console) {
+        let before = self.lines_done;
+        self.consume(data, stats, console);
+        let used = self.lines_done > before;
+        // The clock of the line now incomplete: it starts with the first
+        // byte after the last whole line (a slowloris peer never ends one).
+        let partial = matches!(self.mode, Mode::Lines | Mode::Chat)
+            && (!self.inbuf.is_empty() || self.discarding);
+        self.line_started = match (partial, used) {
+            (false, _) => None,
+            (true, true) => Some(Instant::now()),
+            (true, false) => Some(self.line_started.unwrap_or_else(Instant::now)),
+        };
+    }
+
+    /// Feed bytes to the mode.
+    fn consume(&mut self, data: &[u8], stats: &Stats, console: &mut Console) {
         match self.mode {
             Mode::Stream => self.out.extend_from_slice(data),
             Mode::Closing => {}
@@ -293,6 +320,7 @@ impl Conn {
                     Some(i) => {
                         used += i + 1;
                         self.discarding = false;
+                        self.lines_done += 1;
                     }
                     None => return buf.len(),
                 }
@@ -306,7 +334,12 @@ impl Conn {
             match next_line(&buf[used..], max) {
                 Frame::Line(line, n) => {
                     used += n;
-                    if self.mode == Mode::Chat {
+                    self.lines_done += 1;
+                    if self.mode == Mode::Chat && line == chat_proto::PING.as_bytes() {
+                        // Keep-alive: answered here, never shown to the room.
+                        self.out.extend_from_slice(chat_proto::PONG.as_bytes());
+                        self.out.push(b'\n');
+                    } else if self.mode == Mode::Chat {
                         stats.add_request();
                         stats.chat_lines.fetch_add(1, Ordering::Relaxed);
                         self.events.push(ChatIn::Line(line.to_vec()));

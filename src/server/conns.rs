@@ -11,7 +11,6 @@ use std::net::IpAddr;
 use super::conn::Conn;
 
 /// Every open connection.
-#[derive(Default)]
 pub struct Conns {
     slots: Vec<Option<Conn>>,
     free: Vec<usize>,
@@ -19,10 +18,27 @@ pub struct Conns {
     /// still names: reused only once the room has handled those events, so
     /// a leaver's late `/quit` can't close a newcomer in its slot.
     held: Vec<usize>,
+    /// Connections per address (IPv4, or IPv6 cut to `v6_prefix`).
     per_address: HashMap<IpAddr, usize>,
+    v6_prefix: u8,
 }
 
 impl Conns {
+    /// No connections; addresses counted with IPv6 cut to `v6_prefix` bits.
+    pub fn new(v6_prefix: u8) -> Conns {
+        Conns {
+            slots: Vec::new(),
+            free: Vec::new(),
+            held: Vec::new(),
+            per_address: HashMap::new(),
+            v6_prefix,
+        }
+    }
+
+    fn key(&self, ip: IpAddr) -> IpAddr {
+        super::limit::source_key(ip, self.v6_prefix)
+    }
+
     /// The connection in `slot`, if one is open there.
     pub fn get(&self, slot: usize) -> Option<&Conn> {
         self.slots.get(slot).and_then(Option::as_ref)
@@ -33,9 +49,9 @@ impl Conns {
         self.slots.get_mut(slot).and_then(Option::as_mut)
     }
 
-    /// Connections open from `ip` now.
+    /// Connections open from `ip` now (from its IPv6 prefix, for IPv6).
     pub fn held_by(&self, ip: IpAddr) -> usize {
-        self.per_address.get(&ip).copied().unwrap_or(0)
+        self.per_address.get(&self.key(ip)).copied().unwrap_or(0)
     }
 
     /// Store `conn` in a free slot after `register` (given the slot) accepted
@@ -56,7 +72,8 @@ impl Conns {
             self.free.push(slot);
             return Err(e);
         }
-        *self.per_address.entry(conn.peer.ip()).or_insert(0) += 1;
+        let key = self.key(conn.peer.ip());
+        *self.per_address.entry(key).or_insert(0) += 1;
         self.slots[slot] = Some(conn);
         Ok(slot)
     }
@@ -65,7 +82,7 @@ impl Conns {
     /// with `hold`, only after [`Conns::release_held`].
     pub fn remove(&mut self, slot: usize, hold: bool) -> Option<Conn> {
         let c = self.slots.get_mut(slot)?.take()?;
-        let ip = c.peer.ip();
+        let ip = self.key(c.peer.ip());
         if let Some(n) = self.per_address.get_mut(&ip) {
             *n = n.saturating_sub(1);
             if *n == 0 {

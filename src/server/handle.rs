@@ -74,11 +74,19 @@ pub enum Refusal {
     IdleTimeout,
     /// A chat member closed for not reading its lines.
     NotReading,
+    /// A line not finished within the line timeout (slowloris).
+    SlowLine,
+    /// A chat member silent longer than the room's idle limit.
+    ChatIdle,
+    /// A join past the address's share of the room.
+    RoomShare,
+    /// A chat line over the address's rate (refused, with a notice).
+    ChatRate,
 }
 
 impl Refusal {
     /// Every refusal, in label order.
-    pub const ALL: [Refusal; 8] = [
+    pub const ALL: [Refusal; 12] = [
         Refusal::ServerFull,
         Refusal::TooManyPerAddress,
         Refusal::LineTooLong,
@@ -87,6 +95,10 @@ impl Refusal {
         Refusal::BadNick,
         Refusal::IdleTimeout,
         Refusal::NotReading,
+        Refusal::SlowLine,
+        Refusal::ChatIdle,
+        Refusal::RoomShare,
+        Refusal::ChatRate,
     ];
 
     /// The stable label.
@@ -100,6 +112,10 @@ impl Refusal {
             Refusal::BadNick => "bad-nick",
             Refusal::IdleTimeout => "idle-timeout",
             Refusal::NotReading => "not-reading",
+            Refusal::SlowLine => "slow-line",
+            Refusal::ChatIdle => "chat-idle",
+            Refusal::RoomShare => "room-share",
+            Refusal::ChatRate => "chat-rate",
         }
     }
 }

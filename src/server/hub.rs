@@ -10,8 +10,8 @@
 //! [`MEMBER_STALL`], or over [`MEMBER_HARD_CAP`] at all, has stopped reading:
 //! it is dropped with a notice to the others.
 
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,8 @@ use super::chat::{ChatIn, Deliver, OPERATOR, Room};
 use super::conn::Mode;
 use super::conns::Conns;
 use super::console::{Console, Level};
-use super::handle::OperatorInput;
+use super::handle::{OperatorInput, Refusal, Stats};
+use super::limit::{self, Limiter, Rate, Verdict};
 
 /// Output queued for one member above which the room stops reading new
 /// lines from everyone (senders wait; nothing is lost) until it drains.
@@ -33,6 +34,49 @@ pub const MEMBER_HARD_CAP: usize = 4 << 20;
 /// Rounds of events handled in one turn: a drop's leave notice feeds back
 /// into the room, so a turn may need a few, but never without end.
 const ROUNDS_PER_TURN: usize = 4;
+
+/// Default share of the room one address (IPv4, IPv6 /64) may hold.
+pub const DEFAULT_MEMBERS_PER_ADDRESS: usize = 50;
+/// Default chat budget per address: lines a second, burst (a paste).
+pub const DEFAULT_CHAT_LINES: Rate = Rate {
+    per_sec: 5.0,
+    burst: 20.0,
+};
+/// Default chat budget per address: bytes a second, burst. 1 KiB/s is
+/// 84 MiB a day: one address can't rotate a day's log (64 MiB, four kept)
+/// away before the day ends.
+pub const DEFAULT_CHAT_BYTES: Rate = Rate {
+    per_sec: 1024.0,
+    burst: 16_384.0,
+};
+
+/// What one address may cost the room (see `serve --help`).
+#[derive(Debug, Clone, Copy)]
+pub struct ChatLimits {
+    /// Members one address may be (0: no limit).
+    pub per_address: usize,
+    /// Lines a second one address may say; `None`: no limit.
+    pub lines: Option<Rate>,
+    /// Bytes a second one address may say; `None`: no limit.
+    pub bytes: Option<Rate>,
+    /// Prefix an IPv6 address is counted under.
+    pub v6_prefix: u8,
+    /// Whether the limits apply to loopback members (off unless asked
+    /// for, as `--max-per-ip`: local load tests hold hundreds of members).
+    pub limit_loopback: bool,
+}
+
+impl Default for ChatLimits {
+    fn default() -> Self {
+        ChatLimits {
+            per_address: DEFAULT_MEMBERS_PER_ADDRESS,
+            lines: Some(DEFAULT_CHAT_LINES),
+            bytes: Some(DEFAULT_CHAT_BYTES),
+            v6_prefix: limit::DEFAULT_V6_PREFIX,
+            limit_loopback: false,
+        }
+    }
+}
 
 /// What one turn of the room asks of the loop.
 #[derive(Default)]
@@ -52,18 +96,133 @@ pub struct ChatHub {
     early: Vec<Deliver>,
     /// Room events waiting to be handled: member, its address, the event.
     events: Vec<(usize, Option<SocketAddr>, ChatIn)>,
+    limits: ChatLimits,
+    lines: Option<Limiter>,
+    bytes: Option<Limiter>,
 }
 
 impl ChatHub {
     /// A room logging under `log_dir` (none: no log) that replays `replay`
     /// lines to newcomers.
-    pub fn new(log_dir: Option<PathBuf>, replay: usize) -> ChatHub {
+    pub fn new(
+        log_dir: Option<PathBuf>,
+        keep: super::chat::Retention,
+        replay: usize,
+        limits: ChatLimits,
+    ) -> ChatHub {
+        let mut room = Room::new(log_dir, replay);
+        room.keep = keep;
         ChatHub {
-            room: Room::new(log_dir, replay),
+            room,
             paused: false,
             early: Vec::new(),
             events: Vec::new(),
+            limits,
+            lines: limits.lines.map(|r| Limiter::new(r, limits.v6_prefix)),
+            bytes: limits.bytes.map(|r| Limiter::new(r, limits.v6_prefix)),
         }
+    }
+
+    /// The room's limits.
+    pub fn limits(&self) -> ChatLimits {
+        self.limits
+    }
+
+    /// Whether the per-address limits apply to `ip`.
+    fn limited(&self, ip: IpAddr) -> bool {
+        self.limits.limit_loopback || !ip.is_loopback()
+    }
+
+    /// Check an event against the address's budget before the room sees
+    /// it: a join past the address's share of the room is refused; a line
+    /// over the address's rate is refused with a notice (at most one a
+    /// second), never dropped silently. `None`: the event is spent.
+    fn admit(
+        &mut self,
+        who: usize,
+        addr: Option<SocketAddr>,
+        ev: ChatIn,
+        deliver: &mut Vec<Deliver>,
+        stats: &Stats,
+        console: &mut Console,
+    ) -> Option<ChatIn> {
+        let Some(peer) = addr.filter(|a| self.limited(a.ip())) else {
+            return Some(ev);
+        };
+        match &ev {
+            ChatIn::Join(_) if self.limits.per_address > 0 => {
+                let key = limit::source_key(peer.ip(), self.limits.v6_prefix);
+                let mut counts: HashMap<IpAddr, usize> = HashMap::new();
+                for a in self.room.member_addrs() {
+                    *counts
+                        .entry(limit::source_key(a.ip(), self.limits.v6_prefix))
+                        .or_default() += 1;
+                }
+                let held = counts.get(&key).copied().unwrap_or(0);
+                if held >= self.limits.per_address {
+                    stats.refuse(Refusal::RoomShare);
+                    deliver.push(Deliver::One(
+                        who,
+                        format!(
+                            "ERR room: {held} members from {} already (max {} per address); ask the server's operator for --chat-per-ip",
+                            shown_key(key, self.limits.v6_prefix),
+                            self.limits.per_address
+                        ),
+                    ));
+                    deliver.push(Deliver::Close(who));
+                    console.say(
+                        Level::Info,
+                        &format!("[CHAT] Refused {peer}: {held} members from that address already"),
+                    );
+                    return None;
+                }
+                Some(ev)
+            }
+            // Leaving is never refused.
+            ChatIn::Line(text)
+                if crate::proto::chat::parse(text) == crate::proto::chat::Action::Quit =>
+            {
+                Some(ev)
+            }
+            ChatIn::Line(text) => {
+                let now = Instant::now();
+                let over_lines = self.lines.as_mut().map(|l| l.check(peer.ip(), now));
+                let over_bytes = self
+                    .bytes
+                    .as_mut()
+                    .map(|l| l.check_cost(peer.ip(), text.len() as f64 + 1.0, now));
+                let verdict = [over_lines, over_bytes]
+                    .into_iter()
+                    .flatten()
+                    .find(|v| *v != Verdict::Pass);
+                match verdict {
+                    None => Some(ev),
+                    Some(Verdict::Over { notice }) => {
+                        stats.refuse(Refusal::ChatRate);
+                        if notice {
+                            deliver.push(Deliver::One(who, self.rate_notice()));
+                        }
+                        None
+                    }
+                    Some(Verdict::Pass) => Some(ev),
+                }
+            }
+            _ => Some(ev),
+        }
+    }
+
+    fn rate_notice(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(r) = self.limits.lines {
+            parts.push(format!("{} lines/s", r.per_sec));
+        }
+        if let Some(r) = self.limits.bytes {
+            parts.push(format!("{} bytes/s", r.per_sec));
+        }
+        format!(
+            "ERR slow down: at most {} from one address; lines over it are not sent",
+            parts.join(" and ")
+        )
     }
 
     /// Open today's log (so a problem shows at start).
@@ -120,10 +279,10 @@ impl ChatHub {
     /// One turn: handle the waiting events (log, then deliver), then flow
     /// control. Touched connections are driven next, so broadcasting never
     /// blocks the loop.
-    pub fn turn(&mut self, conns: &mut Conns, console: &mut Console) -> Turn {
+    pub fn turn(&mut self, conns: &mut Conns, stats: &Stats, console: &mut Console) -> Turn {
         let mut t = Turn::default();
         if !self.events.is_empty() || !self.early.is_empty() {
-            let touched = self.rounds(conns, console, &mut t.close);
+            let touched = self.rounds(conns, stats, console, &mut t.close);
             t.drive.extend(touched);
         } else if !self.paused {
             return t;
@@ -139,6 +298,7 @@ impl ChatHub {
     fn rounds(
         &mut self,
         conns: &mut Conns,
+        stats: &Stats,
         console: &mut Console,
         close: &mut Vec<usize>,
     ) -> BTreeSet<usize> {
@@ -148,6 +308,10 @@ impl ChatHub {
         self.apply(&mut deliver, &mut members, conns, &mut touched, console);
         for _ in 0..ROUNDS_PER_TURN {
             for (who, addr, ev) in std::mem::take(&mut self.events) {
+                let Some(ev) = self.admit(who, addr, ev, &mut deliver, stats, console) else {
+                    self.apply(&mut deliver, &mut members, conns, &mut touched, console);
+                    continue;
+                };
                 if let Some(line) = self.room.handle(who, addr, ev, &mut deliver) {
                     console.say(Level::Info, &format!("[CHAT] {line}"));
                 }
@@ -320,11 +484,22 @@ impl ChatHub {
     }
 }
 
+/// An address key as people write it: `10.1.2.3`, `2001:db8:1:2::/64`.
+fn shown_key(key: IpAddr, v6_prefix: u8) -> String {
+    match key {
+        IpAddr::V4(_) => key.to_string(),
+        IpAddr::V6(_) if v6_prefix >= 128 => key.to_string(),
+        IpAddr::V6(_) => format!("{key}/{v6_prefix}"),
+    }
+}
+
 /// Close reasons as `'static` text for room notices.
 fn static_reason(why: &str) -> &'static str {
     match why {
         "left" => "left",
         "idle timeout" => "idle timeout",
+        "silent in the room too long" => "silent too long",
+        "line not finished in time" => "line not finished in time",
         "not reading" => "not reading",
         "server shutting down" => "server shutting down",
         "connection reset by client" => "connection reset",

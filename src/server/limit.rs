@@ -251,12 +251,19 @@ impl Limiter {
 
     /// One request from `ip` now.
     pub fn check(&mut self, ip: IpAddr, now: Instant) -> Verdict {
+        self.check_cost(ip, 1.0, now)
+    }
+
+    /// A request costing `cost` tokens (bytes, say) from `ip` now.
+    pub fn check_cost(&mut self, ip: IpAddr, cost: f64, now: Instant) -> Verdict {
         let rate = self.rate;
+        // A request larger than the burst could never pass: it costs the burst.
+        let cost = cost.min(rate.burst);
         self.table
             .touch(source_key(ip, self.v6_prefix), now, || {
                 Bucket::new(rate, now)
             })
-            .take(rate, 1.0, now)
+            .take(rate, cost, now)
     }
 
     /// Sources remembered.

@@ -89,6 +89,10 @@ pub const DEFAULT_UDP_RATE: limit::Rate = limit::Rate {
     per_sec: 1000.0,
     burst: 2000.0,
 };
+/// Default for `--line-timeout`: as a web server's request-header timeout.
+pub const DEFAULT_LINE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for `--chat-idle`: the netsh chat client sends `/ping` each minute.
+pub const DEFAULT_CHAT_IDLE: Duration = Duration::from_secs(30 * 60);
 /// Default for `--idle-timeout`.
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(300);
 
@@ -109,6 +113,13 @@ pub struct ServerConfig {
     pub limit_loopback: bool,
     /// Connections with no traffic for this long are closed.
     pub idle_timeout: Duration,
+    /// A line must be whole within this long of its first byte (slowloris).
+    pub line_timeout: Duration,
+    /// Chat members that sent nothing (not even `/ping`) this long are
+    /// closed; `None`: never.
+    pub chat_idle: Option<Duration>,
+    /// What one address may cost the chat room.
+    pub chat_limits: hub::ChatLimits,
     /// Datagrams per second each source gets echoed; `None`: no limit.
     pub udp_rate_limit: Option<limit::Rate>,
     /// Prefix an IPv6 source is counted under by every per-source limit.
@@ -119,6 +130,8 @@ pub struct ServerConfig {
     pub ntp: Option<sntp::NtpConfig>,
     /// Where the chat room logs (`logs/chat`); `None`: no chat log.
     pub chat_log_dir: Option<PathBuf>,
+    /// How much of the chat log is kept.
+    pub chat_log_keep: chat::Retention,
     /// Lines replayed to someone joining the chat.
     pub chat_replay: usize,
     /// Console and log output.
@@ -133,6 +146,8 @@ struct Limits {
     max_per_address: usize,
     limit_loopback: bool,
     idle_timeout: Duration,
+    line_timeout: Duration,
+    chat_idle: Option<Duration>,
 }
 
 /// When the loop must wake, and what it must retry without a new event.
@@ -256,10 +271,17 @@ impl Server {
                 max_per_address: cfg.max_per_address,
                 limit_loopback: cfg.limit_loopback,
                 idle_timeout: cfg.idle_timeout,
+                line_timeout: cfg.line_timeout,
+                chat_idle: cfg.chat_idle,
             },
             console: cfg.console,
-            conns: Conns::default(),
-            hub: ChatHub::new(cfg.chat_log_dir, cfg.chat_replay),
+            conns: Conns::new(cfg.v6_prefix),
+            hub: ChatHub::new(
+                cfg.chat_log_dir,
+                cfg.chat_log_keep,
+                cfg.chat_replay,
+                cfg.chat_limits,
+            ),
             sched: Schedule {
                 again: Vec::new(),
                 accept_paused_until: None,
@@ -317,7 +339,9 @@ impl Server {
                 self.dispatch(token);
             }
             // The chat room: log, then deliver; touched connections flush next turn.
-            let turn = self.hub.turn(&mut self.conns, &mut self.console);
+            let turn = self
+                .hub
+                .turn(&mut self.conns, &self.handle.stats, &mut self.console);
             for slot in turn.close {
                 self.handle.stats.refuse(Refusal::NotReading);
                 self.close(slot, "not reading");
@@ -385,6 +409,22 @@ impl Server {
         if let Some(r) = &self.responder {
             budget.push_str(&format!(", SNTP {}", say(r.rate())));
         }
+        let c = self.hub.limits();
+        budget.push_str(&format!(
+            ", chat {} lines and {} bytes, {} members{}",
+            say(c.lines),
+            say(c.bytes),
+            if c.per_address == 0 {
+                "any number of".to_string()
+            } else {
+                c.per_address.to_string()
+            },
+            if c.limit_loopback {
+                ""
+            } else {
+                " (loopback exempt)"
+            }
+        ));
         self.console.say(Level::Info, &budget);
     }
 
@@ -544,22 +584,56 @@ impl Server {
         if let Some(m) = self.metrics.as_mut() {
             m.sweep(now, self.poll.registry());
         }
+        let (line_timeout, chat_idle) = (self.limits.line_timeout, self.limits.chat_idle);
         for slot in self.conns.open_slots() {
             let why = match self.conns.get(slot) {
                 Some(c) if c.closing_since.is_some_and(|t| now - t > CLOSE_GRACE) => {
-                    Some("did not take its last bytes in time")
+                    Some(("did not take its last bytes in time", None))
                 }
-                // Chat members may listen quietly for hours; the room is bounded.
+                // A line begun and never ended: a slowloris peer holding a
+                // slot with a byte now and then. Not while the room holds
+                // members' input back (congestion is ours, not theirs).
+                Some(c)
+                    if !c.paused
+                        && c.line_started
+                            .is_some_and(|t| now.saturating_duration_since(t) > line_timeout) =>
+                {
+                    Some(("line not finished in time", Some(Refusal::SlowLine)))
+                }
+                // Chat members may listen quietly, but not for ever: the
+                // netsh client says /ping each minute.
+                Some(c)
+                    if c.mode == Mode::Chat
+                        && chat_idle
+                            .is_some_and(|d| now.saturating_duration_since(c.last_heard) > d) =>
+                {
+                    Some(("silent in the room too long", Some(Refusal::ChatIdle)))
+                }
                 Some(c)
                     if c.mode != Mode::Chat && now - c.last_active > self.limits.idle_timeout =>
                 {
-                    Some("idle timeout")
+                    Some(("idle timeout", Some(Refusal::IdleTimeout)))
                 }
                 _ => None,
             };
-            if let Some(why) = why {
-                if why == "idle timeout" {
-                    self.handle.stats.refuse(Refusal::IdleTimeout);
+            if let Some((why, refusal)) = why {
+                if let Some(r) = refusal {
+                    self.handle.stats.refuse(r);
+                    let line = match r {
+                        Refusal::SlowLine => Some(format!(
+                            "ERR line not finished within {}; closing",
+                            crate::units::format_duration(line_timeout)
+                        )),
+                        Refusal::ChatIdle => Some(format!(
+                            "ERR nothing heard from you in {} (send /ping to stay); closing",
+                            crate::units::format_duration(chat_idle.unwrap_or_default())
+                        )),
+                        _ => None,
+                    };
+                    // One try, never a wait: the socket is usually empty.
+                    if let (Some(line), Some(c)) = (line, self.conns.get_mut(slot)) {
+                        let _ = c.sock.write(format!("{line}\n").as_bytes());
+                    }
                 }
                 self.close(slot, why);
             }

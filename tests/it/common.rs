@@ -66,6 +66,12 @@ pub struct Opts {
     pub metrics: Option<std::net::SocketAddr>,
     /// UDP echo budget per source (the server's default unless changed).
     pub udp_rate_limit: Option<netsh::server::limit::Rate>,
+    /// A line must be whole this long after its first byte.
+    pub line_timeout: Duration,
+    /// Chat members silent this long are closed.
+    pub chat_idle: Option<Duration>,
+    /// What one address may cost the room.
+    pub chat_limits: netsh::server::hub::ChatLimits,
 }
 
 impl Default for Opts {
@@ -85,6 +91,9 @@ impl Default for Opts {
             chat_replay: 20,
             metrics: None,
             udp_rate_limit: Some(netsh::server::DEFAULT_UDP_RATE),
+            line_timeout: netsh::server::DEFAULT_LINE_TIMEOUT,
+            chat_idle: Some(netsh::server::DEFAULT_CHAT_IDLE),
+            chat_limits: netsh::server::hub::ChatLimits::default(),
         }
     }
 }
@@ -114,6 +123,10 @@ pub fn start_server_with(ip: &str, o: Opts) -> TestServer {
         idle_timeout: o.idle_timeout,
         udp_rate_limit: o.udp_rate_limit,
         v6_prefix: 64,
+        line_timeout: o.line_timeout,
+        chat_idle: o.chat_idle,
+        chat_limits: o.chat_limits,
+        chat_log_keep: netsh::server::chat::Retention::default(),
         handle_signals: false,
         ntp: o.ntp,
         chat_log_dir: o.chat_log_dir,

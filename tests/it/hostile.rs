@@ -4,9 +4,12 @@
 //! here failed on the code before the fix; each shows the damage stops and
 //! a fresh client is still served.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+use netsh::server::limit::Rate;
 
 use crate::common::*;
 
@@ -309,4 +312,291 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
         .split(':')
         .map(|d| std::path::Path::new(d).join(name))
         .find(|p| p.is_file())
+}
+
+// ------------------------------------------------------------ TCP and chat
+
+/// A TCP connection to `to` from `from` (any free port): 127.0.0.0/8 is all
+/// loopback, so each 127.x address is another source.
+fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let src: SocketAddr = format!("{from}:0").parse().expect("source address");
+    s.bind(&SockAddr::from(src)).expect("bind source");
+    s.connect_timeout(&SockAddr::from(to), Duration::from_secs(5))
+        .expect("connect");
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s
+}
+
+/// Everything the server sends until it closes (or 5 s of silence).
+fn rest_of(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Lines from `s` until one contains `needle` (which is returned), or panic
+/// after 5 s.
+fn line_with(r: &mut BufReader<TcpStream>, needle: &str) -> String {
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    while Instant::now() < end {
+        let mut l = String::new();
+        match r.read_line(&mut l) {
+            Ok(0) => break,
+            Ok(_) if l.contains(needle) => return l.trim_end().to_string(),
+            Ok(_) => seen.push(l),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+    }
+    panic!("no line with {needle:?}; saw {seen:?}");
+}
+
+/// Join the room as `nick` from `from`; the reader after the OK line.
+fn member(from: &str, to: SocketAddr, nick: &str) -> (TcpStream, BufReader<TcpStream>, String) {
+    let mut s = connect_from(from, to);
+    s.write_all(format!("CHAT {nick}\n").as_bytes())
+        .expect("join");
+    let mut r = BufReader::new(s.try_clone().expect("clone"));
+    let mut ok = String::new();
+    r.read_line(&mut ok).expect("first line");
+    (s, r, ok.trim_end().to_string())
+}
+
+#[test]
+fn trickling_connections_are_closed_and_fresh_clients_served() {
+    let s = start_server_with(
+        "127.0.0.1",
+        Opts {
+            line_timeout: Duration::from_secs(1),
+            ..Opts::default()
+        },
+    );
+    // 250 slowloris peers: a byte each every 200 ms, never a newline.
+    let mut peers: Vec<TcpStream> = (0..250)
+        .map(|_| {
+            let c = TcpStream::connect(s.addr).expect("connect");
+            c.set_read_timeout(Some(Duration::from_millis(1)))
+                .expect("timeout");
+            c
+        })
+        .collect();
+    let mut open = vec![true; peers.len()];
+    let mut told = 0;
+    let end = Instant::now() + Duration::from_secs(8);
+    while open.iter().any(|&o| o) && Instant::now() < end {
+        for (i, p) in peers.iter_mut().enumerate() {
+            if !open[i] {
+                continue;
+            }
+            if p.write_all(b"E").is_err() {
+                open[i] = false;
+                continue;
+            }
+            let mut buf = [0u8; 256];
+            match p.read(&mut buf) {
+                Ok(0) => open[i] = false,
+                Ok(n) => {
+                    if String::from_utf8_lossy(&buf[..n])
+                        .contains("ERR line not finished within 1s")
+                    {
+                        told += 1;
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        // A fresh client is served while they trickle.
+        assert_serves(s.addr);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let still = open.iter().filter(|&&o| o).count();
+    assert_eq!(
+        still, 0,
+        "{still} trickling connections still open after 8 s"
+    );
+    assert!(told >= 200, "only {told} of 250 were told why");
+    let snap = s.handle.stats.snapshot();
+    assert!(snap.refusals["slow-line"] >= 250, "{:?}", snap.refusals);
+    // A slow but whole line within the limit is answered.
+    let mut c = TcpStream::connect(s.addr).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    for b in b"ECHO slow\n".chunks(3) {
+        c.write_all(b).expect("write");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut r = BufReader::new(c);
+    let mut l = String::new();
+    r.read_line(&mut l).expect("answer");
+    assert_eq!(l, "ECHO_RESPONSE:slow\n");
+}
+
+#[test]
+fn silent_members_are_closed_and_ping_keeps_a_member() {
+    let s = start_server_with(
+        "127.0.0.1",
+        Opts {
+            chat_idle: Some(Duration::from_secs(1)),
+            ..Opts::default()
+        },
+    );
+    let (mut quiet, _qr, ok) = member("127.0.0.1", s.addr, "quiet");
+    assert!(ok.starts_with("OK joined as quiet"), "{ok}");
+    let (mut alive, mut ar, ok) = member("127.0.0.1", s.addr, "alive");
+    assert!(ok.starts_with("OK joined as alive"), "{ok}");
+    for _ in 0..8 {
+        alive.write_all(b"/ping\n").expect("ping");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let said = rest_of(&mut quiet);
+    assert!(
+        said.contains("ERR nothing heard from you in 1s (send /ping to stay); closing"),
+        "{said:?}"
+    );
+    // alive got its PONGs, saw quiet leave, and is still in the room.
+    line_with(&mut ar, "PONG");
+    line_with(&mut ar, "* quiet left (silent too long)");
+    alive.write_all(b"still here\n").expect("say");
+    line_with(&mut ar, "<alive> still here");
+    assert!(s.handle.stats.snapshot().refusals["chat-idle"] >= 1);
+}
+
+#[test]
+fn one_address_gets_a_share_of_the_room_not_all_of_it() {
+    let s = start_server_with(
+        "127.0.0.1",
+        Opts {
+            chat_limits: netsh::server::hub::ChatLimits {
+                per_address: 3,
+                limit_loopback: true,
+                ..Default::default()
+            },
+            ..Opts::default()
+        },
+    );
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let (c, _r, ok) = member("127.0.0.2", s.addr, &format!("squat{i}"));
+        assert!(ok.starts_with("OK joined"), "{ok}");
+        held.push(c);
+    }
+    let (mut fourth, _r, err) = member("127.0.0.2", s.addr, "squat3");
+    assert!(
+        err.starts_with("ERR room: 3 members from 127.0.0.2 already (max 3 per address)"),
+        "{err}"
+    );
+    assert_eq!(rest_of(&mut fourth), "", "closed after the error");
+    // Another address still gets in.
+    let (_c, _r, ok) = member("127.0.0.3", s.addr, "newcomer");
+    assert!(ok.starts_with("OK joined as newcomer"), "{ok}");
+    assert!(s.handle.stats.snapshot().refusals["room-share"] >= 1);
+}
+
+#[test]
+fn a_chat_flood_is_refused_with_one_notice_and_never_reaches_the_log() {
+    let d = DataDir::new();
+    let logs = d.path().join("logs").join("chat");
+    let s = start_server_with(
+        "127.0.0.1",
+        Opts {
+            chat_log_dir: Some(logs.clone()),
+            chat_limits: netsh::server::hub::ChatLimits {
+                lines: Some(Rate {
+                    per_sec: 2.0,
+                    burst: 5.0,
+                }),
+                limit_loopback: true,
+                ..Default::default()
+            },
+            ..Opts::default()
+        },
+    );
+    let (mut loud, mut lr, ok) = member("127.0.0.2", s.addr, "loud");
+    assert!(ok.starts_with("OK joined"), "{ok}");
+    let (_c, mut other, ok) = member("127.0.0.3", s.addr, "other");
+    assert!(ok.starts_with("OK joined"), "{ok}");
+    let flood: String = (0..200).map(|i| format!("flood {i}\n")).collect();
+    loud.write_all(flood.as_bytes()).expect("flood");
+    loud.write_all(b"/quit\n").expect("quit");
+    let said = {
+        let mut all = String::new();
+        let _ = lr.read_to_string(&mut all);
+        all
+    };
+    let notices = said.matches("ERR slow down").count();
+    assert_eq!(notices, 1, "one notice for the burst: {said}");
+    assert!(said.contains("ERR slow down: at most 2 lines/s"), "{said}");
+    let delivered = said.matches("<loud> flood").count();
+    assert!(
+        (5..=7).contains(&delivered),
+        "{delivered} lines went through"
+    );
+    // The others saw only those, and the log holds only those.
+    line_with(&mut other, "loud left");
+    let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let log = std::fs::read_to_string(logs.join(format!("{day}.jsonl"))).expect("chat log");
+    let logged = log.lines().filter(|l| l.contains("flood")).count();
+    assert_eq!(logged, delivered, "{log}");
+    assert!(s.handle.stats.snapshot().refusals["chat-rate"] >= 190);
+}
+
+#[test]
+fn chat_log_retention_deletes_old_days_and_the_oldest_past_the_cap() {
+    let d = DataDir::new();
+    let dir = d.path().join("logs").join("chat");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let today = chrono::Utc::now().date_naive();
+    let day = |n: u64| {
+        (today - chrono::Days::new(n))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let kib = |k: usize| "x".repeat(k * 1024);
+    let files = [
+        (format!("{}.jsonl", day(400)), kib(1)), // past 30 days: goes
+        (format!("{}.jsonl.1", day(5)), kib(20)), // oldest in the window: goes for size
+        (format!("{}.jsonl", day(5)), kib(20)),  // goes for size too
+        (format!("{}.jsonl", day(2)), kib(20)),  // kept: 20 + 20 ≤ 48 KiB
+        (format!("{}.jsonl", day(1)), kib(20)),  // kept
+        ("notes.txt".to_string(), kib(1)),       // not a chat log: never touched
+    ];
+    for (name, body) in &files {
+        std::fs::write(dir.join(name), body).expect("write");
+    }
+    let srv = ServerProc::spawn(
+        d.path(),
+        "",
+        &["--chat-log-days", "30", "--chat-log-max", "48K"],
+    );
+    drop(srv);
+    let left: Vec<String> = {
+        let mut v: Vec<String> = std::fs::read_dir(&dir)
+            .expect("ls")
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        v.sort();
+        v
+    };
+    let today_file = format!("{}.jsonl", today.format("%Y-%m-%d"));
+    let mut want = vec![
+        format!("{}.jsonl", day(2)),
+        format!("{}.jsonl", day(1)),
+        today_file,
+        "notes.txt".to_string(),
+    ];
+    want.sort();
+    assert_eq!(left, want);
 }
