@@ -210,7 +210,7 @@ fn run() -> anyhow::Result<ExitCode> {
     warnings.clear();
 
     let code = if let Some(code) = &cli.eval {
-        match netsh::script::run("-e", code, &[], &mut session, cli.limits.limits()) {
+        match netsh::script::run("-e", code, true, &[], &mut session, cli.limits.limits()) {
             Ok(c) => c,
             Err(e) => {
                 shell::report_error(&mut session, "-e", &e);

@@ -1,5 +1,11 @@
 //! `run FILE.rhai [ARGS…]`: run a rhai script whose functions are netsh's
 //! commands (see [`crate::script`]). The script's arguments arrive as `args`.
+//!
+//! A file that is not a script (`run /etc/shadow`) gets one line that says
+//! so and quotes nothing of it: not UTF-8, or binary (NUL or other control
+//! bytes a script never has), or, for a file not named `*.rhai`, one that
+//! does not parse. Errors quote a script's lines only for `*.rhai` files
+//! and `/dev/stdin` (text the user pipes in); see [`quotes_source`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +14,7 @@ use clap::{ArgMatches, Args, ValueHint};
 use serde::Serialize;
 
 use crate::cmd::{Command, args_of};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::paint::Paint;
 use crate::report::Report;
 use crate::script::{self, Limits};
@@ -114,7 +120,8 @@ impl Command for Run {
         }
         let source = read_script(&a.file)?;
         let name = a.file.display().to_string();
-        let code = script::run(&name, &source, &a.args, s, a.limits.limits())?;
+        let quote = quotes_source(&a.file);
+        let code = script::run(&name, &source, quote, &a.args, s, a.limits.limits())?;
         Ok(Report::Run(RunReport {
             script: name,
             exit_code: code,
@@ -122,10 +129,26 @@ impl Command for Run {
     }
 }
 
-/// Read a script file, bounded in size, as UTF-8.
+/// Whether errors about `path` may quote its lines: a file named `*.rhai`
+/// is meant as a script, and `/dev/stdin` holds what the user piped in;
+/// any other file may be something else (a password file, a key) whose
+/// text must not end up on a screen or in `logs/errors.log`.
+pub fn quotes_source(path: &std::path::Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("rhai"))
+        || path == std::path::Path::new("/dev/stdin")
+}
+
+/// The hint for a file that is not a script.
+const NOT_A_SCRIPT_HINT: &str = "'run' takes a rhai script (scripts/*.rhai)";
+
+/// Read a script file, bounded in size, as UTF-8 text.
 ///
 /// # Errors
-/// `io` naming the path; `bad-value` for a file too large or not UTF-8.
+/// `io` naming the path; `bad-value` for a file too large; `script` for
+/// one that is not text (not UTF-8, or with NUL or other control bytes
+/// besides tab, newline, carriage return and form feed), in a message that
+/// quotes nothing of the file.
 pub fn read_script(path: &std::path::Path) -> Result<String> {
     let bytes = crate::files::read_capped(path, MAX_SCRIPT_BYTES).map_err(|e| {
         if e.kind() == std::io::ErrorKind::FileTooLarge {
@@ -145,13 +168,26 @@ pub fn read_script(path: &std::path::Path) -> Result<String> {
             Error::io("read script", path.display(), &e)
         }
     })?;
-    String::from_utf8(bytes).map_err(|e| {
-        Error::bad_value(format!(
-            "{} is not UTF-8 text (bad byte at offset {})",
-            path.display(),
+    let not_a_script = |why: String| {
+        Error::new(
+            ErrorKind::Script,
+            format!("{} is not a rhai script ({why})", path.display()),
+        )
+        .with_hint(NOT_A_SCRIPT_HINT)
+    };
+    let text = String::from_utf8(bytes).map_err(|e| {
+        not_a_script(format!(
+            "not UTF-8 text: bad byte at offset {}",
             e.utf8_error().valid_up_to()
         ))
-    })
+    })?;
+    if let Some(at) = text
+        .bytes()
+        .position(|b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c)) || b == 0x7f)
+    {
+        return Err(not_a_script(format!("binary data at offset {at}")));
+    }
+    Ok(text)
 }
 
 /// What `run` reports.

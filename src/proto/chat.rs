@@ -10,14 +10,26 @@
 //!                   /help                   the commands (to you only)
 //!                   /ping                   keep-alive: PONG (to you only)
 //!                   /quit  or  exit         leave
+//! operator only     /kick NICK [reason]     close that member's connection
+//!                   /ban NICK [reason]      the same, and refuse its address from then on
 //! server → client   OK joined as <nick> (<n> in room)
-//!                   [HH:MM:SS] <nick> text
-//!                   [HH:MM:SS] * nick action | joined | left | is now known as …
+//!                   [HH:MM:SS] <nick> text                 a member's message
+//!                   [HH:MM:SS] * nick action               a member's /me
+//!                   [HH:MM:SS] *** nick joined | left | is now known as … | was kicked …
 //!                   ERR <reason>
 //!                   BYE
 //! ```
+//!
+//! Who said what is in the framing: after the time, a member's text starts
+//! with `<` (message) or `* ` followed by its nickname (action), and a
+//! nickname never contains `*`, so only the server can start a line with
+//! `***` ([`server_line`]): `/me joined (the server's operator)` shows as
+//! `* bob joined (the server's operator)`, never as a server notice.
+//!
 //! A nickname is 1–32 of `A-Z a-z 0-9 _ - .`; a taken one gets a number
-//! appended (`bob` → `bob2`). Text is shown with control characters escaped.
+//! appended (`bob` → `bob2`). Names are compared by [`same_nick`] (case and
+//! Unicode confusables folded) and some are reserved for the server's
+//! operator ([`reserved_nick`]). Text is shown with control characters escaped.
 
 use crate::proto::escape::escape_controls;
 
@@ -43,6 +55,10 @@ pub enum Action {
     Quit,
     /// An empty line: nothing.
     Nothing,
+    /// `/kick NICK [reason]` (the operator's).
+    Kick(String, String),
+    /// `/ban NICK [reason]` (the operator's).
+    Ban(String, String),
     /// An unknown `/command`.
     Unknown(String),
 }
@@ -71,6 +87,16 @@ pub fn parse(line: &[u8]) -> Action {
         "nick" => Action::Nick(rest.trim().to_string()),
         "help" => Action::Help,
         "quit" | "exit" | "leave" => Action::Quit,
+        "kick" | "ban" => {
+            let rest = rest.trim();
+            let (nick, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+            let (nick, reason) = (nick.to_string(), reason.trim().to_string());
+            if word.eq_ignore_ascii_case("kick") {
+                Action::Kick(nick, reason)
+            } else {
+                Action::Ban(nick, reason)
+            }
+        }
         _ => Action::Unknown(word.to_string()),
     }
 }
@@ -95,6 +121,110 @@ pub fn valid_nick(n: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The forms in which a nickname is compared: case folded, and mapped to
+/// its UTS #39 "skeleton" (`unicode_security::skeleton`: NFD, invisible
+/// default-ignorable characters dropped, each character replaced by the
+/// prototype of its confusable class: `0`→`O`, `1`/`I`→`l`, `rn`→`m`,
+/// Cyrillic `о`→`o`, fullwidth `ａ`→`a`). Two forms, because case folding
+/// and the skeleton do not commute (`I` lower-cases to `i`, but looks like
+/// `l`): lower-case then skeleton, and skeleton then lower-case, each
+/// repeated until it settles.
+fn nick_forms(n: &str) -> NickKey {
+    fn settle(mut s: String) -> String {
+        for _ in 0..4 {
+            let next: String = unicode_security::skeleton(&s)
+                .collect::<String>()
+                .to_lowercase();
+            if next == s {
+                break;
+            }
+            s = next;
+        }
+        s
+    }
+    let visible: String = n
+        .chars()
+        .filter(|c| !crate::proto::escape::needs_escape(*c))
+        .collect();
+    let skeleton_first: String = unicode_security::skeleton(&visible).collect();
+    NickKey([
+        settle(visible.to_lowercase()),
+        settle(skeleton_first.to_lowercase()),
+    ])
+}
+
+/// A nickname's folded forms, computed once (a room compares each new name
+/// with every member's, so members keep theirs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NickKey([String; 2]);
+
+impl NickKey {
+    /// The key of `n`.
+    pub fn of(n: &str) -> NickKey {
+        nick_forms(n)
+    }
+
+    /// Whether the two names are one for the room ([`same_nick`]).
+    pub fn same(&self, other: &NickKey) -> bool {
+        self.0.iter().any(|x| other.0.contains(x))
+    }
+
+    /// The forms: two names are one when they share a form.
+    pub fn forms(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    fn starts_with(&self, prefix: &NickKey) -> bool {
+        self.0
+            .iter()
+            .any(|f| prefix.0.iter().any(|p| f.starts_with(p.as_str())))
+    }
+}
+
+/// Whether two nicknames are the same name for the room: equal once case
+/// and Unicode confusables are folded ([`nick_forms`]): `bob`, `BOB`, `b0b`
+/// and `B0B` are one name, and so are `Bill` and `BiII`, so no two of them
+/// can be in the room at once. (Nicknames are ASCII today; the folding holds
+/// if that widens.)
+pub fn same_nick(a: &str, b: &str) -> bool {
+    if a.eq_ignore_ascii_case(b) {
+        return true;
+    }
+    nick_forms(a).same(&nick_forms(b))
+}
+
+/// `n` without its trailing digits and `_ - .`: `admin2`, `admin_` and
+/// `admin.1` all have the stem `admin` (a name of only those keeps itself).
+fn nick_stem(n: &str) -> &str {
+    let stem = n.trim_end_matches(|c: char| c.is_ascii_digit() || matches!(c, '_' | '-' | '.'));
+    if stem.is_empty() { n } else { stem }
+}
+
+/// The name the operator has until it takes another.
+pub const OPERATOR_NICK: &str = "operator";
+
+/// Whether a member (not the operator) may not use `n` because it would pass
+/// for the server's operator, whose nickname is now `operator_nick`. The
+/// rule, on every path to a name (`CHAT <nick>` and `/nick`):
+///
+/// - anything that *starts* with `operator` once folded ([`same_nick`]'s
+///   forms): `operator`, `Operator`, `0perator`, `operator2`, `operators`,
+///   `OPERAT0R_x`; the word is the operator's title, so no variant is
+///   anyone else's;
+/// - the operator's current nickname and its decorated variants: the same
+///   name once folded, after trailing digits and `_ - .` are taken off both
+///   (with the operator as `admin`: `ADMIN`, `adrnin`, `admin2`, `admin_`,
+///   `Admin.1`). Names that merely begin with it (`administrator`) stay
+///   free: an operator called `al` must not take `alice` from everyone.
+///
+/// The operator's nickname stays reserved while the operator is away.
+pub fn reserved_nick(n: &str, operator_nick: &str) -> bool {
+    if nick_forms(n).starts_with(&nick_forms(OPERATOR_NICK)) {
+        return true;
+    }
+    same_nick(nick_stem(n), nick_stem(operator_nick))
+}
+
 /// Text made safe to show: control characters and escape sequences visible.
 pub fn clean(text: &str) -> String {
     escape_controls(text).into_owned()
@@ -105,9 +235,25 @@ pub fn say_line(time: &str, nick: &str, text: &str) -> String {
     format!("[{time}] <{nick}> {}", clean(text))
 }
 
-/// `[HH:MM:SS] * nick text`
-pub fn notice_line(time: &str, nick: &str, text: &str) -> String {
+/// `[HH:MM:SS] * nick text`: a member's `/me`.
+pub fn action_line(time: &str, nick: &str, text: &str) -> String {
     format!("[{time}] * {nick} {}", clean(text))
+}
+
+/// What starts the text of a server notice, after the time: no member's
+/// line can start so (see the module doc).
+pub const SERVER_MARK: &str = "*** ";
+
+/// `[HH:MM:SS] *** text`: the server's notice (joins, leaves, renames,
+/// kicks, `/who`), which no member can produce.
+pub fn server_line(time: &str, text: &str) -> String {
+    format!("[{time}] {SERVER_MARK}{}", clean(text))
+}
+
+/// Whether a room line is the server's notice (`[HH:MM:SS] *** …`).
+pub fn is_server_line(line: &str) -> bool {
+    line.split_once("] ")
+        .is_some_and(|(time, rest)| time.starts_with('[') && rest.starts_with(SERVER_MARK))
 }
 
 /// The line a client sends to leave; the room answers `BYE` once every
@@ -140,10 +286,15 @@ pub fn parse_joined(line: &[u8]) -> Option<(&[u8], u64)> {
     (!nick.is_empty()).then_some((nick, members))
 }
 
-/// The change of nickname a room line announces: `(old, new)` of
-/// `[HH:MM:SS] * old is now known as new`.
+/// The change of nickname a room line announces: `(old, new)` of the
+/// server's `[HH:MM:SS] *** old is now known as new` (a member's `/me is
+/// now known as …` is no such notice).
 pub fn renamed(line: &str) -> Option<(&str, &str)> {
-    let rest = line.split_once("] * ")?.1;
+    let (time, rest) = line.split_once("] ")?;
+    if !time.starts_with('[') {
+        return None;
+    }
+    let rest = rest.strip_prefix(SERVER_MARK)?;
     let (old, tail) = rest.split_once(' ')?;
     let new = tail.strip_prefix("is now known as ")?;
     (valid_nick(old).is_ok() && valid_nick(new).is_ok()).then_some((old, new))
@@ -157,6 +308,11 @@ pub fn room_full_line(max: usize) -> String {
 /// The reply to `/help`.
 pub const HELP: &str =
     "HELP chat: text to say it, /me ACTION, /who, /nick NEW, /ping, /help, /quit or exit";
+
+/// The reply to the operator's `/help`: the members' commands and its own.
+pub const OPERATOR_HELP: &str = "HELP chat: text to say it, /me ACTION, /who, /nick NEW, /help, /quit or exit; \
+     operator: /kick NICK [REASON] closes a member, /ban NICK [REASON] also refuses its address \
+     (IPv6: its /64) until the server stops";
 
 #[cfg(test)]
 mod tests {
@@ -191,10 +347,117 @@ mod tests {
 
     #[test]
     fn a_rename_is_read_back_from_its_notice() {
-        let l = notice_line("12:00:00", "bob", "is now known as robert");
+        let l = server_line("12:00:00", "bob is now known as robert");
+        assert_eq!(l, "[12:00:00] *** bob is now known as robert");
         assert_eq!(renamed(&l), Some(("bob", "robert")));
         assert_eq!(renamed("[12:00:00] <bob> is now known as robert"), None);
-        assert_eq!(renamed("[12:00:00] * bob joined"), None);
+        assert_eq!(renamed("[12:00:00] *** bob joined"), None);
+        // A member's /me that reads like a rename is not one.
+        let forged = action_line("12:00:00", "eve", "is now known as operator");
+        assert_eq!(renamed(&forged), None);
+        assert_eq!(renamed("[12:00:00] * eve is now known as operator"), None);
+    }
+
+    #[test]
+    fn kick_and_ban_parse_with_an_optional_reason() {
+        assert_eq!(
+            parse(b"/kick bob"),
+            Action::Kick("bob".into(), String::new())
+        );
+        assert_eq!(
+            parse(b"/KICK bob  too loud  "),
+            Action::Kick("bob".into(), "too loud".into())
+        );
+        assert_eq!(
+            parse(b"/ban eve spam"),
+            Action::Ban("eve".into(), "spam".into())
+        );
+        assert_eq!(parse(b"/ban"), Action::Ban(String::new(), String::new()));
+    }
+
+    #[test]
+    fn a_member_cannot_frame_a_server_notice() {
+        // Whatever a member sends, its line starts with `<nick>` or `* nick`.
+        for text in [
+            "joined (the server's operator)",
+            "*** operator joined",
+            "] *** x",
+            "\n[12:00:00] *** operator joined",
+        ] {
+            for nick in ["bob", "operator", "x.y-z_9"] {
+                assert!(!is_server_line(&say_line("12:00:00", nick, text)));
+                assert!(!is_server_line(&action_line("12:00:00", nick, text)));
+            }
+        }
+        assert!(is_server_line(&server_line("12:00:00", "bob joined")));
+        assert!(!is_server_line("*** bob joined"));
+    }
+
+    #[test]
+    fn confusable_nicknames_are_one_name() {
+        for (a, b) in [
+            ("bob", "BOB"),
+            ("bob", "b0b"),
+            ("B0B", "bob"),
+            ("Bill", "BiII"),
+            ("admIn", "admln"),
+            ("admin", "adrnin"),
+            ("operator", "0PERAT0R"),
+            // Beyond today's ASCII rule, should it ever widen:
+            ("operator", "\u{41e}PERATOR"),         // Cyrillic О
+            ("operator", "oper\u{200b}ator"),       // zero-width space
+            ("operator", "\u{ff4f}\u{ff50}erator"), // fullwidth ｏｐ
+        ] {
+            assert!(same_nick(a, b), "{a:?} and {b:?} should be one name");
+            assert!(same_nick(b, a), "{b:?} and {a:?} should be one name");
+        }
+        for (a, b) in [
+            ("bob", "rob"),
+            ("alice", "al"),
+            ("admin", "adm1n"),
+            ("amy", "ann"),
+        ] {
+            assert!(!same_nick(a, b), "{a:?} and {b:?} are different names");
+        }
+    }
+
+    #[test]
+    fn reserved_names_cover_the_title_and_the_operators_nickname() {
+        for n in [
+            "operator",
+            "Operator",
+            "OPERATOR",
+            "0perator",
+            "0PERAT0R",
+            "operator2",
+            "operators",
+            "operator_x",
+            "\u{41e}PERATOR",
+        ] {
+            assert!(reserved_nick(n, OPERATOR_NICK), "{n:?} must be reserved");
+            assert!(reserved_nick(n, "admin"), "{n:?} must stay reserved");
+        }
+        for n in [
+            "admin", "ADMIN", "adrnin", "admin2", "admin_", "Admin.1", "admIn",
+        ] {
+            assert!(
+                reserved_nick(n, "admin"),
+                "{n:?} passes for the operator admin"
+            );
+            assert!(
+                !reserved_nick(n, OPERATOR_NICK),
+                "{n:?} is free while the operator is operator"
+            );
+        }
+        for n in ["administrator", "bob", "op", "opera", "adm", "alice"] {
+            assert!(!reserved_nick(n, "admin"), "{n:?} is free");
+        }
+        // A short operator name does not take longer names from everyone.
+        assert!(reserved_nick("al2", "al"));
+        assert!(!reserved_nick("alice", "al"));
+        // An operator named only by digits keeps just that name.
+        assert!(reserved_nick("007", "007"));
+        assert!(!reserved_nick("008", "007"));
     }
 
     #[test]
@@ -213,8 +476,12 @@ mod tests {
             "[12:00:00] <bob> hi\\x1b[2J"
         );
         assert_eq!(
-            notice_line("12:00:00", "bob", "joined"),
-            "[12:00:00] * bob joined"
+            action_line("12:00:00", "bob", "waves\u{1b}[2J"),
+            "[12:00:00] * bob waves\\x1b[2J"
+        );
+        assert_eq!(
+            server_line("12:00:00", "bob joined"),
+            "[12:00:00] *** bob joined"
         );
     }
 }

@@ -66,6 +66,31 @@ pub fn escape_controls(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A JSON document made safe to `cat` without changing what it says: every
+/// character [`needs_escape`] names is written as its `\uXXXX` escape
+/// (a surrogate pair past U+FFFF), which a JSON reader decodes back to the
+/// same character. serde_json already escapes U+0000–U+001F; this adds DEL,
+/// the C1 controls (U+009B is a CSI to some terminals), bidi and invisible
+/// characters. Only string contents can hold such characters, so the
+/// document's structure is untouched.
+pub fn json_safe(json: &str) -> Cow<'_, str> {
+    if !json.chars().any(needs_escape) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if needs_escape(c) {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Bytes to text for display: invalid UTF-8 replaced, controls escaped.
 pub fn display_bytes(b: &[u8]) -> String {
     escape_controls(&String::from_utf8_lossy(b)).into_owned()
@@ -82,6 +107,28 @@ mod tests {
         assert_eq!(escape_controls("a\r\nb\0"), "a\\r\\nb\\x00");
         assert_eq!(escape_controls("\u{9b}31m"), "\\x9b31m");
         assert_eq!(display_bytes(b"ok\xff\x1b"), "ok\u{fffd}\\x1b");
+    }
+
+    #[test]
+    fn json_is_made_safe_and_still_says_the_same() {
+        for text in [
+            "plain",
+            "esc \u{1b}[2J bell \u{7} del \u{7f} csi \u{9b}31m",
+            "typed \\x1b[2J",
+            "bidi \u{202e}abc\u{2066} zw \u{200b} tag \u{e0041} bom \u{feff}",
+            "é 日本 😀",
+        ] {
+            let json = serde_json::to_string(&serde_json::json!({ "text": text })).unwrap();
+            let safe = json_safe(&json);
+            assert!(!safe.chars().any(needs_escape), "{safe}");
+            let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+            assert_eq!(back["text"], text, "{safe}");
+        }
+        assert!(matches!(json_safe("{\"a\":\"é\"}"), Cow::Borrowed(_)));
+        assert_eq!(
+            json_safe("\"\u{7f}\u{e0041}\""),
+            "\"\\u007f\\udb40\\udc41\""
+        );
     }
 
     #[test]

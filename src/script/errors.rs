@@ -1,6 +1,12 @@
 //! How a script ended, as netsh errors: exit statuses, limits named with
 //! the flag that raises them, and every error located at its file, line and
 //! column with the source line and a caret.
+//!
+//! The source is quoted only when the caller says the text is a script's
+//! (`Some(source)`: a `*.rhai` file, `-e CODE`, a pipe). For any other file
+//! (`netsh run /etc/shadow`) errors give the file, line, column and the
+//! kind of error and nothing of the file's text: no source line, and no
+//! rhai message that would echo a token of it (`Variable not found: …`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,7 +23,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// the message.
 pub(super) fn outcome(
     name: &str,
-    source: &str,
+    source: Option<&str>,
     e: EvalAltResult,
     limits: &Limits,
     timed_out: &AtomicBool,
@@ -127,6 +133,9 @@ pub(super) fn outcome(
                 Some("put the code in the script itself".into()),
             ))
         }
+        other if source.is_none() && quotes_the_script(other) => {
+            Err(located(name, source, pos, kind_only(other), None))
+        }
         EvalAltResult::ErrorFunctionNotFound(sig, _) => {
             let fname = sig.split([' ', '(']).next().unwrap_or(sig);
             let hint = cmd::suggest(fname)
@@ -150,18 +159,67 @@ pub(super) fn outcome(
     }
 }
 
-/// `FILE:LINE:COL: message — hint`, then the source line and a caret.
+/// Whether rhai's message for `e` would carry text of the script (a name,
+/// a value, a thrown string): all but the errors netsh words itself.
+fn quotes_the_script(e: &EvalAltResult) -> bool {
+    !matches!(
+        e,
+        EvalAltResult::ErrorTerminated(..)
+            | EvalAltResult::ErrorTooManyOperations(_)
+            | EvalAltResult::ErrorStackOverflow(_)
+            | EvalAltResult::ErrorDataTooLarge(..)
+            | EvalAltResult::ErrorTooManyModules(_)
+            | EvalAltResult::ErrorModuleNotFound(..)
+    ) && !matches!(e, EvalAltResult::ErrorRuntime(v, _) if v.is_map())
+}
+
+/// The kind of a runtime error, in words that quote nothing of the script.
+fn kind_only(e: &EvalAltResult) -> &'static str {
+    use EvalAltResult as E;
+    match e {
+        E::ErrorVariableNotFound(..) | E::ErrorForbiddenVariable(..) => "unknown variable",
+        E::ErrorVariableExists(..) => "variable defined twice",
+        E::ErrorPropertyNotFound(..) => "unknown property",
+        E::ErrorFunctionNotFound(..) => "unknown function",
+        E::ErrorIndexNotFound(..)
+        | E::ErrorArrayBounds(..)
+        | E::ErrorStringBounds(..)
+        | E::ErrorBitFieldBounds(..) => "index out of range",
+        E::ErrorMismatchDataType(..) | E::ErrorMismatchOutputType(..) | E::ErrorFor(_) => {
+            "type mismatch"
+        }
+        E::ErrorIndexingType(..) | E::ErrorDotExpr(..) => "bad indexing or property access",
+        E::ErrorArithmetic(..) => "arithmetic error",
+        E::ErrorAssignmentToConstant(..) | E::ErrorNonPureMethodCallOnConstant(..) => {
+            "change to a constant"
+        }
+        E::ErrorRuntime(..) => "error thrown",
+        E::ErrorParsing(..) => "syntax error",
+        _ => "runtime error",
+    }
+}
+
+/// Said instead of a source line that is not quoted.
+const NOT_QUOTED: &str = "its text is not shown, since the file is not named *.rhai";
+
 /// Characters of a source line shown under a located error.
 const SOURCE_WINDOW: usize = 120;
 
+/// `FILE:LINE:COL: message — hint`, then the source line and a caret (with
+/// `source` none, the first line only, and no text of the file).
 pub(super) fn located(
     name: &str,
-    source: &str,
+    source: Option<&str>,
     pos: Position,
     msg: &str,
     hint: Option<String>,
 ) -> Error {
     let (line, col) = (pos.line().unwrap_or(0), pos.position().unwrap_or(0));
+    let hint = match (source, hint) {
+        (None, Some(h)) if line > 0 => Some(format!("{h}; {NOT_QUOTED}")),
+        (None, None) if line > 0 => Some(NOT_QUOTED.to_string()),
+        (_, h) => h,
+    };
     let mut message = if line > 0 {
         format!("{name}:{line}:{col}: {msg}")
     } else {
@@ -172,7 +230,7 @@ pub(super) fn located(
         message.push_str(&format!(" — {h}"));
     }
     if line > 0
-        && let Some(src) = source.lines().nth(line - 1)
+        && let Some(src) = source.and_then(|s| s.lines().nth(line - 1))
     {
         // A window of the line around the column: a generated script's
         // one 200 KB line must not become 200 KB of error.

@@ -77,12 +77,18 @@ impl Default for Limits {
 /// Run `source` (named `name` in messages) with `args`, as the session's
 /// commands. Returns the exit status the script asked for (0 if none).
 ///
+/// `quote`: whether errors may show the source (its line and caret, rhai's
+/// message naming what it found). False for a file that need not be a
+/// script at all (not named `*.rhai`): a file that does not parse is then
+/// "not a rhai script", and no error echoes any of its text.
+///
 /// # Errors
 /// `script` errors naming the file, line and column (parse errors, uncaught
 /// errors, limits), or the uncaught netsh error of a command.
 pub fn run(
     name: &str,
     source: &str,
+    quote: bool,
     args: &[String],
     s: &mut Session,
     limits: Limits,
@@ -116,7 +122,15 @@ pub fn run(
             .name("netsh-script".into())
             .stack_size(SCRIPT_STACK)
             .spawn_scoped(sc, || {
-                run_here(name, source, args, s, limits, &timeout_located)
+                run_here(
+                    name,
+                    quote.then_some(source),
+                    source,
+                    args,
+                    s,
+                    limits,
+                    &timeout_located,
+                )
             })
             .map_err(|e| {
                 Error::new(
@@ -139,7 +153,7 @@ pub fn run(
         }
         return Err(located(
             name,
-            source,
+            quote.then_some(source),
             Position::NONE,
             &timeout_message(&limits),
             Some("raise it with --script-timeout".into()),
@@ -148,11 +162,33 @@ pub fn run(
     result?
 }
 
+/// A file that does not parse, from a path not named `*.rhai`: said in one
+/// line with where rhai stopped and nothing of the file's text.
+fn not_a_script(name: &str, pos: Position) -> Error {
+    let at = match (pos.line(), pos.position()) {
+        (Some(l), Some(c)) => format!("line {l}, column {c}: syntax error"),
+        (Some(l), None) => format!("line {l}: syntax error"),
+        _ => "syntax error".to_string(),
+    };
+    let mut e = Error::new(
+        ErrorKind::Script,
+        format!("{name} is not a rhai script ({at})"),
+    );
+    e.hint = Some(
+        "'run' takes a rhai script (scripts/*.rhai); if this is one, name it FILE.rhai \
+         to see the error with its line"
+            .into(),
+    );
+    e
+}
+
 /// Stack reserved for the script thread.
 const SCRIPT_STACK: usize = 1 << 30;
 
+/// `shown` is `source` when errors may quote it.
 fn run_here(
     name: &str,
+    shown: Option<&str>,
     source: &str,
     args: &[String],
     s: &mut Session,
@@ -177,6 +213,7 @@ fn run_here(
         let argv: rhai::Array = args.iter().map(|a| Dynamic::from(a.clone())).collect();
         scope.push("args", argv);
         match engine.compile(source) {
+            Err(e) if shown.is_none() => Err(not_a_script(name, e.position())),
             Err(e) => {
                 let hint = matches!(e.err_type(), rhai::ParseErrorType::ExprTooDeep).then(|| {
                     "split it into smaller expressions with variables (at most 128 levels of nesting)"
@@ -184,7 +221,7 @@ fn run_here(
                 });
                 Err(located(
                     name,
-                    source,
+                    shown,
                     e.position(),
                     &e.err_type().to_string(),
                     hint,
@@ -192,7 +229,7 @@ fn run_here(
             }
             Ok(ast) => match engine.run_ast_with_scope(&mut scope, &ast) {
                 Ok(()) => Ok(0),
-                Err(e) => outcome(name, source, *e, &limits, timeout_located),
+                Err(e) => outcome(name, shown, *e, &limits, timeout_located),
             },
         }
     };

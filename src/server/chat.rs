@@ -6,20 +6,31 @@
 //! member, the sender included (that copy is the sender's acknowledgement),
 //! prefix and text in one buffer so the whole line leaves in one write.
 //!
-//! Bounds: member count ([`MAX_MEMBERS`]) and line length (4 KiB, over-long
-//! lines are refused and dropped). The output queues and flow control are
-//! the loop's side of the room, in [`super::hub`].
+//! Names: a member may not take a name that is taken or reserved for the
+//! operator, on any path (`CHAT <nick>` and `/nick`); see
+//! [`chat::same_nick`] and [`chat::reserved_nick`] for the rules. The
+//! operator may `/kick` a member and `/ban` one, which also refuses its
+//! address (IPv6: its /64) until the server stops ([`MAX_BANS`] at most).
+//!
+//! The log keeps what was said, not what was shown: the raw text, JSON
+//! escaped (see [`Record`]); the members' screens and the console get the
+//! escaped form.
+//!
+//! Bounds: member count ([`MAX_MEMBERS`]), bans ([`MAX_BANS`]) and line
+//! length (4 KiB, over-long lines are refused and dropped). The output
+//! queues and flow control are the loop's side of the room, in
+//! [`super::hub`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 
 use serde::Serialize;
 
-use crate::proto::chat::{self, Action};
+use crate::proto::chat::{self, Action, NickKey};
 
 /// Most members at once (the operator included).
 pub const MAX_MEMBERS: usize = 1000;
@@ -54,6 +65,8 @@ impl Default for Retention {
 
 /// The operator's member id (connections use their slot number).
 pub const OPERATOR: usize = usize::MAX;
+/// Addresses banned at once; a ban past this lifts the oldest.
+pub const MAX_BANS: usize = 1024;
 
 /// What a connection (or the operator) did in the room.
 #[derive(Debug, Clone)]
@@ -80,19 +93,42 @@ pub enum Deliver {
     Close(usize),
 }
 
-/// One chat log record (JSON line).
+/// One chat log record (JSON line). `text` is what the member said, as it
+/// was (an escape byte is `\u001b` in the JSON, a typed backslash `\\`),
+/// so it reads back losslessly; every character that must not reach a
+/// terminal is `\uXXXX`-escaped in the line
+/// ([`crate::proto::escape::json_safe`]), so `cat` of the log is safe too.
+/// A line that was not valid UTF-8 has its text with U+FFFD for the bad
+/// bytes (as everyone saw it) and `bytes_hex`: the line's bytes as received.
 #[derive(Debug, Serialize)]
 struct Record<'a> {
     time: String,
     nick: &'a str,
     addr: String,
     kind: &'a str,
-    text: String,
+    text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_hex: Option<String>,
 }
 
 struct Member {
     nick: String,
     addr: Option<SocketAddr>,
+    /// The nickname's folded forms, for "taken" checks without refolding
+    /// every member's name on every join.
+    key: NickKey,
+}
+
+impl Member {
+    fn new(nick: String, addr: Option<SocketAddr>) -> Member {
+        let key = NickKey::of(&nick);
+        Member { nick, addr, key }
+    }
+
+    fn rename(&mut self, nick: String) {
+        self.key = NickKey::of(&nick);
+        self.nick = nick;
+    }
 }
 
 /// The room.
@@ -109,6 +145,8 @@ pub struct Room {
     operator_nick: String,
     /// How much log is kept.
     pub keep: Retention,
+    /// Banned addresses (IPv6 by /64, see [`ban_key`]), oldest first.
+    bans: VecDeque<IpAddr>,
 }
 
 impl Room {
@@ -123,8 +161,9 @@ impl Room {
             log_failed: false,
             log_warned: false,
             operator_out: None,
-            operator_nick: "operator".into(),
+            operator_nick: chat::OPERATOR_NICK.into(),
             keep: Retention::default(),
+            bans: VecDeque::new(),
         }
     }
 
@@ -165,13 +204,8 @@ impl Room {
         match (was, now) {
             (false, true) => {
                 let nick = self.operator_nick.clone();
-                self.members.insert(
-                    OPERATOR,
-                    Member {
-                        nick: nick.clone(),
-                        addr: None,
-                    },
-                );
+                self.members
+                    .insert(OPERATOR, Member::new(nick.clone(), None));
                 Some(self.notice(
                     &nick,
                     None,
@@ -208,14 +242,17 @@ impl Room {
                     out.push(Deliver::Close(who));
                     return None;
                 }
-                let nick = self.unique(&nick);
-                self.members.insert(
-                    who,
-                    Member {
-                        nick: nick.clone(),
-                        addr,
-                    },
-                );
+                if let Some(why) = self.refuse_join(&nick, addr) {
+                    out.push(Deliver::One(who, format!("ERR {why}")));
+                    out.push(Deliver::Close(who));
+                    return Some(format!("{} refused: {why}", shown_addr(addr)));
+                }
+                let Some(nick) = self.unique(&nick) else {
+                    out.push(Deliver::One(who, format!("ERR nickname {nick} is taken")));
+                    out.push(Deliver::Close(who));
+                    return None;
+                };
+                self.members.insert(who, Member::new(nick.clone(), addr));
                 out.push(Deliver::One(
                     who,
                     chat::joined_line(nick.as_bytes(), self.members.len() as u64),
@@ -240,60 +277,79 @@ impl Room {
             }
             ChatIn::Line(bytes) => {
                 let nick = self.members.get(&who)?.nick.clone();
+                // Kept for the log when the line is not UTF-8 (lossless).
+                let raw = std::str::from_utf8(&bytes).is_err().then_some(&bytes[..]);
                 match chat::parse(&bytes) {
                     Action::Nothing => None,
                     Action::Say(text) => {
                         let t = now();
                         let line = chat::say_line(&t, &nick, &text);
-                        self.record(&nick, addr, "say", &text);
+                        self.record(&nick, addr, "say", &text, raw);
                         self.remember(&line);
                         out.push(Deliver::All(line.clone()));
                         Some(line)
                     }
-                    Action::Me(text) => Some(self.notice(&nick, addr, "me", &text, out)),
+                    Action::Me(text) => {
+                        let line = chat::action_line(&now(), &nick, &text);
+                        self.record(&nick, addr, "me", &text, raw);
+                        self.remember(&line);
+                        out.push(Deliver::All(line.clone()));
+                        Some(line)
+                    }
                     Action::Who => {
                         let mut nicks: Vec<&str> =
                             self.members.values().map(|m| m.nick.as_str()).collect();
                         nicks.sort_unstable();
-                        out.push(Deliver::One(
-                            who,
-                            format!(
-                                "[{}] * in the room ({}): {}",
-                                now(),
-                                nicks.len(),
-                                nicks.join(", ")
-                            ),
-                        ));
-                        None
+                        let line = chat::server_line(
+                            &now(),
+                            &format!("in the room ({}): {}", nicks.len(), nicks.join(", ")),
+                        );
+                        reply(who, line, out)
                     }
-                    Action::Help => {
-                        out.push(Deliver::One(who, chat::HELP.to_string()));
-                        None
+                    Action::Help if who == OPERATOR => {
+                        reply(who, chat::OPERATOR_HELP.to_string(), out)
+                    }
+                    Action::Help => reply(who, chat::HELP.to_string(), out),
+                    Action::Kick(target, reason) => {
+                        self.remove_member(who, &target, &reason, false, out)
+                    }
+                    Action::Ban(target, reason) => {
+                        self.remove_member(who, &target, &reason, true, out)
                     }
                     Action::Nick(new) => {
                         if let Err(why) = chat::valid_nick(&new) {
-                            out.push(Deliver::One(who, format!("ERR {why}")));
-                            return None;
+                            return reply(who, format!("ERR {why}"), out);
                         }
-                        if (same_nick(&new, "operator") || same_nick(&new, &self.operator_nick))
-                            && who != OPERATOR
-                        {
-                            out.push(Deliver::One(
+                        if who != OPERATOR && chat::reserved_nick(&new, &self.operator_nick) {
+                            return reply(
                                 who,
                                 format!("ERR nickname {new} is reserved for the server's operator"),
-                            ));
-                            return None;
+                                out,
+                            );
                         }
+                        let key = NickKey::of(&new);
                         if self
                             .members
                             .iter()
-                            .any(|(id, m)| *id != who && same_nick(&m.nick, &new))
+                            .any(|(id, m)| *id != who && m.key.same(&key))
                         {
-                            out.push(Deliver::One(who, format!("ERR nickname {new} is taken")));
-                            return None;
+                            return reply(who, format!("ERR nickname {new} is taken"), out);
+                        }
+                        // The operator takes no name a member would then
+                        // seem to be a variant of (`admin` with `admin2` in).
+                        if who == OPERATOR
+                            && let Some(m) = self.members.iter().find(|(id, m)| {
+                                **id != OPERATOR && chat::reserved_nick(&m.nick, &new)
+                            })
+                        {
+                            return reply(
+                                who,
+                                format!("ERR nickname {new} is too close to member {}'s", m.1.nick),
+                                out,
+                            );
                         }
                         if let Some(m) = self.members.get_mut(&who) {
-                            m.nick = new.clone();
+                            m.rename(new.clone());
                         }
                         if who == OPERATOR {
                             self.operator_nick = new.clone();
@@ -313,13 +369,11 @@ impl Room {
                         out.push(Deliver::Close(who));
                         Some(line)
                     }
-                    Action::Unknown(w) => {
-                        out.push(Deliver::One(
-                            who,
-                            format!("ERR unknown command /{} (try /help)", chat::clean(&w)),
-                        ));
-                        None
-                    }
+                    Action::Unknown(w) => reply(
+                        who,
+                        format!("ERR unknown command /{} (try /help)", chat::clean(&w)),
+                        out,
+                    ),
                 }
             }
         }
@@ -331,6 +385,75 @@ impl Room {
         Some(self.notice(&m.nick, m.addr, "drop", "was dropped (not reading)", out))
     }
 
+    /// The operator's `/kick` (or `/ban`, which also refuses the member's
+    /// address): the member gets the notice and is closed, the room gets
+    /// the notice; both are logged.
+    fn remove_member(
+        &mut self,
+        who: usize,
+        target: &str,
+        reason: &str,
+        ban: bool,
+        out: &mut Vec<Deliver>,
+    ) -> Option<String> {
+        let cmd = if ban { "ban" } else { "kick" };
+        if who != OPERATOR {
+            return reply(who, format!("ERR /{cmd} is for the server's operator"), out);
+        }
+        if chat::valid_nick(target).is_err() {
+            return reply(who, format!("ERR usage: /{cmd} NICK [REASON]"), out);
+        }
+        let Some(slot) = self
+            .members
+            .iter()
+            .find(|(id, m)| **id != OPERATOR && same_nick(&m.nick, target))
+            .map(|(id, _)| *id)
+        else {
+            return reply(who, format!("ERR no member named {target} (try /who)"), out);
+        };
+        let m = self.members.remove(&slot)?;
+        let mut banned = String::new();
+        if ban && let Some(key) = m.addr.map(|a| ban_key(a.ip())) {
+            if !self.bans.contains(&key) {
+                if self.bans.len() >= MAX_BANS
+                    && let Some(old) = self.bans.pop_front()
+                {
+                    banned = format!(
+                        " (the oldest ban, {}, was lifted: at most {MAX_BANS})",
+                        shown_ban(old)
+                    );
+                }
+                self.bans.push_back(key);
+            }
+            banned = format!(
+                "; {} refused until the server stops{banned}",
+                shown_ban(key)
+            );
+        }
+        let by = if ban { "banned" } else { "kicked" };
+        let mut text = format!("was {by} by {}", self.operator_nick);
+        if !reason.is_empty() {
+            text.push_str(&format!(" ({reason})"));
+        }
+        let line = self.notice(&m.nick, m.addr, cmd, &text, out);
+        out.push(Deliver::One(slot, line.clone()));
+        out.push(Deliver::Close(slot));
+        Some(format!("{line}{banned}"))
+    }
+
+    /// Why a join as `nick` from `addr` is refused, if it is: a banned
+    /// address, or a name reserved for the operator.
+    fn refuse_join(&self, nick: &str, addr: Option<SocketAddr>) -> Option<String> {
+        if let Some(a) = addr
+            && self.bans.contains(&ban_key(a.ip()))
+        {
+            return Some("banned: this address may not join this room".into());
+        }
+        chat::reserved_nick(nick, &self.operator_nick)
+            .then(|| format!("nickname {nick} is reserved for the server's operator"))
+    }
+
+    /// A server notice about `nick` (`*** nick text`) to everyone, logged.
     fn notice(
         &mut self,
         nick: &str,
@@ -339,8 +462,8 @@ impl Room {
         text: &str,
         out: &mut Vec<Deliver>,
     ) -> String {
-        let line = chat::notice_line(&now(), nick, text);
-        self.record(nick, addr, kind, text);
+        let line = chat::server_line(&now(), &format!("{nick} {text}"));
+        self.record(nick, addr, kind, text, None);
         self.remember(&line);
         out.push(Deliver::All(line.clone()));
         line
@@ -356,23 +479,35 @@ impl Room {
         self.replay.push_back(line.to_string());
     }
 
-    fn unique(&self, want: &str) -> String {
-        let taken = |n: &str| {
-            self.members.values().any(|m| same_nick(&m.nick, n))
-                || (same_nick(n, &self.operator_nick) && want != n)
+    /// `want`, or `want` with the lowest number from 2 on that makes it
+    /// free (taken names are compared by [`same_nick`]). None if no such
+    /// name is free (the member count bounds the search) or allowed.
+    fn unique(&self, want: &str) -> Option<String> {
+        // Every member's forms once, so each candidate is a few look-ups.
+        let taken: std::collections::HashSet<&str> =
+            self.members.values().flat_map(|m| m.key.forms()).collect();
+        let free = |n: &str| {
+            !NickKey::of(n).forms().any(|f| taken.contains(f))
+                && !chat::reserved_nick(n, &self.operator_nick)
         };
-        if !taken(want) && !same_nick(want, "operator") {
-            return want.to_string();
+        if free(want) {
+            return Some(want.to_string());
         }
-        (2..)
+        (2..=MAX_MEMBERS + 1)
             .map(|i| format!("{want}{i}"))
-            .find(|n| !taken(n))
-            .unwrap_or_else(|| want.to_string())
+            .find(|n| free(n))
     }
 
     /// Append a record to today's log before the line goes out; a failure
     /// is remembered for [`Room::take_log_failure`] and the room goes on.
-    fn record(&mut self, nick: &str, addr: Option<SocketAddr>, kind: &str, text: &str) {
+    fn record(
+        &mut self,
+        nick: &str,
+        addr: Option<SocketAddr>,
+        kind: &str,
+        text: &str,
+        raw: Option<&[u8]>,
+    ) {
         let Some(dir) = self.log_dir.clone() else {
             return;
         };
@@ -383,11 +518,13 @@ impl Room {
             nick,
             addr: addr.map_or_else(|| "operator".into(), |a| a.to_string()),
             kind,
-            text: chat::clean(text),
+            text,
+            bytes_hex: raw.map(hex),
         };
-        let Ok(mut line) = serde_json::to_string(&rec) else {
+        let Ok(line) = serde_json::to_string(&rec) else {
             return;
         };
+        let mut line = crate::proto::escape::json_safe(&line).into_owned();
         line.push('\n');
         let res = self
             .ensure_log(&dir, &day)
@@ -448,10 +585,51 @@ impl Room {
     }
 }
 
-/// Nicknames are ASCII and compared without case, as IRC does: `Operator`
-/// and `a`/`A` would otherwise pass for one another on screen.
+/// Nicknames compare without case and with confusables folded: `Operator`
+/// and `0perator`, `a` and `A` would otherwise pass for one another on screen.
 fn same_nick(a: &str, b: &str) -> bool {
-    a.eq_ignore_ascii_case(b)
+    chat::same_nick(a, b)
+}
+
+/// A reply to one member only (`ERR`, `HELP`, `/who`); the operator's is on
+/// the console too, since a foreground server's operator reads the console.
+fn reply(who: usize, line: String, out: &mut Vec<Deliver>) -> Option<String> {
+    let console = (who == OPERATOR).then(|| line.clone());
+    out.push(Deliver::One(who, line));
+    console
+}
+
+/// What a ban refuses for `ip`: an IPv4 address as it is (an IPv4-mapped
+/// IPv6 one as its IPv4 address), an IPv6 address by its /64, since one
+/// host usually has a whole /64 to pick addresses from.
+fn ban_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
+/// A ban as people write it: `192.0.2.7`, `2001:db8::/64`.
+fn shown_ban(key: IpAddr) -> String {
+    match key {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("{v6}/64"),
+    }
+}
+
+fn shown_addr(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "operator".into(), |a| a.to_string())
+}
+
+/// Lower-case hex of `b`.
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Rotated generations kept of one day's log (`.1` newest): a flood costs at
@@ -552,6 +730,65 @@ fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bans_are_by_ipv4_address_and_ipv6_slash_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(ban_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(ban_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(
+            ban_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            ban_key(ip("2001:db8:1:2::1")),
+            ban_key(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            ban_key(ip("2001:db8:1:2::1")),
+            ban_key(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(
+            shown_ban(ban_key(ip("2001:db8:1:2::1"))),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(shown_ban(ban_key(ip("::1"))), "::/64");
+    }
+
+    #[test]
+    fn bans_are_bounded_and_lift_the_oldest() {
+        let mut room = Room::new(None, 0);
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let mut out = Vec::new();
+        room.set_operator(Some(tx), &mut out);
+        for i in 0..=MAX_BANS {
+            let addr: SocketAddr = format!("10.0.{}.{}:4000", i / 256, i % 256)
+                .parse()
+                .unwrap();
+            let slot = i;
+            room.handle(slot, Some(addr), ChatIn::Join(format!("m{i}")), &mut out);
+            assert!(room.contains(slot), "m{i} joined");
+            let said = room.handle(
+                OPERATOR,
+                None,
+                ChatIn::Line(format!("/ban m{i}").into_bytes()),
+                &mut out,
+            );
+            assert!(!room.contains(slot), "m{i} banned");
+            let said = said.unwrap_or_default();
+            assert_eq!(
+                said.contains("was lifted"),
+                i == MAX_BANS,
+                "ban {i}: {said}"
+            );
+        }
+        assert_eq!(room.bans.len(), MAX_BANS);
+        // The first ban was lifted; the second holds.
+        let first: SocketAddr = "10.0.0.0:4001".parse().unwrap();
+        let second: SocketAddr = "10.0.0.1:4001".parse().unwrap();
+        assert!(room.refuse_join("x", Some(first)).is_none());
+        assert!(room.refuse_join("x", Some(second)).is_some());
+    }
 
     #[test]
     fn rotation_keeps_generations_and_drops_only_the_oldest() {

@@ -12,9 +12,13 @@
 //!   bidi overrides and invisible characters) arrives neutralised at
 //!   members, on the console and in the chat log; the client escapes what a
 //!   hostile server sends, its `OK joined as` line included;
+//! - impersonation (issue 17): reserved names on every path (`CHAT` and
+//!   `/nick`, the operator's name after it left, look-alikes folded), server
+//!   notices (`*** `) no member can frame, the operator's `/kick` and `/ban`
+//!   (by address from 127.0.0.2/127.0.0.3, and the /64 on `::1`);
 //! - the chat log: written before delivery (a `kill -KILL` after delivery
-//!   loses nothing), and a log directory that cannot be created does not
-//!   stop the room;
+//!   loses nothing), lossless (a real ESC and a typed `\x1b` stay apart),
+//!   and a log directory that cannot be created does not stop the room;
 //! - the `netsh chat` client: `--send`, `--json`, stdin, `--wait`, a server
 //!   that goes away, a refused port, bad words; the operator of a foreground
 //!   `netsh serve` (stdin lines; its name cannot be taken) and of a piped
@@ -192,7 +196,7 @@ fn join_raw(addr: SocketAddr, nick: &str) -> (Peer, String) {
 pub(crate) fn join(addr: SocketAddr, nick: &str, in_room: usize) -> Peer {
     let (mut p, ok) = join_raw(addr, nick);
     assert_eq!(ok, format!("OK joined as {nick} ({in_room} in room)"));
-    p.expect(&format!("* {nick} joined"));
+    p.expect(&format!("*** {nick} joined"));
     p
 }
 
@@ -334,10 +338,10 @@ fn members_get_every_line_in_one_order_with_their_own_as_acknowledgement() {
     let srv = server(0, None);
     let mut a = join(srv.addr, "a", 1);
     let mut b = join(srv.addr, "b", 2);
-    a.expect("* b joined");
+    a.expect("*** b joined");
     let mut c = join(srv.addr, "c", 3);
-    a.expect("* c joined");
-    b.expect("* c joined");
+    a.expect("*** c joined");
+    b.expect("*** c joined");
 
     // Everyone talks at once; nobody waits for anything before sending.
     const K: usize = 25;
@@ -368,8 +372,8 @@ fn members_get_every_line_in_one_order_with_their_own_as_acknowledgement() {
 
     // A member whose connection just closes has left.
     drop(a);
-    b.expect("* a left");
-    c.expect("* a left");
+    b.expect("*** a left");
+    c.expect("*** a left");
     b.send("still here");
     b.expect("<b> still here");
     c.expect("<b> still here");
@@ -386,8 +390,8 @@ fn nicknames_clash_are_checked_and_change() {
     let mut bob = join(srv.addr, "bob", 1);
     let (mut bob2, ok) = join_raw(srv.addr, "bob");
     assert_eq!(ok, "OK joined as bob2 (2 in room)");
-    bob2.expect("* bob2 joined");
-    bob.expect("* bob2 joined");
+    bob2.expect("*** bob2 joined");
+    bob.expect("*** bob2 joined");
 
     // Bad nicknames: refused, and the connection stays a usable line client.
     let mut x = Peer::connect(srv.addr, "x");
@@ -408,9 +412,9 @@ fn nicknames_clash_are_checked_and_change() {
     let nick32 = "n".repeat(32);
     x.send(&format!("CHAT {nick32}"));
     assert_eq!(x.line(), format!("OK joined as {nick32} (3 in room)"));
-    x.expect(&format!("* {nick32} joined"));
-    bob.expect(&format!("* {nick32} joined"));
-    bob2.expect(&format!("* {nick32} joined"));
+    x.expect(&format!("*** {nick32} joined"));
+    bob.expect(&format!("*** {nick32} joined"));
+    bob2.expect(&format!("*** {nick32} joined"));
 
     // /nick: taken, invalid, then a free name announced to everyone.
     bob2.send("/nick bob");
@@ -419,7 +423,7 @@ fn nicknames_clash_are_checked_and_change() {
     assert!(bob2.line().starts_with("ERR "), "invalid new nickname");
     bob2.send("/nick rob");
     for m in [&mut bob2, &mut bob, &mut x] {
-        m.expect("* bob2 is now known as rob");
+        m.expect("*** bob2 is now known as rob");
     }
     bob2.send("hi as rob");
     for m in [&mut bob2, &mut bob, &mut x] {
@@ -428,7 +432,7 @@ fn nicknames_clash_are_checked_and_change() {
     // The old name is free again.
     let (mut again, ok) = join_raw(srv.addr, "bob2");
     assert_eq!(ok, "OK joined as bob2 (4 in room)");
-    again.expect("* bob2 joined");
+    again.expect("*** bob2 joined");
     assert_serves(srv.addr);
 }
 
@@ -437,14 +441,14 @@ fn who_me_help_unknown_exit_and_quit() {
     let srv = server(0, None);
     let mut zed = join(srv.addr, "zed", 1);
     let mut amy = join(srv.addr, "amy", 2);
-    zed.expect("* amy joined");
+    zed.expect("*** amy joined");
     let mut mia = join(srv.addr, "mia", 3);
-    zed.expect("* mia joined");
-    amy.expect("* mia joined");
+    zed.expect("*** mia joined");
+    amy.expect("*** mia joined");
 
     // /who: sorted, to the asker only.
     zed.send("/who");
-    zed.expect("* in the room (3): amy, mia, zed");
+    zed.expect("*** in the room (3): amy, mia, zed");
     amy.send("after who");
     for m in [&mut zed, &mut amy, &mut mia] {
         m.expect("<amy> after who");
@@ -476,15 +480,15 @@ fn who_me_help_unknown_exit_and_quit() {
     // exit: the others see the leave; the leaver gets BYE and the close.
     zed.send("exit");
     zed.expect_bye_eof();
-    amy.expect("* zed left");
-    mia.expect("* zed left");
+    amy.expect("*** zed left");
+    mia.expect("*** zed left");
     amy.send("/quit");
     amy.expect_bye_eof();
-    mia.expect("* amy left");
+    mia.expect("*** amy left");
     mia.send("/who");
-    mia.expect("* in the room (1): mia");
+    mia.expect("*** in the room (1): mia");
     assert!(
-        srv.lines_with("* zed left").len() == 1,
+        srv.lines_with("*** zed left").len() == 1,
         "console: {:?}",
         srv.lines_with("[CHAT]")
     );
@@ -496,7 +500,7 @@ fn newcomers_get_the_last_lines_replayed() {
     let srv = server(3, None);
     let (mut a, ok) = join_raw(srv.addr, "a");
     assert_eq!(ok, "OK joined as a (1 in room)");
-    a.expect("* a joined");
+    a.expect("*** a joined");
     for i in 1..=5 {
         a.send(&format!("line {i}"));
         a.expect(&format!("<a> line {i}"));
@@ -507,15 +511,15 @@ fn newcomers_get_the_last_lines_replayed() {
     n.expect("<a> line 3");
     n.expect("<a> line 4");
     n.expect("<a> line 5");
-    n.expect("* n joined");
-    a.expect("* n joined");
+    n.expect("*** n joined");
+    a.expect("*** n joined");
     // Notices are room lines too: the window moves on.
     let (mut m, ok) = join_raw(srv.addr, "m");
     assert_eq!(ok, "OK joined as m (3 in room)");
     m.expect("<a> line 4");
     m.expect("<a> line 5");
-    m.expect("* n joined");
-    m.expect("* m joined");
+    m.expect("*** n joined");
+    m.expect("*** m joined");
     assert_serves(srv.addr);
 }
 
@@ -524,12 +528,12 @@ fn a_member_that_never_reads_is_dropped_and_the_others_get_every_line() {
     let srv = server(0, None);
     let mut fast = join(srv.addr, "fast", 1);
     let mut snd = join(srv.addr, "snd", 2);
-    fast.expect("* snd joined");
+    fast.expect("*** snd joined");
     // The slow member sends CHAT and never reads a byte.
     let mut slow = Peer::connect(srv.addr, "slow");
     slow.send("CHAT slow");
-    fast.expect("* slow joined");
-    snd.expect("* slow joined");
+    fast.expect("*** slow joined");
+    snd.expect("*** slow joined");
     assert!(fast.buf.is_empty() && snd.buf.is_empty());
 
     // 1. Fill what the kernel holds for slow, until the server itself holds
@@ -540,7 +544,8 @@ fn a_member_that_never_reads_is_dropped_and_the_others_get_every_line() {
     //    Held = made for slow, less written to its socket (all written, less
     //    what fast and snd got); exact when all is read and the server idle.
     let room_line = |text: &str| (11 + text.len() + 1) as i64;
-    let made_slow = ("OK joined as slow (3 in room)".len() + 1) as i64 + room_line("* slow joined");
+    let made_slow =
+        ("OK joined as slow (3 in room)".len() + 1) as i64 + room_line("*** slow joined");
     let (made_fast, made_snd) = (fast.got as i64, snd.got as i64);
     let out = || srv.handle.stats.bytes_out.load(Ordering::SeqCst) as i64;
     // With `l` bytes of lines since: made for the three, less all written.
@@ -577,7 +582,7 @@ fn a_member_that_never_reads_is_dropped_and_the_others_get_every_line() {
             loop {
                 let l = p.line();
                 let t = body(&l).to_string();
-                if t == "* slow was dropped (not reading)" {
+                if t == "*** slow was dropped (not reading)" {
                     drops += 1;
                     dropped.store(true, Ordering::SeqCst);
                 } else if t == "<snd> END" {
@@ -629,7 +634,7 @@ fn a_member_that_never_reads_is_dropped_and_the_others_get_every_line() {
         );
     }
     assert_eq!(
-        srv.lines_with("* slow was dropped (not reading)").len(),
+        srv.lines_with("*** slow was dropped (not reading)").len(),
         1,
         "console says it once"
     );
@@ -671,15 +676,15 @@ fn a_member_stuck_under_the_cap_does_not_freeze_a_paused_room() {
     let fast_tap = Tap::new(&mut fast);
     let (mut holder, ok) = join_raw(srv.addr, "holder");
     assert_eq!(ok, "OK joined as holder (2 in room)");
-    holder.expect("* holder joined");
+    holder.expect("*** holder joined");
     assert!(holder.buf.is_empty());
-    assert!(wait_for(READ_LIMIT, || fast_tap.has("* holder joined")));
+    assert!(wait_for(READ_LIMIT, || fast_tap.has("*** holder joined")));
     // From here holder reads nothing. What the room made for each (room
     // lines: the time, 11 bytes, the text, a newline):
     let room_line = |text: &str| (11 + text.len() + 1) as i64;
     let mut made_holder = holder.got as i64;
     let mut made_fast =
-        (fast_ok.len() + 1) as i64 + room_line("* fast joined") + room_line("* holder joined");
+        (fast_ok.len() + 1) as i64 + room_line("*** fast joined") + room_line("*** holder joined");
     let out = || srv.handle.stats.bytes_out.load(Ordering::SeqCst) as i64;
     // Held for holder in the server: made for it, less written to its
     // socket. Exact once fast has all its lines and the server is idle;
@@ -727,7 +732,7 @@ fn a_member_stuck_under_the_cap_does_not_freeze_a_paused_room() {
     //    the room pauses, and reads from nobody.
     let mut flood = Peer::connect(srv.addr, "flood");
     flood.send("CHAT flood");
-    assert!(wait_for(READ_LIMIT, || fast_tap.has("* flood joined")));
+    assert!(wait_for(READ_LIMIT, || fast_tap.has("*** flood joined")));
     let bytes_in = || srv.handle.stats.bytes_in.load(Ordering::SeqCst) as i64;
     let before = settled(bytes_in);
     let mut w = flood.s.try_clone().unwrap();
@@ -772,7 +777,7 @@ fn escapes_controls_and_bad_utf8_arrive_neutralised_everywhere() {
     let srv = server(0, Some(log.clone()));
     let mut a = join(srv.addr, "a", 1);
     let mut b = join(srv.addr, "b", 2);
-    a.expect("* b joined");
+    a.expect("*** b joined");
 
     let evil: &[u8] =
         b"cls \x1b[2J bell \x07 bad \xff\xfe csi \xc2\x9b31m cr \r nul \x00 del \x7f end";
@@ -806,22 +811,43 @@ fn escapes_controls_and_bad_utf8_arrive_neutralised_everywhere() {
         assert!(!l.chars().any(char::is_control), "console line {l:?}");
     }
 
-    // The log: JSON lines whose text is the escaped form.
+    // The log: JSON lines with the text as it was said (lossless: the
+    // invalid bytes in `bytes_hex`), and no raw control byte in the file.
     let recs = log_records(&log);
     let say: Vec<&Value> = recs.iter().filter(|r| s(r, "kind") == "say").collect();
     assert_eq!(say.len(), 1, "{recs:?}");
-    assert_eq!(s(say[0], "text"), shown);
+    assert_eq!(
+        s(say[0], "text"),
+        String::from_utf8_lossy(evil).trim_end(),
+        "{}",
+        say[0]
+    );
+    assert_eq!(s(say[0], "bytes_hex"), hex(evil));
     assert_eq!(s(say[0], "nick"), "a");
     let me: Vec<&Value> = recs.iter().filter(|r| s(r, "kind") == "me").collect();
     assert_eq!(me.len(), 1, "{recs:?}");
     assert_eq!(
         s(me[0], "text"),
-        "sets \\x1b]0;title\\x07 \u{fffd}(\u{fffd}"
+        "sets \u{1b}]0;title\u{7} \u{fffd}(\u{fffd}"
     );
-    for r in &recs {
-        assert!(!s(r, "text").chars().any(char::is_control), "{r}");
+    assert_eq!(
+        s(me[0], "bytes_hex"),
+        hex(b"/me sets \x1b]0;title\x07 \xe2\x28\xa1")
+    );
+    for e in std::fs::read_dir(&log).unwrap() {
+        let raw = std::fs::read(e.unwrap().path()).unwrap();
+        let text = String::from_utf8(raw).expect("the log is UTF-8");
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "a raw control character in the log: {text:?}"
+        );
     }
     assert_serves(srv.addr);
+}
+
+/// Lower-case hex of `b`, as the log's `bytes_hex`.
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// True for the invisible and bidi characters the room must never pass on
@@ -849,7 +875,7 @@ fn bidi_overrides_and_invisible_characters_arrive_escaped_everywhere() {
     let srv = server(0, Some(log.clone()));
     let mut a = join(srv.addr, "a", 1);
     let mut b = join(srv.addr, "b", 2);
-    a.expect("* b joined");
+    a.expect("*** b joined");
 
     // "Trojan Source": shows as "pay exe.txt now" in a bidi-aware terminal.
     a.send(
@@ -875,15 +901,20 @@ fn bidi_overrides_and_invisible_characters_arrive_escaped_everywhere() {
         assert!(!l.chars().any(invisible), "console line {l:?}");
     }
 
-    // The log: the JSON text is the escaped form, and the file itself holds
-    // no raw bidi or invisible character.
+    // The log: the JSON text is what was said (the characters \uXXXX-escaped
+    // in the JSON), and the file itself holds no raw bidi or invisible
+    // character.
     let recs = log_records(&log);
     let say: Vec<&Value> = recs.iter().filter(|r| s(r, "kind") == "say").collect();
     assert_eq!(say.len(), 1, "{recs:?}");
-    assert_eq!(s(say[0], "text"), shown);
+    assert_eq!(
+        s(say[0], "text"),
+        "pay \u{202e}\u{2066}txt.exe\u{2069}\u{2066} now\u{200b}\u{feff}\u{2028} café 日本 😀"
+    );
+    assert!(say[0].get("bytes_hex").is_none(), "UTF-8: {}", say[0]);
     let me: Vec<&Value> = recs.iter().filter(|r| s(r, "kind") == "me").collect();
     assert_eq!(me.len(), 1, "{recs:?}");
-    assert_eq!(s(me[0], "text"), "hides\\u{e0041}\\xad\\u{200f}");
+    assert_eq!(s(me[0], "text"), "hides\u{e0041}\u{00ad}\u{200f}");
     for e in std::fs::read_dir(&log).unwrap() {
         let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
         assert!(!text.chars().any(invisible), "raw in the log: {text:?}");
@@ -896,7 +927,7 @@ fn overlong_lines_are_refused_and_skipped_and_4096_bytes_pass() {
     let srv = server(0, None);
     let mut a = join(srv.addr, "a", 1);
     let mut b = join(srv.addr, "b", 2);
-    a.expect("* b joined");
+    a.expect("*** b joined");
     let refused = format!("ERR line too long (max {MAX_LINE} bytes); not sent");
 
     // 1 MiB in one line, then a normal one.
@@ -977,7 +1008,7 @@ fn an_unwritable_log_dir_is_said_once_and_the_room_works() {
     );
     let mut a = join(srv.addr, "a", 1);
     let mut b = join(srv.addr, "b", 2);
-    a.expect("* b joined");
+    a.expect("*** b joined");
     for i in 0..10 {
         a.send(&format!("unlogged {i}"));
         a.expect(&format!("<a> unlogged {i}"));
@@ -1028,7 +1059,7 @@ fn the_log_is_written_before_delivery_and_survives_kill_9() {
     // The foreground server's operator is a member: two in the room.
     let mut a = join(srv.addr(), "a", 2);
     let mut b = join(srv.addr(), "b", 3);
-    a.expect("* b joined");
+    a.expect("*** b joined");
     const N: usize = 40;
     for i in 0..N {
         a.send(&format!("a says {i}"));
@@ -1089,7 +1120,7 @@ fn a_leaver_s_quit_never_closes_the_newcomer_that_took_its_place() {
     let mut stay = join(srv.addr, "stay", 1);
     for i in 0..300 {
         let mut old = join(srv.addr, &format!("old{i}"), 2);
-        stay.expect(&format!("* old{i} joined"));
+        stay.expect(&format!("*** old{i} joined"));
         old.send_raw(b"last words\n/quit\n");
         drop(old);
         let (mut new, ok) = join_raw(srv.addr, &format!("new{i}"));
@@ -1100,14 +1131,14 @@ fn a_leaver_s_quit_never_closes_the_newcomer_that_took_its_place() {
         new.send("/quit");
         assert_eq!(
             new.line().split_once("] ").map(|x| x.1).unwrap_or(""),
-            format!("* new{i} joined"),
+            format!("*** new{i} joined"),
             "round {i}"
         );
         // Everything `stay` sees in this round, until new's leave.
         let mut seen = Vec::new();
         loop {
             let l = stay.line();
-            let done = l.ends_with(&format!("* new{i} left"));
+            let done = l.ends_with(&format!("*** new{i} left"));
             seen.push(l);
             if done {
                 break;
@@ -1123,52 +1154,389 @@ fn a_leaver_s_quit_never_closes_the_newcomer_that_took_its_place() {
 }
 
 /// Regression (d8387ad): `/nick operator` was allowed though `CHAT operator`
-/// is renamed: a member could speak as `<operator>`.
+/// is renamed: a member could speak as `<operator>`. Since issue 17 the
+/// operator's title is refused outright, variants (`operator2`) included.
 #[test]
 fn a_member_cannot_rename_itself_to_the_operator() {
     let srv = server(0, None);
     let mut a = join(srv.addr, "a", 1);
-    // Joining as "operator" is refused by renaming…
-    let (mut b, ok) = join_raw(srv.addr, "operator");
-    assert_eq!(ok, "OK joined as operator2 (2 in room)");
-    b.expect("* operator2 joined");
-    a.expect("* operator2 joined");
-    // …so /nick must not give the name either.
+    // Joining as "operator", or a variant of it, is refused on the join.
+    for nick in ["operator", "operator2", "Operator"] {
+        let (mut b, ok) = join_raw(srv.addr, nick);
+        assert_eq!(
+            ok,
+            format!("ERR nickname {nick} is reserved for the server's operator")
+        );
+        b.expect_eof();
+    }
+    let mut b = join(srv.addr, "b", 2);
+    a.expect("*** b joined");
+    // …and /nick does not give the name either.
     b.send("/nick operator");
     let l = b.line();
     assert!(l.starts_with("ERR "), "impersonation allowed: {l:?}");
     b.send("still me");
-    b.expect("<operator2> still me");
-    a.expect("<operator2> still me");
+    b.expect("<b> still me");
+    a.expect("<b> still me");
     // With the operator in the room, its name is taken as well.
     let _op = srv.handle.attach_operator();
-    a.expect("* operator joined (the server's operator)");
-    b.expect("* operator joined (the server's operator)");
+    a.expect("*** operator joined (the server's operator)");
+    b.expect("*** operator joined (the server's operator)");
     b.send("/nick operator");
     assert!(b.line().starts_with("ERR "));
     b.send("/who");
-    b.expect("* in the room (3): a, operator, operator2");
-    // Nicknames compare without case: no `Operator`, no second `a` as `A`.
-    for (want, got) in [("Operator", "Operator3"), ("A", "A2")] {
-        let (mut c, ok) = join_raw(srv.addr, want);
-        assert_eq!(ok, format!("OK joined as {got} (4 in room)"));
-        c.expect(&format!("* {got} joined"));
-        c.send("/nick OPERATOR");
-        assert!(c.line().starts_with("ERR "), "OPERATOR allowed");
-        c.send("/nick a");
-        assert!(c.line().starts_with("ERR "), "a second 'a' allowed");
-        c.send("/quit");
-    }
+    b.expect("*** in the room (3): a, b, operator");
+    // Nicknames compare without case: no `OPERATOR`, no second `a` as `A`.
+    let (mut c, ok) = join_raw(srv.addr, "A");
+    assert_eq!(ok, "OK joined as A2 (4 in room)");
+    c.expect("*** A2 joined");
+    c.send("/nick OPERATOR");
+    assert!(c.line().starts_with("ERR "), "OPERATOR allowed");
+    c.send("/nick a");
+    assert!(c.line().starts_with("ERR "), "a second 'a' allowed");
     // A member may change the case of its own name.
-    b.send("/nick OPERATOR2");
+    c.send("/nick a2");
     let renamed = (0..20)
-        .map(|_| b.line())
+        .map(|_| c.line())
         .find(|l| !l.contains(" joined") && !l.contains(" left"));
     let renamed = renamed.expect("an answer to /nick");
     assert!(
-        renamed.ends_with("* operator2 is now known as OPERATOR2"),
+        renamed.ends_with("*** A2 is now known as a2"),
         "{renamed:?}"
     );
+    assert_serves(srv.addr);
+}
+
+/// Issue 17: reserved names were checked by `/nick` only, and only exactly:
+/// after the operator's `/nick admin` and leaving, `CHAT admin` got the
+/// name, and `0perator` or `admin2` passed for the operator.
+#[test]
+fn reserved_names_hold_on_every_path_with_look_alikes_folded() {
+    let srv = server(0, None);
+    let mut a = join(srv.addr, "a", 1);
+    let op = srv.handle.attach_operator();
+    a.expect("*** operator joined (the server's operator)");
+    assert!(srv.handle.operator_say("/nick admin"));
+    a.expect("*** operator is now known as admin");
+    // The operator leaves: its name stays its own.
+    srv.handle.detach_operator();
+    a.expect("*** admin left");
+    drop(op);
+
+    let reserved = [
+        "admin",
+        "ADMIN",
+        "Admin",
+        "admin2",
+        "admin_",
+        "Admin.1",
+        "adrnin",
+        "operator",
+        "0perator",
+        "0PERAT0R",
+        "operator2",
+        "operators",
+    ];
+    for nick in reserved {
+        let (mut m, ok) = join_raw(srv.addr, nick);
+        assert_eq!(
+            ok,
+            format!("ERR nickname {nick} is reserved for the server's operator"),
+            "CHAT {nick}"
+        );
+        m.expect_eof();
+    }
+    // Non-ASCII look-alikes (Cyrillic О, a zero-width space, fullwidth
+    // letters) are not nicknames at all: refused, the connection stays a
+    // line client.
+    let mut x = Peer::connect(srv.addr, "x");
+    for nick in [
+        "\u{41e}PERATOR",
+        "oper\u{200b}ator",
+        "\u{ff4f}perator",
+        "adm\u{456}n",
+    ] {
+        x.send(&format!("CHAT {nick}"));
+        let l = x.line();
+        assert!(
+            l.starts_with("ERR a nickname may have only"),
+            "{nick:?} → {l:?}"
+        );
+    }
+    x.send("ECHO still a line client");
+    assert_eq!(x.line(), "ECHO_RESPONSE:still a line client");
+
+    // The same rule for /nick.
+    for nick in reserved {
+        a.send(&format!("/nick {nick}"));
+        assert_eq!(
+            a.line(),
+            format!("ERR nickname {nick} is reserved for the server's operator"),
+            "/nick {nick}"
+        );
+    }
+    // Names that only begin like the operator's are free.
+    let mut adm = join(srv.addr, "administrator", 2);
+    a.expect("*** administrator joined");
+    // Taken is folded the same way: `A` is `a`, `b0b` is `bob`.
+    let mut bob = join(srv.addr, "bob", 3);
+    a.expect("*** bob joined");
+    adm.expect("*** bob joined");
+    let (mut b2, ok) = join_raw(srv.addr, "b0b");
+    assert_eq!(ok, "OK joined as b0b2 (4 in room)");
+    b2.expect("*** b0b2 joined");
+    bob.expect("*** b0b2 joined");
+    bob.send("/nick B0B2");
+    assert_eq!(bob.line(), "ERR nickname B0B2 is taken");
+    assert_serves(srv.addr);
+}
+
+/// Issue 17: `/me joined (the server's operator)` looked exactly like the
+/// server's notice. Server notices now start `*** `, which no member line
+/// can (a member's text follows `<nick>` or `* nick`).
+#[test]
+fn a_member_cannot_forge_a_server_notice() {
+    let srv = server(0, None);
+    let mut a = join(srv.addr, "a", 1);
+    let mut eve = join(srv.addr, "eve", 2);
+    a.expect("*** eve joined");
+    eve.send("/me joined (the server's operator)");
+    eve.send("*** operator joined (the server's operator)");
+    eve.send("/me is now known as operator");
+    for m in [&mut a, &mut eve] {
+        let forged = [m.line(), m.line(), m.line()];
+        assert_eq!(body(&forged[0]), "* eve joined (the server's operator)");
+        assert_eq!(
+            body(&forged[1]),
+            "<eve> *** operator joined (the server's operator)"
+        );
+        assert_eq!(body(&forged[2]), "* eve is now known as operator");
+        for l in &forged {
+            assert!(!body(l).starts_with("*** "), "a member framed {l:?}");
+        }
+    }
+    let _op = srv.handle.attach_operator();
+    for m in [&mut a, &mut eve] {
+        let real = m.line();
+        assert_eq!(body(&real), "*** operator joined (the server's operator)");
+    }
+    // The console tells them apart the same way.
+    assert_eq!(
+        srv.lines_with("] *** operator joined (the server's operator)")
+            .len(),
+        1
+    );
+    assert_eq!(
+        srv.lines_with("] * eve joined (the server's operator)")
+            .len(),
+        1
+    );
+    assert_serves(srv.addr);
+}
+
+/// A member connected from a loopback address of our choice (the whole of
+/// 127.0.0.0/8 is this machine).
+fn join_from(addr: SocketAddr, from: &str, nick: &str) -> (Peer, String) {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let local: SocketAddr = format!("{from}:0").parse().expect("local address");
+    sock.bind(&local.into()).expect("bind the client address");
+    sock.connect_timeout(&addr.into(), READ_LIMIT)
+        .unwrap_or_else(|e| panic!("{nick}: connect {addr} from {from}: {e}"));
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut p = Peer {
+        s,
+        buf: Vec::new(),
+        name: nick.to_string(),
+        got: 0,
+    };
+    p.send(&format!("CHAT {nick}"));
+    let ok = p.line();
+    (p, ok)
+}
+
+/// Issue 17: the operator had no way to remove a member. `/kick` closes one
+/// with a notice to it and the room; `/ban` also refuses its address.
+#[test]
+fn the_operator_kicks_and_bans_and_members_cannot() {
+    let dir = DataDir::new();
+    let log = dir.path().join("chat");
+    let srv = server(0, Some(log.clone()));
+    let op = srv.handle.attach_operator();
+    let from_op = |want: &str| {
+        let end = Instant::now() + READ_LIMIT;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match op.recv_timeout(left) {
+                Ok(l) if l.contains(want) => return l,
+                Ok(_) => {}
+                Err(e) => panic!("the operator never got {want:?}: {e}"),
+            }
+        }
+    };
+    let mut amy = join(srv.addr, "amy", 2);
+    let (mut bob, ok) = join_from(srv.addr, "127.0.0.2", "bob");
+    assert_eq!(ok, "OK joined as bob (3 in room)");
+    bob.expect("*** bob joined");
+    amy.expect("*** bob joined");
+
+    // The operator's help names them; a member's cannot use them.
+    assert!(srv.handle.operator_say("/help"));
+    let help = from_op("HELP ");
+    assert!(
+        help.contains("/kick NICK") && help.contains("/ban NICK"),
+        "{help}"
+    );
+    amy.send("/kick bob");
+    assert_eq!(amy.line(), "ERR /kick is for the server's operator");
+    amy.send("/ban bob");
+    assert_eq!(amy.line(), "ERR /ban is for the server's operator");
+    assert!(srv.handle.operator_say("/kick nobody"));
+    assert_eq!(from_op("ERR "), "ERR no member named nobody (try /who)");
+    assert!(
+        wait_for(READ_LIMIT, || !srv
+            .lines_with("ERR no member named nobody")
+            .is_empty()),
+        "the console shows the operator's errors"
+    );
+
+    // Kick: one line to the member, then the close; the room is told.
+    assert!(srv.handle.operator_say("/kick BOB too loud"));
+    bob.expect("*** bob was kicked by operator (too loud)");
+    bob.expect_eof();
+    amy.expect("*** bob was kicked by operator (too loud)");
+    // A kick is not a ban.
+    let (mut bob, ok) = join_from(srv.addr, "127.0.0.2", "bob");
+    assert_eq!(ok, "OK joined as bob (3 in room)");
+    bob.expect("*** bob joined");
+    amy.expect("*** bob joined");
+
+    // Ban: the same, and 127.0.0.2 is refused from now on.
+    assert!(srv.handle.operator_say("/ban bob spam"));
+    bob.expect("*** bob was banned by operator (spam)");
+    bob.expect_eof();
+    amy.expect("*** bob was banned by operator (spam)");
+    for nick in ["bob", "someone"] {
+        let (mut again, ok) = join_from(srv.addr, "127.0.0.2", nick);
+        assert_eq!(ok, "ERR banned: this address may not join this room");
+        again.expect_eof();
+    }
+    // Other addresses are not.
+    let (mut carl, ok) = join_from(srv.addr, "127.0.0.3", "carl");
+    assert_eq!(ok, "OK joined as carl (3 in room)");
+    carl.expect("*** carl joined");
+    amy.expect("*** carl joined");
+
+    // Logged in the chat log and on the console.
+    let recs = log_records(&log);
+    for (kind, text) in [
+        ("kick", "was kicked by operator (too loud)"),
+        ("ban", "was banned by operator (spam)"),
+    ] {
+        let r: Vec<&Value> = recs.iter().filter(|r| s(r, "kind") == kind).collect();
+        assert_eq!(r.len(), 1, "{kind}: {recs:?}");
+        assert_eq!(s(r[0], "nick"), "bob");
+        assert_eq!(s(r[0], "text"), text);
+        assert!(s(r[0], "addr").starts_with("127.0.0.2:"), "{}", r[0]);
+    }
+    assert_eq!(srv.lines_with("*** bob was kicked by operator").len(), 1);
+    let banned = srv.lines_with("*** bob was banned by operator (spam)");
+    assert_eq!(banned.len(), 1);
+    assert!(
+        banned[0].contains("127.0.0.2 refused until the server stops"),
+        "{banned:?}"
+    );
+    assert_eq!(
+        srv.lines_with("127.0.0.2")
+            .iter()
+            .filter(|l| l.contains("refused: banned"))
+            .count(),
+        2,
+        "{:?}",
+        srv.lines_with("[CHAT]")
+    );
+    drop(op);
+    assert_serves(srv.addr);
+}
+
+/// On IPv6 a ban refuses the member's /64 (here the loopback's).
+#[test]
+fn a_ban_over_ipv6_refuses_its_slash_64() {
+    let srv = start_server_with(
+        "::1",
+        Opts {
+            ntp: None,
+            chat_replay: 0,
+            ..Default::default()
+        },
+    );
+    let _op = srv.handle.attach_operator();
+    let (mut m, ok) = join_raw(srv.addr, "six");
+    assert_eq!(ok, "OK joined as six (2 in room)");
+    m.expect("*** six joined");
+    assert!(srv.handle.operator_say("/ban six"));
+    m.expect("*** six was banned by operator");
+    m.expect_eof();
+    let (mut again, ok) = join_raw(srv.addr, "seven");
+    assert_eq!(ok, "ERR banned: this address may not join this room");
+    again.expect_eof();
+    assert!(
+        wait_for(READ_LIMIT, || !srv
+            .lines_with("::/64 refused until the server stops")
+            .is_empty()),
+        "{:?}",
+        srv.lines_with("[CHAT]")
+    );
+    assert_serves(srv.addr);
+}
+
+/// Issue 17: the log escaped the text for display before JSON-escaping it,
+/// so a real ESC and a typed `\x1b` became the same record. It now keeps
+/// the raw text (JSON-escaped), and only screens get the escaped form.
+#[test]
+fn the_log_tells_a_real_escape_from_a_typed_one() {
+    let dir = DataDir::new();
+    let log = dir.path().join("chat");
+    let srv = server(0, Some(log.clone()));
+    let mut a = join(srv.addr, "a", 1);
+    let real = "colour \u{1b}[31mred";
+    let typed = "colour \\x1b[31mred";
+    a.send(real);
+    a.send(typed);
+    a.send("/me \u{1b}]0;t\u{7} vs \\x1b]0;t\\x07");
+    // On screen both show as the visible form (that is the point of it).
+    a.expect("<a> colour \\x1b[31mred");
+    a.expect("<a> colour \\x1b[31mred");
+    a.expect("* a \\x1b]0;t\\x07 vs \\x1b]0;t\\x07");
+    let recs = log_records(&log);
+    let said: Vec<&str> = recs
+        .iter()
+        .filter(|r| s(r, "kind") == "say")
+        .map(|r| s(r, "text"))
+        .collect();
+    assert_eq!(said, [real, typed], "{recs:?}");
+    let me: Vec<&str> = recs
+        .iter()
+        .filter(|r| s(r, "kind") == "me")
+        .map(|r| s(r, "text"))
+        .collect();
+    assert_eq!(me, ["\u{1b}]0;t\u{7} vs \\x1b]0;t\\x07"]);
+    for r in &recs {
+        assert!(r.get("bytes_hex").is_none(), "all UTF-8: {r}");
+    }
+    // The file holds the escape as JSON's \u001b, never the byte.
+    for e in std::fs::read_dir(&log).unwrap() {
+        let raw = std::fs::read(e.unwrap().path()).unwrap();
+        assert!(
+            !raw.contains(&0x1b) && !raw.contains(&0x07),
+            "a raw control byte in the log"
+        );
+        let text = String::from_utf8(raw).unwrap();
+        assert!(text.contains("colour \\u001b[31mred"), "{text}");
+        assert!(text.contains("colour \\\\x1b[31mred"), "{text}");
+    }
     assert_serves(srv.addr);
 }
 
@@ -1209,12 +1577,12 @@ fn the_client_sends_and_prints_non_interactively() {
         .collect();
     assert_eq!(
         bodies,
-        ["* ann joined", "<ann> hi", "* ann waves"],
+        ["*** ann joined", "<ann> hi", "* ann waves"],
         "{}",
         show(&o)
     );
     assert!(o.stderr.is_empty(), "{}", show(&o));
-    for want in ["* ann joined", "<ann> hi", "* ann waves", "* ann left"] {
+    for want in ["*** ann joined", "<ann> hi", "* ann waves", "*** ann left"] {
         bob.expect(want);
     }
 
@@ -1237,8 +1605,8 @@ fn the_client_sends_and_prints_non_interactively() {
         .iter()
         .map(|x| body(x.as_str().unwrap()))
         .collect();
-    assert_eq!(got, ["* ann joined", "<ann> one", "<ann> two"], "{v}");
-    for want in ["* ann joined", "<ann> one", "<ann> two", "* ann left"] {
+    assert_eq!(got, ["*** ann joined", "<ann> one", "<ann> two"], "{v}");
+    for want in ["*** ann joined", "<ann> one", "<ann> two", "*** ann left"] {
         bob.expect(want);
     }
 
@@ -1250,7 +1618,7 @@ fn the_client_sends_and_prints_non_interactively() {
     );
     assert_eq!(o.code, Some(0), "{}", show(&o));
     assert!(o.stdout.contains("<p> b"), "{}", show(&o));
-    for want in ["* p joined", "<p> a", "<p> b", "* p left"] {
+    for want in ["*** p joined", "<p> a", "<p> b", "*** p left"] {
         bob.expect(want);
     }
 
@@ -1263,10 +1631,10 @@ fn the_client_sends_and_prints_non_interactively() {
             None,
         )
     });
-    bob.expect("* w joined");
+    bob.expect("*** w joined");
     bob.send("while you wait");
     bob.expect("<bob> while you wait");
-    bob.expect("* w left");
+    bob.expect("*** w left");
     let o = waiting.join().unwrap();
     assert_eq!(o.code, Some(0), "{}", show(&o));
     assert!(o.stdout.contains("<bob> while you wait"), "{}", show(&o));
@@ -1490,9 +1858,9 @@ fn the_console_operator_talks_and_the_server_outlives_its_stdin() {
     m.send("after EOF");
     m.expect("<m> after EOF");
     let mut n = join(srv.addr(), "n", 3);
-    m.expect("* n joined");
+    m.expect("*** n joined");
     n.send("/who");
-    n.expect("* in the room (3): m, n, operator");
+    n.expect("*** in the room (3): m, n, operator");
     assert_serves(srv.addr());
 }
 
@@ -1544,12 +1912,12 @@ fn the_operator_of_a_piped_shells_own_server() {
 
     let mut m = join(addr, "m", 1);
     writeln!(stdin, "chat --send \"hello from op\"").unwrap();
-    m.expect("* operator joined (the server's operator)");
+    m.expect("*** operator joined (the server's operator)");
     m.expect("<operator> hello from op");
-    m.expect("* operator left");
+    m.expect("*** operator left");
     recv_until(&out, "<operator> hello from op", &mut seen, LIMIT);
     m.send("/who");
-    m.expect("* in the room (1): m");
+    m.expect("*** in the room (1): m");
 
     writeln!(stdin, "serve stop").unwrap();
     drop(stdin);
@@ -1615,8 +1983,8 @@ fn on_a_terminal_an_incoming_line_keeps_the_half_typed_one() {
     let target = srv.addr.to_string();
     let mut p = spawn_pty(dir.path(), &["chat", &target, "--nick", "tom"]);
     p.exp_string("OK joined as tom (2 in room)").unwrap();
-    ann.expect("* tom joined");
-    p.exp_string("* tom joined").unwrap();
+    ann.expect("*** tom joined");
+    p.exp_string("*** tom joined").unwrap();
     p.exp_string("chat> ").unwrap();
 
     type_keys(&mut p, "half typed");
@@ -1634,7 +2002,7 @@ fn on_a_terminal_an_incoming_line_keeps_the_half_typed_one() {
     ann.expect("<tom> half typed done");
     p.exp_string("<tom> half typed done").unwrap();
     type_keys(&mut p, "exit\r");
-    ann.expect("* tom left");
+    ann.expect("*** tom left");
     match p.process().wait().expect("wait for netsh") {
         WaitStatus::Exited(_, 0) => {}
         other => panic!("netsh chat did not exit 0: {other:?}"),
@@ -1721,7 +2089,7 @@ fn a_chat_is_driven_through_the_sessions_terminal_in_process() {
     let mut heard = Vec::new();
     loop {
         let l = watcher.line();
-        let left = body(&l) == "* typist left";
+        let left = body(&l) == "*** typist left";
         heard.push(l);
         if left {
             break;

@@ -472,6 +472,73 @@ fn parse_error_is_located() {
     assert_eq!(o.stdout, "", "a script that does not parse does not run");
 }
 
+/// Issue 17: `netsh run /etc/shadow` printed the file's first line inside
+/// rhai's parse error (and so into logs/errors.log). A file that is not a
+/// script gets one line naming it, with nothing of its text; a file not
+/// named *.rhai that parses but fails gets its location and the kind of
+/// error, still without its text.
+#[test]
+fn a_file_that_is_not_a_script_is_refused_without_quoting_it() {
+    let env = DataDir::new();
+    const SECRET: &str = "root:$6$secret:19000:0:99999:7:::";
+    let secrets = ["secret", "$6$", "root:", "19000", "hunter2", "ghp_"];
+    let check = |o: &Output, what: &str| {
+        assert_eq!(o.code, Some(1), "{what}: {}", show(o));
+        assert_eq!(o.stdout, "", "{what}: nothing ran: {}", show(o));
+        let line = common::one_err_line(o);
+        assert!(line.starts_with("error[script]: "), "{what}: {}", show(o));
+        let log = std::fs::read_to_string(env.path().join("logs/errors.log")).unwrap_or_default();
+        for s in secrets {
+            assert!(!o.stderr.contains(s), "{what}: {s:?} echoed: {}", show(o));
+            assert!(!o.stdout.contains(s), "{what}: {s:?} echoed: {}", show(o));
+            assert!(!log.contains(s), "{what}: {s:?} in errors.log: {log}");
+        }
+        line.to_string()
+    };
+    // A password file, by relative and absolute path.
+    env.write("shadow", &format!("{SECRET}\nbin:*:19000:0:99999:7:::\n"));
+    let abs = env.path().join("shadow").display().to_string();
+    for path in ["shadow", abs.as_str()] {
+        let o = env.run(&["run", path]);
+        let line = check(&o, path);
+        assert_eq!(
+            line,
+            format!(
+                "error[script]: {path} is not a rhai script (line 1, column 5: syntax error) \
+                 — 'run' takes a rhai script (scripts/*.rhai); if this is one, name it \
+                 FILE.rhai to see the error with its line"
+            )
+        );
+    }
+    // Binary: a NUL, or bytes that are not UTF-8.
+    std::fs::write(env.path().join("bin"), format!("{SECRET}\0\n")).unwrap();
+    let line = check(&env.run(&["run", "bin"]), "bin");
+    assert!(
+        line.contains("bin is not a rhai script (binary data at offset 33)"),
+        "{line}"
+    );
+    let mut bad = SECRET.as_bytes().to_vec();
+    bad.extend_from_slice(b"\xff\xfe\n");
+    std::fs::write(env.path().join("key"), bad).unwrap();
+    let line = check(&env.run(&["run", "key"]), "key");
+    assert!(
+        line.contains("key is not a rhai script (not UTF-8 text: bad byte at offset 33)"),
+        "{line}"
+    );
+    // A token that parses (as a variable) and then fails.
+    env.write("token", "ghp_hunter2\n");
+    let line = check(&env.run(&["run", "token"]), "token");
+    assert!(
+        line.starts_with("error[script]: token:1:1: unknown variable — "),
+        "{line}"
+    );
+    // Named *.rhai it is meant as a script: the error shows the line.
+    env.write("typo.rhai", "let x = 1;\nlet y = x +* 2;\n");
+    let o = env.run(&["run", "typo.rhai"]);
+    assert_located(&o, "script", "typo.rhai", 2, 12);
+    assert_eq!(o.stderr.lines().nth(1), Some("    2 | let y = x +* 2;"));
+}
+
 #[test]
 fn unknown_function_suggests_the_command() {
     let env = DataDir::new();
