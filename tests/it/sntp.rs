@@ -618,6 +618,26 @@ fn responder() -> (common::TestServer, SocketAddr) {
     (srv, addr)
 }
 
+/// A server whose SNTP responder answers `rate` requests a second per
+/// source (burst the same), or any number with `None`.
+fn limited_responder(rate: Option<f64>) -> common::TestServer {
+    start_server_with(
+        "127.0.0.1",
+        Opts {
+            ntp: Some(NtpConfig {
+                port: 0,
+                stratum: 10,
+                rate_limit: rate.map(|r| netsh::server::limit::Rate {
+                    per_sec: r,
+                    burst: r,
+                }),
+                v6_prefix: 64,
+            }),
+            ..Default::default()
+        },
+    )
+}
+
 /// Check a normal reply to `req` from a stratum-10 LOCL responder.
 fn assert_reply(r: &[u8], req: &[u8], vn: u8) {
     assert_eq!(r.len(), 48, "{r:?}");
@@ -754,18 +774,7 @@ fn responder_answers_extension_data_with_48_bytes() {
 #[test]
 fn responder_answers_1000_requests() {
     // 1,000 requests from one source as fast as it answers: no rate limit.
-    let srv = start_server_with(
-        "127.0.0.1",
-        Opts {
-            ntp: Some(NtpConfig {
-                port: 0,
-                stratum: 10,
-                rate_limit: None,
-                v6_prefix: 64,
-            }),
-            ..Default::default()
-        },
-    );
+    let srv = limited_responder(None);
     let addr = srv.ntp_addr.expect("SNTP on");
     let c = udp_client("127.0.0.1", addr);
     const N: u64 = 1000;
@@ -804,21 +813,7 @@ fn responder_answers_1000_requests() {
 
 #[test]
 fn responder_rate_limit_kisses_once() {
-    let srv = start_server_with(
-        "127.0.0.1",
-        Opts {
-            ntp: Some(NtpConfig {
-                port: 0,
-                stratum: 10,
-                rate_limit: Some(netsh::server::limit::Rate {
-                    per_sec: 5.0,
-                    burst: 5.0,
-                }),
-                v6_prefix: 64,
-            }),
-            ..Default::default()
-        },
-    );
+    let srv = limited_responder(Some(5.0));
     let addr = srv.ntp_addr.unwrap();
     let c = udp_client("127.0.0.1", addr);
     let base = now_ntp() & !0xFF;
@@ -1099,21 +1094,7 @@ fn kod_rate_then_good_replies() {
 
 #[test]
 fn own_rate_limited_responder_slows_the_client_down() {
-    let srv = start_server_with(
-        "127.0.0.1",
-        Opts {
-            ntp: Some(NtpConfig {
-                port: 0,
-                stratum: 10,
-                rate_limit: Some(netsh::server::limit::Rate {
-                    per_sec: 1.0,
-                    burst: 1.0,
-                }),
-                v6_prefix: 64,
-            }),
-            ..Default::default()
-        },
-    );
+    let srv = limited_responder(Some(1.0));
     let addr = srv.ntp_addr.unwrap().to_string();
     let dir = DataDir::new();
     let o = sntp(dir.path(), &[&addr, "-c", "3", "--timeout", "2s", "--json"]);
