@@ -159,13 +159,11 @@ impl<K: Hash + Eq + Copy, V> Table<K, V> {
                     }
                     oldest
                 });
-                set[i] = Some((key, make(), now));
+                set[i] = None; // the evicted entry, if any
                 i
             }
         };
-        let Some((_, v, t)) = set[i].as_mut() else {
-            unreachable!("slot {i} was just filled")
-        };
+        let (_, v, t) = set[i].get_or_insert_with(|| (key, make(), now));
         *t = now;
         v
     }
