@@ -134,6 +134,7 @@ impl Conn {
         self.mode = Mode::Closing;
         self.closing_since.get_or_insert_with(Instant::now);
         self.inbuf = Vec::new();
+        self.line_started = None;
     }
 
     /// Do all the work the socket allows now: write queued output, read and

@@ -10,7 +10,7 @@
 //! [`MEMBER_STALL`], or over [`MEMBER_HARD_CAP`] at all, has stopped reading:
 //! it is dropped with a notice to the others.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -151,14 +151,13 @@ impl ChatHub {
         };
         match &ev {
             ChatIn::Join(_) if self.limits.per_address > 0 => {
-                let key = limit::source_key(peer.ip(), self.limits.v6_prefix);
-                let mut counts: HashMap<IpAddr, usize> = HashMap::new();
-                for a in self.room.member_addrs() {
-                    *counts
-                        .entry(limit::source_key(a.ip(), self.limits.v6_prefix))
-                        .or_default() += 1;
-                }
-                let held = counts.get(&key).copied().unwrap_or(0);
+                let prefix = self.limits.v6_prefix;
+                let key = limit::source_key(peer.ip(), prefix);
+                let held = self
+                    .room
+                    .member_addrs()
+                    .filter(|a| limit::source_key(a.ip(), prefix) == key)
+                    .count();
                 if held >= self.limits.per_address {
                     stats.refuse(Refusal::RoomShare);
                     deliver.push(Deliver::One(

@@ -282,24 +282,23 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    /// Whether `data` from `peer` is an echo we sent `peer` within
-    /// [`MIRROR_WINDOW`]: a reflection, not a request.
-    pub fn is_reflection(&self, peer: SocketAddr, data: &[u8], now: Instant) -> bool {
+    /// Whether the datagram with `digest` from `peer` is an echo we sent
+    /// `peer` within [`MIRROR_WINDOW`]: a reflection, not a request.
+    pub fn is_reflection(&self, peer: SocketAddr, digest: u64, now: Instant) -> bool {
         self.table
-            .get(&(peer, self.digest(data)))
+            .get(&(peer, digest))
             .is_some_and(|&at| now.saturating_duration_since(at) < MIRROR_WINDOW)
     }
 
-    /// `data` was just echoed to `peer`.
-    pub fn sent(&mut self, peer: SocketAddr, data: &[u8], now: Instant) {
-        let h = self.digest(data);
-        *self.table.touch((peer, h), now, || now) = now;
+    /// The datagram with `digest` was just echoed to `peer`.
+    pub fn sent(&mut self, peer: SocketAddr, digest: u64, now: Instant) {
+        *self.table.touch((peer, digest), now, || now) = now;
     }
 
     /// A digest of the length and up to 256 leading and 64 trailing bytes:
     /// enough to tell datagrams apart (sequence numbers sit near the front),
     /// cheap at 64 KiB.
-    fn digest(&self, data: &[u8]) -> u64 {
+    pub fn digest(&self, data: &[u8]) -> u64 {
         let head = &data[..data.len().min(256)];
         let tail = &data[data.len().saturating_sub(64)..];
         self.hasher.hash_one((data.len(), head, tail))
@@ -444,13 +443,19 @@ mod tests {
         let p: SocketAddr = "192.0.2.7:40000".parse().expect("addr");
         let q: SocketAddr = "192.0.2.7:40001".parse().expect("addr");
         let t0 = Instant::now();
-        m.sent(p, b"seq 1 hello", t0);
-        m.sent(p, b"seq 3 hello", t0);
-        assert!(m.is_reflection(p, b"seq 1 hello", at(t0, 1)));
-        assert!(m.is_reflection(p, b"seq 3 hello", at(t0, 1)));
-        assert!(!m.is_reflection(p, b"seq 2 hello", at(t0, 1)));
-        assert!(!m.is_reflection(q, b"seq 1 hello", at(t0, 1)));
-        assert!(!m.is_reflection(p, b"seq 1 hello", at(t0, 2500)));
+        let d = |m: &Mirror, b: &[u8]| m.digest(b);
+        let (one, two, three) = (
+            d(&m, b"seq 1 hello"),
+            d(&m, b"seq 2 hello"),
+            d(&m, b"seq 3 hello"),
+        );
+        m.sent(p, one, t0);
+        m.sent(p, three, t0);
+        assert!(m.is_reflection(p, one, at(t0, 1)));
+        assert!(m.is_reflection(p, three, at(t0, 1)));
+        assert!(!m.is_reflection(p, two, at(t0, 1)));
+        assert!(!m.is_reflection(q, one, at(t0, 1)));
+        assert!(!m.is_reflection(p, one, at(t0, 2500)));
     }
 
     #[test]

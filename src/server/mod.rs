@@ -150,6 +150,79 @@ struct Limits {
     chat_idle: Option<Duration>,
 }
 
+/// Why the sweep closes a connection.
+#[derive(Debug, Clone, Copy)]
+enum Expiry {
+    /// Closing, and its last bytes were not taken in time.
+    CloseGrace,
+    /// A line begun and never ended (slowloris).
+    SlowLine,
+    /// A chat member that sent nothing for too long.
+    ChatIdle,
+    /// No traffic at all for the idle timeout.
+    Idle,
+}
+
+impl Expiry {
+    fn why(self) -> &'static str {
+        match self {
+            Expiry::CloseGrace => "did not take its last bytes in time",
+            Expiry::SlowLine => "line not finished in time",
+            Expiry::ChatIdle => "silent in the room too long",
+            Expiry::Idle => "idle timeout",
+        }
+    }
+
+    fn refusal(self) -> Option<Refusal> {
+        match self {
+            Expiry::CloseGrace => None,
+            Expiry::SlowLine => Some(Refusal::SlowLine),
+            Expiry::ChatIdle => Some(Refusal::ChatIdle),
+            Expiry::Idle => Some(Refusal::IdleTimeout),
+        }
+    }
+}
+
+impl Limits {
+    /// Whether `c` has outstayed a limit at `now`, and which.
+    fn expired(&self, c: &Conn, now: Instant) -> Option<Expiry> {
+        let over = |since: Instant, limit: Duration| now.saturating_duration_since(since) > limit;
+        if c.closing_since.is_some_and(|t| over(t, CLOSE_GRACE)) {
+            return Some(Expiry::CloseGrace);
+        }
+        // A line begun and never ended: a slowloris peer holding a slot
+        // with a byte now and then. Not while the room holds members'
+        // input back (congestion is ours, not theirs).
+        if !c.paused && c.line_started.is_some_and(|t| over(t, self.line_timeout)) {
+            return Some(Expiry::SlowLine);
+        }
+        if c.mode == Mode::Chat {
+            // Members may listen quietly, but not for ever: the netsh
+            // client says /ping each minute.
+            return self
+                .chat_idle
+                .is_some_and(|d| over(c.last_heard, d))
+                .then_some(Expiry::ChatIdle);
+        }
+        over(c.last_active, self.idle_timeout).then_some(Expiry::Idle)
+    }
+
+    /// The line a peer closed for `e` is sent, if any.
+    fn notice(&self, e: Expiry) -> Option<String> {
+        match e {
+            Expiry::SlowLine => Some(format!(
+                "ERR line not finished within {}; closing",
+                crate::units::format_duration(self.line_timeout)
+            )),
+            Expiry::ChatIdle => Some(format!(
+                "ERR nothing heard from you in {} (send /ping to stay); closing",
+                crate::units::format_duration(self.chat_idle.unwrap_or_default())
+            )),
+            Expiry::CloseGrace | Expiry::Idle => None,
+        }
+    }
+}
+
 /// When the loop must wake, and what it must retry without a new event.
 struct Schedule {
     /// Tokens to handle again next turn (a fairness cap was hit, or output
@@ -584,59 +657,23 @@ impl Server {
         if let Some(m) = self.metrics.as_mut() {
             m.sweep(now, self.poll.registry());
         }
-        let (line_timeout, chat_idle) = (self.limits.line_timeout, self.limits.chat_idle);
         for slot in self.conns.open_slots() {
-            let why = match self.conns.get(slot) {
-                Some(c) if c.closing_since.is_some_and(|t| now - t > CLOSE_GRACE) => {
-                    Some(("did not take its last bytes in time", None))
-                }
-                // A line begun and never ended: a slowloris peer holding a
-                // slot with a byte now and then. Not while the room holds
-                // members' input back (congestion is ours, not theirs).
-                Some(c)
-                    if !c.paused
-                        && c.line_started
-                            .is_some_and(|t| now.saturating_duration_since(t) > line_timeout) =>
-                {
-                    Some(("line not finished in time", Some(Refusal::SlowLine)))
-                }
-                // Chat members may listen quietly, but not for ever: the
-                // netsh client says /ping each minute.
-                Some(c)
-                    if c.mode == Mode::Chat
-                        && chat_idle
-                            .is_some_and(|d| now.saturating_duration_since(c.last_heard) > d) =>
-                {
-                    Some(("silent in the room too long", Some(Refusal::ChatIdle)))
-                }
-                Some(c)
-                    if c.mode != Mode::Chat && now - c.last_active > self.limits.idle_timeout =>
-                {
-                    Some(("idle timeout", Some(Refusal::IdleTimeout)))
-                }
-                _ => None,
+            let Some(e) = self
+                .conns
+                .get(slot)
+                .and_then(|c| self.limits.expired(c, now))
+            else {
+                continue;
             };
-            if let Some((why, refusal)) = why {
-                if let Some(r) = refusal {
-                    self.handle.stats.refuse(r);
-                    let line = match r {
-                        Refusal::SlowLine => Some(format!(
-                            "ERR line not finished within {}; closing",
-                            crate::units::format_duration(line_timeout)
-                        )),
-                        Refusal::ChatIdle => Some(format!(
-                            "ERR nothing heard from you in {} (send /ping to stay); closing",
-                            crate::units::format_duration(chat_idle.unwrap_or_default())
-                        )),
-                        _ => None,
-                    };
-                    // One try, never a wait: the socket is usually empty.
-                    if let (Some(line), Some(c)) = (line, self.conns.get_mut(slot)) {
-                        let _ = c.sock.write(format!("{line}\n").as_bytes());
-                    }
-                }
-                self.close(slot, why);
+            if let Some(r) = e.refusal() {
+                self.handle.stats.refuse(r);
             }
+            // One try at telling the peer why, never a wait: the socket is
+            // usually empty.
+            if let (Some(line), Some(c)) = (self.limits.notice(e), self.conns.get_mut(slot)) {
+                let _ = c.sock.write(format!("{line}\n").as_bytes());
+            }
+            self.close(slot, e.why());
         }
     }
 
@@ -737,8 +774,9 @@ impl Server {
             stats.add_in(n);
             let now = Instant::now();
             let data = &buf[..n];
+            let digest = self.udp_mirror.digest(data);
             if limit::could_reflect(peer, own_port)
-                || self.udp_mirror.is_reflection(peer, data, now)
+                || self.udp_mirror.is_reflection(peer, digest, now)
             {
                 stats.datagrams_ignored.fetch_add(1, Ordering::Relaxed);
                 self.console.say(
@@ -764,7 +802,7 @@ impl Server {
             }
             // A full send buffer drops the echo: UDP promises nothing more.
             if sock.send_to(data, peer).is_ok() {
-                self.udp_mirror.sent(peer, data, now);
+                self.udp_mirror.sent(peer, digest, now);
                 stats.add_out(n);
                 stats.datagrams.fetch_add(1, Ordering::Relaxed);
             }

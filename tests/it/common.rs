@@ -98,6 +98,12 @@ impl Default for Opts {
     }
 }
 
+/// Whether `program` is on the PATH.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
+}
+
 /// Start an in-process server on `ip` port 0.
 pub fn start_server(ip: &str) -> TestServer {
     start_server_with(ip, Opts::default())

@@ -108,13 +108,13 @@ fn a_forged_datagram_between_two_servers_dies_out() {
 #[test]
 fn a_loop_with_a_third_party_echo_service_dies_out() {
     // socat as a plain UDP echo service on a high port: it echoes anything.
-    let Some(socat) = which("socat") else {
-        eprintln!("socat not installed (scripts/setup installs it): skipped");
-        return;
-    };
+    assert!(
+        on_path("socat"),
+        "socat is missing: run ./scripts/setup (Debian's socat package)"
+    );
     let port = closed_udp_port();
     let mut peer = KillOnDrop(
-        std::process::Command::new(socat)
+        std::process::Command::new("socat")
             .args([
                 &format!("UDP4-RECVFROM:{port},bind=127.0.0.1,fork,reuseaddr"),
                 "EXEC:cat",
@@ -304,14 +304,6 @@ fn no_rate_limit_turns_both_limits_off_and_the_start_says_so() {
     let o = netsh_tmp(&["serve", "--ntp-rate-limit", "fast"]);
     assert_eq!(o.code, Some(2), "{}", show(&o));
     assert!(o.stderr.contains("is not a rate"), "{}", show(&o));
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| std::path::Path::new(d).join(name))
-        .find(|p| p.is_file())
 }
 
 // ------------------------------------------------------------ TCP and chat

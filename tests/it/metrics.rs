@@ -402,7 +402,7 @@ fn encode(q: &str) -> String {
 #[test]
 fn prometheus_scrapes_serve_and_monitor_and_agrees_with_them() {
     assert!(
-        Path::new("/usr/bin/prometheus").exists() || which("prometheus"),
+        Path::new("/usr/bin/prometheus").exists() || crate::common::on_path("prometheus"),
         "prometheus is missing: run ./scripts/setup (Debian's prometheus package)"
     );
     let srv = metrics_server();
@@ -462,9 +462,4 @@ fn prometheus_scrapes_serve_and_monitor_and_agrees_with_them() {
     assert!(p50 > 0.0 && p50 < 0.1, "p50 {p50} s");
     stop(child);
     drop(prom);
-}
-
-fn which(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
 }
