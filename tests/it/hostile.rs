@@ -592,3 +592,101 @@ fn chat_log_retention_deletes_old_days_and_the_oldest_past_the_cap() {
     want.sort();
     assert_eq!(left, want);
 }
+
+/// A chat member from `from` (an address of the calling thread's namespace).
+fn member_v6(from: std::net::Ipv6Addr, to: SocketAddr, nick: &str) -> (TcpStream, String) {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let s = Socket::new(Domain::IPV6, Type::STREAM, None).expect("socket");
+    s.bind(&SockAddr::from(SocketAddr::from((from, 0))))
+        .expect("bind source");
+    s.connect_timeout(&SockAddr::from(to), Duration::from_secs(5))
+        .expect("connect");
+    let mut s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(format!("CHAT {nick}\n").as_bytes())
+        .expect("join");
+    let mut r = BufReader::new(s.try_clone().expect("clone"));
+    let mut ok = String::new();
+    let _ = r.read_line(&mut ok);
+    (s, ok.trim_end().to_string())
+}
+
+#[test]
+fn off_loopback_the_defaults_hold_and_an_ipv6_slash_64_is_one_address() {
+    // A real link (a veth pair between two namespaces this test makes):
+    // nothing is loopback, so the default chat limits apply unasked.
+    let Some(chain) = crate::netns::Chain::new(0) else {
+        return;
+    };
+    let (a, b) = (chain.client_addr_v6(), chain.add_client_addr_v6(0x10));
+    let target = chain.target_addr_v6();
+    let d = DataDir::new();
+    let mut c = chain.exec(
+        chain.target(),
+        env!("CARGO_BIN_EXE_netsh"),
+        &[
+            "--data-dir",
+            d.path().to_str().expect("utf-8"),
+            "serve",
+            "--bind",
+            &target.to_string(),
+            "--port",
+            "0",
+            "--no-ntp",
+        ],
+    );
+    scrub_env(&mut c);
+    c.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped());
+    let mut child = KillOnDrop(c.spawn().expect("spawn serve in the namespace"));
+    let lines = line_channel(child.0.stdout.take().expect("stdout"));
+    let mut seen = Vec::new();
+    let up = recv_until(
+        &lines,
+        "Server running on [",
+        &mut seen,
+        Duration::from_secs(10),
+    );
+    let port: u16 = up
+        .split("]:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {up:?}"));
+    let server = SocketAddr::from((target, port));
+    let (joined, refused, flood) = chain.in_ns(chain.client(), move || {
+        // 50 members (the default share) from two addresses of one /64.
+        let mut held = Vec::new();
+        for i in 0..50 {
+            let from = if i % 2 == 0 { a } else { b };
+            let (s, ok) = member_v6(from, server, &format!("m{i}"));
+            assert!(ok.starts_with("OK joined"), "member {i}: {ok}");
+            held.push(s);
+        }
+        let (_s, refused) = member_v6(b, server, "m50");
+        // The first member floods: 5 lines/s with a burst of 20 by default.
+        let mut loud = held.remove(0);
+        let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        loud.write_all(text.as_bytes()).expect("flood");
+        loud.write_all(b"/quit\n").expect("quit");
+        let mut said = String::new();
+        let _ = BufReader::new(loud).read_to_string(&mut said);
+        (held.len() + 1, refused, said)
+    });
+    assert_eq!(joined, 50);
+    let prefix = format!("{}/64", crate::netns::Chain::slash_64(a));
+    assert!(
+        refused.starts_with(&format!(
+            "ERR room: 50 members from {prefix} already (max 50 per address)"
+        )),
+        "{refused}"
+    );
+    assert_eq!(flood.matches("ERR slow down").count(), 1, "{flood}");
+    let delivered = flood.matches("<m0> line").count();
+    assert!(
+        (20..=22).contains(&delivered),
+        "{delivered} of 100 lines went through"
+    );
+    drop(child);
+}

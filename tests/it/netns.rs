@@ -217,6 +217,42 @@ impl Chain {
         self.v6(0, 1)
     }
 
+    /// Another IPv6 address for the client, in the same /64 as
+    /// [`Chain::client_addr_v6`] (`host` the last 16 bits, not 1 or 2).
+    pub fn add_client_addr_v6(&self, host: u16) -> Ipv6Addr {
+        assert!(host > 2, "::1 and ::2 are the link's own");
+        let a = Ipv6Addr::from_bits(self.v6(0, 0).to_bits() | u128::from(host));
+        let cidr = format!("{a}/64");
+        run(&mut self.exec(
+            &self.client,
+            "ip",
+            &["-6", "addr", "add", &cidr, "dev", EAST, "nodad"],
+        ))
+        .unwrap_or_else(|e| panic!("netns fixture: {e}"));
+        a
+    }
+
+    /// The /64 network `a` is in, as the server writes it.
+    pub fn slash_64(a: Ipv6Addr) -> Ipv6Addr {
+        Ipv6Addr::from_bits(a.to_bits() & !u128::from(u64::MAX))
+    }
+
+    /// Run `f` on a thread that lives in namespace `ns`: sockets it opens
+    /// are that namespace's (setns moves only the calling thread).
+    pub fn in_ns<T: Send + 'static>(&self, ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        use std::os::fd::AsRawFd;
+        let ns_file = std::fs::File::open(format!("/run/netns/{ns}"))
+            .unwrap_or_else(|e| panic!("netns fixture: open /run/netns/{ns}: {e}"));
+        std::thread::spawn(move || {
+            // SAFETY: a valid namespace descriptor; setns affects this thread only.
+            let r = unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+
     /// The target's address (on its only link).
     pub fn target_addr_v4(&self) -> Ipv4Addr {
         self.v4(self.hops, 2)
