@@ -185,26 +185,27 @@ impl ChatHub {
             }
             ChatIn::Line(text) => {
                 let now = Instant::now();
-                let over_lines = self.lines.as_mut().map(|l| l.check(peer.ip(), now));
-                let over_bytes = self
+                let lines = self.lines.as_mut().map(|l| l.check(peer.ip(), now));
+                let bytes = self
                     .bytes
                     .as_mut()
                     .map(|l| l.check_cost(peer.ip(), text.len() as f64 + 1.0, now));
-                let verdict = [over_lines, over_bytes]
-                    .into_iter()
-                    .flatten()
-                    .find(|v| *v != Verdict::Pass);
-                match verdict {
-                    None => Some(ev),
-                    Some(Verdict::Over { notice }) => {
-                        stats.refuse(Refusal::ChatRate);
-                        if notice {
-                            deliver.push(Deliver::One(who, self.rate_notice()));
-                        }
-                        None
+                let mut over = false;
+                let mut notice = false;
+                for v in [lines, bytes].into_iter().flatten() {
+                    if let Verdict::Over { notice: n } = v {
+                        over = true;
+                        notice |= n;
                     }
-                    Some(Verdict::Pass) => Some(ev),
                 }
+                if !over {
+                    return Some(ev);
+                }
+                stats.refuse(Refusal::ChatRate);
+                if notice {
+                    deliver.push(Deliver::One(who, self.rate_notice()));
+                }
+                None
             }
             _ => Some(ev),
         }
