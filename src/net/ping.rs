@@ -735,6 +735,14 @@ impl Transport for HubPing {
     fn ready(&mut self, _token: Token, _registry: &Registry, out: &mut Vec<Answer>) -> Result<()> {
         let heard = self.hub.borrow_mut().take(self.ident);
         for h in heard {
+            // Identifiers are 16 bits and every raw socket on the host sees
+            // every reply: another process's ping may carry ours. A reply
+            // is ours only from the host we asked (errors come from hops).
+            if let Heard::Reply { from, .. } = &h
+                && from.is_some_and(|f| f != self.dst)
+            {
+                continue;
+            }
             out.push(answer_of(h, self.last_sent, self.size, &mut self.payload));
         }
         Ok(())

@@ -587,3 +587,83 @@ fn icmp_targets_share_a_raw_socket_and_each_gets_its_own_replies() {
         assert!(fds < 30, "{fds} descriptors for 61 ICMP targets");
     }
 }
+
+/// An ICMP echo reply (type 0) with `ident` and `seq`, checksummed.
+fn echo_reply(ident: u16, seq: u16) -> [u8; 16] {
+    let mut m = [0u8; 16];
+    m[4..6].copy_from_slice(&ident.to_be_bytes());
+    m[6..8].copy_from_slice(&seq.to_be_bytes());
+    m[8..].copy_from_slice(b"notyours");
+    let mut sum: u32 = m
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    m[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    m
+}
+
+#[test]
+fn icmp_replies_from_another_host_are_not_a_targets_answers() {
+    // Identifiers are 16 bits and every raw socket sees every reply, so
+    // another process's ping can carry a target's identifier. In namespaces
+    // of this test's own (the forged replies reach nobody else): the target
+    // never answers, and replies with every identifier come from elsewhere.
+    let Some(chain) = crate::netns::Chain::new(0) else {
+        return;
+    };
+    crate::netns::run(&mut chain.exec(
+        chain.target(),
+        "sysctl",
+        &["-qw", "net.ipv4.icmp_echo_ignore_all=1"],
+    ))
+    .expect("silence the target");
+    let name = format!("icmp://{}", chain.target_addr_v4());
+    let d = DataDir::new();
+    let mut c = chain.exec(
+        chain.client(),
+        env!("CARGO_BIN_EXE_netsh"),
+        &[
+            "--data-dir",
+            d.path().to_str().expect("utf-8"),
+            "-o",
+            "timeout=500ms",
+            "monitor",
+            &name,
+            "-c",
+            "3",
+            "-i",
+            "300ms",
+            "--json",
+        ],
+    );
+    crate::common::scrub_env(&mut c);
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().expect("spawn monitor in the namespace");
+    std::thread::sleep(Duration::from_millis(100));
+    chain.in_ns(chain.client(), || {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).expect("raw socket");
+        let to = SockAddr::from(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        // Probe 1 is out: a "reply" to it under every identifier.
+        for ident in 0..=u16::MAX {
+            let _ = s.send_to(&echo_reply(ident, 1), &to);
+        }
+    });
+    let out = child.wait_with_output().expect("wait");
+    let o = Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    let recs = json_lines(&o);
+    let sum = summary(&o, &recs);
+    let t = target(&sum, &name);
+    assert_eq!((u(&t["sent"]), u(&t["received"])), (3, 0), "{t:#}");
+    for s in samples_of(&recs, &name) {
+        assert_eq!(s["status"], "lost", "{s}");
+    }
+}
