@@ -70,3 +70,21 @@ mod tests {
         );
     }
 }
+
+/// Write a file only its owner may read (a private key, a trust store),
+/// replacing what was there.
+///
+/// # Errors
+/// The OS error.
+pub fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}

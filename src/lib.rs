@@ -17,6 +17,7 @@
 //! server/      the server: one mio loop for echo, chat and SNTP (mod.rs is its table of contents)
 //! script/      rhai: arguments, engine and limits, located errors, the script thread
 //! shell/       rustyline front end: completion, hints, history, the line loops, terminals
+//! tls.rs       what TLS server and clients share: the rustls provider, fingerprints, pins
 //! stats.rs     RTT summaries; log.rs capped logs; paint.rs colour; units.rs durations and bytes
 //! ```
 //! Data flow: a line of words → `shlex` split → [`cmd::execute`] → the
@@ -41,4 +42,5 @@ pub mod session;
 pub mod settings;
 pub mod shell;
 pub mod stats;
+pub mod tls;
 pub mod units;

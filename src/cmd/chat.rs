@@ -12,7 +12,6 @@
 //! The session is also logged on this side, in `logs/chat-client/DATE.log`.
 
 use std::io::Write;
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -25,6 +24,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::log::AppendLog;
 use crate::net::Endpoint;
 use crate::net::client::{self, ClientCtx, LineReader, ReadLine};
+use crate::net::tls::Stream;
 use crate::net::sockopt::SockOpts;
 use crate::paint::Paint;
 use crate::proto::chat::{self, MAX_CHAT_LINE, valid_nick};
@@ -33,7 +33,6 @@ use crate::proto::escape::display_bytes;
 use crate::proto::escape::escape_controls;
 use crate::report::Report;
 use crate::session::{Frontend, Input, Session};
-use crate::settings::DEFAULT_PORT;
 use crate::units;
 
 /// Size cap of one day's client log.
@@ -54,6 +53,8 @@ struct ChatArgs {
     /// Stay this long before leaving, printing what arrives (non-interactive)
     #[arg(short = 'w', long, value_name = "DURATION", default_value = "0", value_parser = parse_wait)]
     wait: Duration,
+    #[command(flatten)]
+    tls: crate::cmd::tls_args::TlsArgs,
 }
 
 fn parse_wait(s: &str) -> std::result::Result<Duration, String> {
@@ -98,8 +99,8 @@ impl Command for Chat {
             return operator(handle, interactive, &a, s, &log);
         }
         let ep = match &a.server {
-            Some(w) => Endpoint::parse(w, DEFAULT_PORT)?,
-            None => s.settings.server.clone(),
+            Some(w) => Endpoint::parse(w, a.tls.default_port())?,
+            None => a.tls.default_server(s),
         };
         let interrupt = Arc::clone(&s.interrupt);
         let base = s.settings.client_ctx(&interrupt);
@@ -111,9 +112,7 @@ impl Command for Chat {
             },
             ..base
         };
-        let (mut sock, addr, _) = client::connect_noting(&ep, ctx, &mut |l| {
-            s.emit(l).ok();
-        })?;
+        let (mut sock, addr, _) = crate::cmd::tls_args::connect(&ep, ctx, &a.tls, s)?;
         let mut reader = LineReader::new(MAX_CHAT_LINE * 2);
         let req = Request::Chat(nick.as_bytes());
         let line = client::request(&mut sock, &mut reader, &req, addr, ctx)?;
@@ -245,7 +244,7 @@ fn check_line(line: &str) -> Result<()> {
 /// Non-interactive: send, then `/quit`, then read until `BYE` (or the
 /// server's own goodbye, which ends the session as well).
 fn scripted_tcp(
-    mut sock: TcpStream,
+    mut sock: Stream,
     mut reader: LineReader,
     addr: &str,
     lines: &[String],
@@ -323,7 +322,7 @@ fn dropped(addr: &str) -> Error {
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
 fn interactive_tcp(
-    sock: TcpStream,
+    sock: Stream,
     mut reader: LineReader,
     addr: &str,
     log: &ChatLog,

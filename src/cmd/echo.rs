@@ -25,7 +25,6 @@ use crate::proto::echo::{self as proto, Reply, Request};
 use crate::proto::escape::display_bytes;
 use crate::report::Report;
 use crate::session::Session;
-use crate::settings::DEFAULT_PORT;
 use crate::units;
 
 /// Most probes in one run.
@@ -76,6 +75,8 @@ struct EchoArgs {
     #[arg(short = 'P', long = "parallel", value_name = "STREAMS", default_value_t = 1, requires = "bulk",
           value_parser = clap::value_parser!(u32).range(1..=bulk::MAX_STREAMS as i64))]
     parallel: u32,
+    #[command(flatten)]
+    tls: crate::cmd::tls_args::TlsArgs,
 }
 
 fn parse_bulk_time(s: &str) -> std::result::Result<Duration, String> {
@@ -109,7 +110,14 @@ impl Command for Echo {
             return Ok(Report::Help(crate::cmd::help::HelpReport::command(self)));
         }
         let given = |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-        let (ep, message) = target_and_message(&a.words, &s.settings.server)?;
+        let (ep, message) =
+            target_and_message(&a.words, &a.tls.default_server(s), a.tls.default_port())?;
+        if a.tls.on() && (a.bulk || a.count.is_some()) {
+            return Err(Error::usage(
+                "over TLS, echo sends one message; -c and --bulk are plain TCP for now",
+            )
+            .with_hint("echo --tls HOST[:PORT] MESSAGE"));
+        }
         let interrupt = std::sync::Arc::clone(&s.interrupt);
         let ctx = s.settings.client_ctx(&interrupt);
         let report = if a.bulk {
@@ -167,7 +175,7 @@ impl Command for Echo {
                 .with_hint("echo HOST[:PORT] -c 10 -i 200ms"));
             }
             let msg = message.as_deref().unwrap_or(DEFAULT_MESSAGE);
-            single(&ep, msg, ctx, s)?
+            single(&ep, msg, ctx, &a.tls, s)?
         } else {
             if message.is_some() {
                 return Err(Error::usage("probe mode (-c) takes no message")
@@ -191,12 +199,16 @@ impl Command for Echo {
 }
 
 /// Split the words into target and message (see the `words` help).
-fn target_and_message(words: &[String], default: &Endpoint) -> Result<(Endpoint, Option<String>)> {
+fn target_and_message(
+    words: &[String],
+    default: &Endpoint,
+    port: u16,
+) -> Result<(Endpoint, Option<String>)> {
     let looks_like_host = |w: &str| w.contains('.') || w.contains(':') || w == "localhost";
     let (ep, rest) = match words.split_first() {
         None => (default.clone(), &words[..0]),
         Some((first, rest)) if !rest.is_empty() || looks_like_host(first) => {
-            (Endpoint::parse(first, DEFAULT_PORT)?, rest)
+            (Endpoint::parse(first, port)?, rest)
         }
         Some(_) => (default.clone(), words),
     };
@@ -221,12 +233,21 @@ fn target_and_message(words: &[String], default: &Endpoint) -> Result<(Endpoint,
 }
 
 /// One exchange: connect, send one ECHO, compare.
-fn single(ep: &Endpoint, msg: &str, ctx: ClientCtx<'_>, s: &mut Session) -> Result<EchoReport> {
+fn single(
+    ep: &Endpoint,
+    msg: &str,
+    ctx: ClientCtx<'_>,
+    tls: &crate::cmd::tls_args::TlsArgs,
+    s: &mut Session,
+) -> Result<EchoReport> {
     s.emit(&format!("Connecting to {ep} ...")).ok();
-    let (mut sock, addr, connect) = client::connect_noting(ep, ctx, &mut |l| {
-        s.emit(l).ok();
-    })?;
-    s.emit("Connected to server.").ok();
+    let (mut sock, addr, connect) = crate::cmd::tls_args::connect(ep, ctx, tls, s)?;
+    s.emit(if sock.is_tls() {
+        "Connected to server (TLS)."
+    } else {
+        "Connected to server."
+    })
+    .ok();
     s.emit(&format!("Sent: {}", display_bytes(msg.as_bytes())))
         .ok();
     let mut reader = LineReader::new(proto::MAX_LINE + 64);

@@ -20,6 +20,7 @@ pub mod serve;
 pub mod set;
 pub mod sntp;
 pub mod tcping;
+pub mod tls_args;
 pub mod trace;
 
 use clap::{Arg, ArgAction, ArgMatches};

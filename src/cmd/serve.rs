@@ -109,6 +109,19 @@ struct ServeArgs {
     /// Run in the foreground even inside the shell (Ctrl-C stops it)
     #[arg(long)]
     foreground: bool,
+    /// Also serve echo and chat over TLS with this certificate (PEM; with --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with = "tls_self_signed")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Also serve TLS with this server's own certificate (made in DATA/tls on first use, then
+    /// kept); prints its SHA-256 fingerprint for clients' --pin
+    #[arg(long)]
+    tls_self_signed: bool,
+    /// TCP port of the TLS listener; 0 picks a free one
+    #[arg(long, value_name = "PORT", default_value_t = crate::tls::DEFAULT_TLS_PORT)]
+    tls_port: u16,
     /// Serve Prometheus metrics on http://ADDR/metrics: PORT (loopback), :PORT (every address) or HOST:PORT
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics)]
     metrics: Option<std::net::SocketAddr>,
@@ -273,6 +286,7 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         chat_replay: a.chat_history as usize,
         console: Console::new(sink, Some(log.clone()), verbosity(&a)),
         metrics: a.metrics,
+        tls: tls_setup(&a, s)?,
     };
     let server = Server::bind(cfg)?;
     let addrs = server.addrs().to_vec();
@@ -346,6 +360,28 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         metrics: metrics_url(metrics),
         log: log.path().display().to_string(),
     }))
+}
+
+/// The TLS listener's certificate, if one was asked for.
+fn tls_setup(a: &ServeArgs, s: &Session) -> Result<Option<server::tls::TlsSetup>> {
+    // With --port 0 (tests, several servers) the TLS port is free too
+    // unless one was asked for.
+    let port = if a.port == 0 && a.tls_port == crate::tls::DEFAULT_TLS_PORT {
+        0
+    } else {
+        a.tls_port
+    };
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        return server::tls::from_files(cert, key, port).map(Some);
+    }
+    if !a.tls_self_signed {
+        return Ok(None);
+    }
+    let mut names: Vec<String> = a.bind.iter().map(ToString::to_string).collect();
+    if let Ok(h) = hostname::get() {
+        names.push(h.to_string_lossy().into_owned());
+    }
+    server::tls::self_signed(&s.paths.data_dir.join("tls"), &names, port).map(Some)
 }
 
 fn metrics_url(a: Option<std::net::SocketAddr>) -> Option<String> {

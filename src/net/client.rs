@@ -188,6 +188,35 @@ pub fn connect_noting(
     }))
 }
 
+/// A blocking connection the line clients read and write with deadlines:
+/// a TCP socket, or [`crate::net::tls::Stream`] (plain or TLS).
+pub trait LineStream: Read + Write {
+    /// As [`TcpStream::set_read_timeout`].
+    ///
+    /// # Errors
+    /// The OS error.
+    fn set_read_timeout(&mut self, d: Option<Duration>) -> io::Result<()>;
+    /// As [`TcpStream::set_write_timeout`].
+    ///
+    /// # Errors
+    /// The OS error.
+    fn set_write_timeout(&mut self, d: Option<Duration>) -> io::Result<()>;
+    /// The peer's address, for messages (empty if unknown).
+    fn peer(&self) -> String;
+}
+
+impl LineStream for TcpStream {
+    fn set_read_timeout(&mut self, d: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, d)
+    }
+    fn set_write_timeout(&mut self, d: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_write_timeout(self, d)
+    }
+    fn peer(&self) -> String {
+        self.peer_addr().map(|a| a.to_string()).unwrap_or_default()
+    }
+}
+
 /// Reads `\n`-terminated lines from a blocking stream with deadlines,
 /// framed by [`crate::proto::line::next_line`].
 pub struct LineReader {
@@ -218,9 +247,9 @@ impl LineReader {
     ///
     /// # Errors
     /// `interrupted` on Ctrl-C; `protocol` for an over-long line; the OS error.
-    pub fn read_line(
+    pub fn read_line<S: LineStream + ?Sized>(
         &mut self,
-        s: &mut TcpStream,
+        s: &mut S,
         deadline: Instant,
         ctx: ClientCtx<'_>,
     ) -> Result<ReadLine> {
@@ -255,8 +284,7 @@ impl LineReader {
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if is_wait(&e) => {}
                 Err(e) => {
-                    let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                    return Err(Error::io("read from", peer, &e));
+                    return Err(Error::io("read from", s.peer(), &e));
                 }
             }
         }
@@ -270,8 +298,8 @@ impl LineReader {
 /// # Errors
 /// `timed-out` when no line comes in time; `protocol` when the server closes
 /// instead; the OS error of the write or read.
-pub fn request(
-    sock: &mut TcpStream,
+pub fn request<S: LineStream + ?Sized>(
+    sock: &mut S,
     reader: &mut LineReader,
     req: &Request<'_>,
     addr: SocketAddr,
@@ -300,7 +328,7 @@ pub fn request(
 ///
 /// # Errors
 /// As [`write_all`].
-pub fn send(sock: &mut TcpStream, req: &Request<'_>, ctx: ClientCtx<'_>) -> Result<()> {
+pub fn send<S: LineStream + ?Sized>(sock: &mut S, req: &Request<'_>, ctx: ClientCtx<'_>) -> Result<()> {
     let mut wire = Vec::new();
     encode_request(req, &mut wire);
     write_all(sock, &wire, ctx)
@@ -352,13 +380,11 @@ pub fn unexpected(addr: SocketAddr, req: &Request<'_>, line: &[u8]) -> Error {
 ///
 /// # Errors
 /// `timed-out` if the peer does not take the bytes in time; the OS error.
-pub fn write_all(s: &mut TcpStream, data: &[u8], ctx: ClientCtx<'_>) -> Result<()> {
+pub fn write_all<S: LineStream + ?Sized>(s: &mut S, data: &[u8], ctx: ClientCtx<'_>) -> Result<()> {
     s.set_write_timeout(Some(ctx.timeout))
         .map_err(|e| Error::io("set timeout", "socket", &e))?;
-    s.write_all(data).map_err(|e| {
-        let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        Error::io("send to", peer, &e)
-    })
+    s.write_all(data)
+        .map_err(|e| Error::io("send to", s.peer(), &e))
 }
 
 /// A UDP socket connected to the first resolved address (so ICMP "port

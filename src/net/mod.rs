@@ -14,6 +14,7 @@ pub mod sntp;
 pub mod sock;
 pub mod sockopt;
 pub mod tcping;
+pub mod tls;
 pub mod trace;
 
 pub use addr::Endpoint;

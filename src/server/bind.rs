@@ -91,6 +91,29 @@ pub(super) fn bind_ntp(
     Ok((socks, bound))
 }
 
+/// Bind the TLS listeners on the same addresses as the plain ones, on one
+/// port number (0: the first bind picks it).
+pub(super) fn bind_tls(
+    addrs: &[SocketAddr],
+    port: u16,
+) -> Result<(Vec<TcpListener>, Vec<SocketAddr>)> {
+    let mut ls = Vec::new();
+    let mut bound = Vec::new();
+    let mut port = port;
+    for a in addrs {
+        let addr = SocketAddr::new(a.ip(), port);
+        let l = tcp_listener(addr).map_err(|e| {
+            bind_error("bind TLS", addr, &e)
+                .with_hint("choose another --tls-port (0 picks a free one)")
+        })?;
+        let local = l.local_addr().map_err(|e| Error::io("bind TLS", addr, &e))?;
+        port = local.port();
+        ls.push(l);
+        bound.push(local);
+    }
+    Ok((ls, bound))
+}
+
 fn bind_error(op: &str, addr: SocketAddr, e: &io::Error) -> Error {
     let err = Error::io(op, addr, e);
     if e.kind() == io::ErrorKind::AddrInUse {

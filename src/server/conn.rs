@@ -18,6 +18,7 @@ use crate::proto::line::{Frame, next_line};
 use crate::server::chat::ChatIn;
 use crate::server::console::{Console, Level};
 use crate::server::handle::{Refusal, Stats};
+use crate::server::tls::Tls;
 
 /// Output bytes queued for one client before it counts as "not reading":
 /// a line client is disconnected past it; a STREAM client is simply not read
@@ -85,6 +86,10 @@ pub struct Conn {
     pub line_started: Option<Instant>,
     /// Whole lines read so far.
     lines_done: u64,
+    /// The TLS session, on the TLS port.
+    pub tls: Option<Box<Tls>>,
+    /// When the connection was accepted (a TLS handshake must end in time).
+    pub accepted: Instant,
 }
 
 impl Conn {
@@ -108,6 +113,39 @@ impl Conn {
             last_progress: Instant::now(),
             line_started: None,
             lines_done: 0,
+            tls: None,
+            accepted: Instant::now(),
+        }
+    }
+
+    /// Whether a TLS handshake is still running.
+    pub fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.handshaking())
+    }
+
+    /// One try at telling the peer a last line, never a wait (the sweep's
+    /// notices): through TLS when the connection has it.
+    pub fn try_say(&mut self, line: &str) {
+        let bytes = format!("{line}\n");
+        let _ = self.send(bytes.as_bytes());
+        if let Some(t) = self.tls.as_mut() {
+            t.close(&mut self.sock);
+        }
+    }
+
+    /// Read plaintext: from the socket, or through the TLS session.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.tls.as_mut() {
+            None => self.sock.read(buf),
+            Some(t) => t.read(&mut self.sock, buf),
+        }
+    }
+
+    /// Write plaintext: to the socket, or through the TLS session.
+    fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.tls.as_mut() {
+            None => self.sock.write(buf),
+            Some(t) => t.write(&mut self.sock, buf),
         }
     }
 
@@ -158,7 +196,7 @@ impl Conn {
                     break;
                 }
                 reads += 1;
-                match self.sock.read(scratch) {
+                match self.recv(scratch) {
                     Ok(0) => {
                         self.read_closed = true;
                         break;
@@ -177,7 +215,15 @@ impl Conn {
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Next::Close(close_reason(&e)),
+                    Err(e) => {
+                        if let Some(why) = self.tls.as_ref().and_then(|t| t.failed.as_ref()) {
+                            console.say(
+                                Level::Info,
+                                &format!("[TLS] {}: {why}; closing it", self.peer),
+                            );
+                        }
+                        return Next::Close(close_reason(&e));
+                    }
                 }
             }
             if let Err(e) = self.flush(stats) {
@@ -208,7 +254,11 @@ impl Conn {
             }
         }
         let queued = self.queued();
-        if queued == 0 && (self.read_closed || self.mode == Mode::Closing) {
+        let tls_out = self.tls.as_ref().is_some_and(|t| t.wants_write());
+        if queued == 0 && !tls_out && (self.read_closed || self.mode == Mode::Closing) {
+            if let Some(t) = self.tls.as_mut() {
+                t.close(&mut self.sock);
+            }
             // Send our FIN before the close: if the client's bytes are still
             // unread, the close sends a reset, and a FIN that went first lets
             // the client read everything we wrote and then a clean EOF.
@@ -223,7 +273,11 @@ impl Conn {
             && !self.read_closed
             && !self.paused
             && (self.mode != Mode::Stream || queued < OUT_CAP);
-        let interest = match (reading, queued > 0) {
+        // No plaintext goes out while a TLS handshake runs: until it ends
+        // the session's own records decide (a half-done handshake must not
+        // make the socket's writability spin the loop).
+        let writing = tls_out || (queued > 0 && !self.handshaking());
+        let interest = match (reading, writing) {
             (true, true) => Interest::READABLE | Interest::WRITABLE,
             (false, true) => Interest::WRITABLE,
             _ => Interest::READABLE,
@@ -237,8 +291,15 @@ impl Conn {
 
     /// Write queued output until done or the socket is full.
     fn flush(&mut self, stats: &Stats) -> io::Result<()> {
+        if let Some(t) = self.tls.as_mut() {
+            t.flush(&mut self.sock)?;
+        }
         while self.out_pos < self.out.len() {
-            match self.sock.write(&self.out[self.out_pos..]) {
+            let n = match self.tls.as_mut() {
+                None => self.sock.write(&self.out[self.out_pos..]),
+                Some(t) => t.write(&mut self.sock, &self.out[self.out_pos..]),
+            };
+            match n {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.out_pos += n;
@@ -438,6 +499,7 @@ fn close_reason(e: &io::Error) -> &'static str {
     match e.kind() {
         io::ErrorKind::ConnectionReset => "connection reset by client",
         io::ErrorKind::BrokenPipe => "client went away",
+        io::ErrorKind::InvalidData => "TLS error",
         _ => "socket error",
     }
 }

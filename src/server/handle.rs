@@ -82,11 +82,13 @@ pub enum Refusal {
     RoomShare,
     /// A chat line over the address's rate (refused, with a notice).
     ChatRate,
+    /// A TLS handshake that failed or did not end in time.
+    TlsHandshake,
 }
 
 impl Refusal {
     /// Every refusal, in label order.
-    pub const ALL: [Refusal; 12] = [
+    pub const ALL: [Refusal; 13] = [
         Refusal::ServerFull,
         Refusal::TooManyPerAddress,
         Refusal::LineTooLong,
@@ -99,6 +101,7 @@ impl Refusal {
         Refusal::ChatIdle,
         Refusal::RoomShare,
         Refusal::ChatRate,
+        Refusal::TlsHandshake,
     ];
 
     /// The stable label.
@@ -116,6 +119,7 @@ impl Refusal {
             Refusal::ChatIdle => "chat-idle",
             Refusal::RoomShare => "room-share",
             Refusal::ChatRate => "chat-rate",
+            Refusal::TlsHandshake => "tls-handshake",
         }
     }
 }

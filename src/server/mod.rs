@@ -29,6 +29,7 @@ pub mod hub;
 pub mod limit;
 pub mod metrics;
 pub mod sntp;
+pub mod tls;
 #[cfg(target_os = "linux")]
 mod udp_batch;
 
@@ -57,8 +58,10 @@ const WAKER: Token = Token(16);
 const SIGNALS: Token = Token(17);
 /// SNTP responder tokens: `NTP + i`.
 const NTP: usize = 24;
+/// TLS listener tokens: `TLS_LISTEN + i`.
+const TLS_LISTEN: usize = 32;
 /// First connection token.
-const FIRST_CONN: usize = 32;
+const FIRST_CONN: usize = 48;
 /// The metrics endpoint's tokens: far above any connection slot.
 const METRICS: usize = 1 << 40;
 
@@ -138,6 +141,8 @@ pub struct ServerConfig {
     pub console: Console,
     /// Where to serve `/metrics` for Prometheus; `None`: nowhere.
     pub metrics: Option<SocketAddr>,
+    /// Echo and chat over TLS on a port of their own; `None`: no TLS.
+    pub tls: Option<tls::TlsSetup>,
 }
 
 /// The limits of [`ServerConfig`] the loop applies to every client.
@@ -161,6 +166,8 @@ enum Expiry {
     ChatIdle,
     /// No traffic at all for the idle timeout.
     Idle,
+    /// A TLS handshake not finished within the line timeout.
+    Handshake,
 }
 
 impl Expiry {
@@ -170,6 +177,7 @@ impl Expiry {
             Expiry::SlowLine => "line not finished in time",
             Expiry::ChatIdle => "silent in the room too long",
             Expiry::Idle => "idle timeout",
+            Expiry::Handshake => "TLS handshake not finished in time",
         }
     }
 
@@ -179,6 +187,7 @@ impl Expiry {
             Expiry::SlowLine => Some(Refusal::SlowLine),
             Expiry::ChatIdle => Some(Refusal::ChatIdle),
             Expiry::Idle => Some(Refusal::IdleTimeout),
+            Expiry::Handshake => Some(Refusal::TlsHandshake),
         }
     }
 }
@@ -189,6 +198,11 @@ impl Limits {
         let over = |since: Instant, limit: Duration| now.saturating_duration_since(since) > limit;
         if c.closing_since.is_some_and(|t| over(t, CLOSE_GRACE)) {
             return Some(Expiry::CloseGrace);
+        }
+        // A TLS peer gets as long for its handshake as for a line: one
+        // that stops half-way does not keep its slot.
+        if c.handshaking() && over(c.accepted, self.line_timeout) {
+            return Some(Expiry::Handshake);
         }
         // A line begun and never ended: a slowloris peer holding a slot
         // with a byte now and then. Not while the room holds members'
@@ -218,7 +232,7 @@ impl Limits {
                 "ERR nothing heard from you in {} (send /ping to stay); closing",
                 crate::units::format_duration(self.chat_idle.unwrap_or_default())
             )),
-            Expiry::CloseGrace | Expiry::Idle => None,
+            Expiry::CloseGrace | Expiry::Idle | Expiry::Handshake => None,
         }
     }
 }
@@ -243,6 +257,10 @@ struct Schedule {
 pub struct Server {
     poll: Poll,
     listeners: Vec<TcpListener>,
+    /// The TLS listeners (`tls_addrs[i]`), and what their sessions share.
+    tls_listeners: Vec<TcpListener>,
+    tls_addrs: Vec<SocketAddr>,
+    tls: Option<tls::TlsSetup>,
     udps: Vec<UdpSocket>,
     addrs: Vec<SocketAddr>,
     ntps: Vec<UdpSocket>,
@@ -286,7 +304,16 @@ impl Server {
             Some(n) => bind::bind_ntp(&addrs, n.port)?,
             None => (Vec::new(), Vec::new()),
         };
+        let (mut tls_listeners, tls_addrs) = match &cfg.tls {
+            Some(t) => bind::bind_tls(&addrs, t.port)?,
+            None => (Vec::new(), Vec::new()),
+        };
         let registry = poll.registry();
+        for (i, l) in tls_listeners.iter_mut().enumerate() {
+            registry
+                .register(l, Token(TLS_LISTEN + i), Interest::READABLE)
+                .map_err(|e| Error::io("register", tls_addrs[i], &e))?;
+        }
         for (i, l) in listeners.iter_mut().enumerate() {
             registry
                 .register(l, Token(LISTEN + i), Interest::READABLE)
@@ -332,6 +359,9 @@ impl Server {
         Ok(Server {
             poll,
             listeners,
+            tls_listeners,
+            tls_addrs,
+            tls: cfg.tls,
             udps,
             addrs,
             ntps,
@@ -375,6 +405,11 @@ impl Server {
     /// The bound addresses (with the real port when 0 was asked for).
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The TLS listeners' addresses (empty without TLS).
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
     }
 
     /// The SNTP responder's addresses (empty when it is off).
@@ -446,6 +481,23 @@ impl Server {
             self.console.say(
                 Level::Main,
                 &format!("[MAIN] Server running on {a} (TCP echo, UDP echo)"),
+            );
+        }
+        if let Some(t) = &self.tls {
+            for a in &self.tls_addrs {
+                self.console.say(
+                    Level::Main,
+                    &format!("[TLS] Serving echo and chat over TLS on {a}"),
+                );
+            }
+            self.console.say(
+                Level::Main,
+                &format!(
+                    "[TLS] Certificate SHA-256 {} ({}); clients: --tls --pin {}",
+                    t.fingerprint,
+                    t.origin,
+                    t.fingerprint.replace(':', "")
+                ),
             );
         }
         if let Some(m) = &self.metrics {
@@ -526,6 +578,7 @@ impl Server {
             s.retry_accept = false;
             s.accept_paused_until = None;
             ready.extend((0..self.listeners.len()).map(|i| Token(LISTEN + i)));
+            ready.extend((0..self.tls_listeners.len()).map(|i| Token(TLS_LISTEN + i)));
         }
         ready
     }
@@ -540,11 +593,18 @@ impl Server {
         }
         match token.0 {
             t if t >= FIRST_CONN => self.drive_conn(t - FIRST_CONN),
-            t if (LISTEN..LISTEN + self.listeners.len()).contains(&t) => {
+            t if (LISTEN..LISTEN + self.listeners.len()).contains(&t)
+                || (TLS_LISTEN..TLS_LISTEN + self.tls_listeners.len()).contains(&t) =>
+            {
                 if self.sched.shutdown_at.is_some() || self.sched.accept_paused_until.is_some() {
                     return;
                 }
-                match self.accept(t - LISTEN) {
+                let which = if t >= TLS_LISTEN {
+                    Listener::Tls(t - TLS_LISTEN)
+                } else {
+                    Listener::Plain(t - LISTEN)
+                };
+                match self.accept(which) {
                     Accept::Drained => {}
                     Accept::More => self.sched.again.push(token),
                     Accept::OutOfFds => {
@@ -619,6 +679,10 @@ impl Server {
             let _ = self.poll.registry().deregister(l);
         }
         self.listeners.clear();
+        for l in &mut self.tls_listeners {
+            let _ = self.poll.registry().deregister(l);
+        }
+        self.tls_listeners.clear();
         let bye = proto::reply_bytes(&proto::Reply::Bye(proto::SHUTDOWN_TEXT));
         for slot in self.conns.open_slots() {
             if let Some(c) = self.conns.get_mut(slot) {
@@ -671,17 +735,21 @@ impl Server {
             // One try at telling the peer why, never a wait: the socket is
             // usually empty.
             if let (Some(line), Some(c)) = (self.limits.notice(e), self.conns.get_mut(slot)) {
-                let _ = c.sock.write(format!("{line}\n").as_bytes());
+                c.try_say(&line);
             }
             self.close(slot, e.why());
         }
     }
 
     /// Accept what the listener has, up to a fair share per turn.
-    fn accept(&mut self, i: usize) -> Accept {
+    fn accept(&mut self, which: Listener) -> Accept {
         let stats = &self.handle.stats;
+        let (listener, tls) = match which {
+            Listener::Plain(i) => (&self.listeners[i], None),
+            Listener::Tls(i) => (&self.tls_listeners[i], self.tls.as_ref()),
+        };
         for _ in 0..ACCEPTS_PER_TURN {
-            let (mut sock, peer) = match self.listeners[i].accept() {
+            let (mut sock, peer) = match listener.accept() {
                 Ok(p) => p,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Accept::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -702,7 +770,11 @@ impl Server {
             if live >= self.limits.max_clients {
                 stats.refused.fetch_add(1, Ordering::Relaxed);
                 stats.refuse(Refusal::ServerFull);
-                let _ = sock.write(&proto::reply_bytes(&proto::Reply::Full));
+                // A TLS peer would read these bytes as a broken record: it
+                // gets the close alone.
+                if tls.is_none() {
+                    let _ = sock.write(&proto::reply_bytes(&proto::Reply::Full));
+                }
                 let _ = sock.shutdown(std::net::Shutdown::Write);
                 self.console
                     .say(Level::Info, &format!("[MAIN] Refused {peer}: server full"));
@@ -714,7 +786,9 @@ impl Server {
             if max > 0 && held >= max && (self.limits.limit_loopback || !ip.is_loopback()) {
                 stats.refused.fetch_add(1, Ordering::Relaxed);
                 stats.refuse(Refusal::TooManyPerAddress);
-                let _ = sock.write(&proto::too_many_reply(ip, max));
+                if tls.is_none() {
+                    let _ = sock.write(&proto::too_many_reply(ip, max));
+                }
                 let _ = sock.shutdown(std::net::Shutdown::Write);
                 self.console.say(
                     Level::Info,
@@ -724,7 +798,14 @@ impl Server {
             }
             let _ = sock.set_nodelay(true);
             let registry = self.poll.registry();
-            let inserted = self.conns.insert(Conn::new(sock, peer), |c, slot| {
+            let mut conn = Conn::new(sock, peer);
+            if let Some(t) = tls {
+                match tls::Tls::new(&t.config) {
+                    Ok(s) => conn.tls = Some(Box::new(s)),
+                    Err(_) => continue,
+                }
+            }
+            let inserted = self.conns.insert(conn, |c, slot| {
                 registry.register(&mut c.sock, Token(FIRST_CONN + slot), Interest::READABLE)
             });
             if inserted.is_err() {
@@ -734,7 +815,7 @@ impl Server {
             stats.clients.fetch_add(1, Ordering::Relaxed);
             stats.clients_total.fetch_add(1, Ordering::Relaxed);
             self.console
-                .say(Level::Info, &format!("[MAIN] Connected by {peer}"));
+                .say(Level::Info, &format!("[MAIN] Connected by {peer}{}", if tls.is_some() { " (TLS)" } else { "" }));
         }
         Accept::More
     }
@@ -811,6 +892,13 @@ impl Server {
         }
         true
     }
+}
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy)]
+enum Listener {
+    Plain(usize),
+    Tls(usize),
 }
 
 enum Accept {
