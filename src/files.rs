@@ -42,6 +42,24 @@ pub fn preferred_files(dir: &str, ext: &str, prefix: &str) -> Vec<String> {
     v
 }
 
+/// Write a file only its owner may read (a private key, a trust store),
+/// replacing what was there.
+///
+/// # Errors
+/// The OS error.
+pub fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,22 +87,4 @@ mod tests {
             io::ErrorKind::NotFound
         );
     }
-}
-
-/// Write a file only its owner may read (a private key, a trust store),
-/// replacing what was there.
-///
-/// # Errors
-/// The OS error.
-pub fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
 }

@@ -78,7 +78,10 @@ mod tests {
         let fp = fingerprint(der);
         assert_eq!(fp.len(), 95);
         assert_eq!(parse_pin(&fp), Ok(digest(der)));
-        assert_eq!(parse_pin(&fp.replace(':', "").to_lowercase()), Ok(digest(der)));
+        assert_eq!(
+            parse_pin(&fp.replace(':', "").to_lowercase()),
+            Ok(digest(der))
+        );
         assert_eq!(
             parse_pin(&format!("SHA256 Fingerprint={fp}")),
             Ok(digest(der))

@@ -24,8 +24,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::log::AppendLog;
 use crate::net::Endpoint;
 use crate::net::client::{self, ClientCtx, LineReader, ReadLine};
-use crate::net::tls::Stream;
 use crate::net::sockopt::SockOpts;
+use crate::net::tls::Stream;
 use crate::paint::Paint;
 use crate::proto::chat::{self, MAX_CHAT_LINE, valid_nick};
 use crate::proto::echo::{Reply, Request, parse_reply};
@@ -444,7 +444,7 @@ fn interactive_tcp(
         std::thread::sleep(Duration::from_millis(10));
     }
     stop.store(true, Ordering::Relaxed);
-    let _ = wsock.shutdown(std::net::Shutdown::Both);
+    wsock.shutdown(std::net::Shutdown::Both);
     let _ = thread.join();
     log.event(&format!("left {addr}"));
     let ended = if server_left.load(Ordering::Relaxed) {

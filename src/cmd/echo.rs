@@ -556,15 +556,15 @@ mod tests {
     #[test]
     fn target_or_message() {
         let d = Endpoint::parse("127.0.0.1", 5050).unwrap();
-        let (e, m) = target_and_message(&w(&["127.0.0.1", "hello", "world"]), &d).unwrap();
+        let (e, m) = target_and_message(&w(&["127.0.0.1", "hello", "world"]), &d, 5050).unwrap();
         assert_eq!(
             (e.to_string(), m.as_deref()),
             ("127.0.0.1:5050".into(), Some("hello world"))
         );
-        let (e, m) = target_and_message(&w(&["hello"]), &d).unwrap();
+        let (e, m) = target_and_message(&w(&["hello"]), &d, 5050).unwrap();
         assert_eq!((e, m.as_deref()), (d.clone(), Some("hello")));
-        let (e, m) = target_and_message(&w(&["[::1]:7"]), &d).unwrap();
+        let (e, m) = target_and_message(&w(&["[::1]:7"]), &d, 5050).unwrap();
         assert_eq!((e.to_string(), m), ("[::1]:7".into(), None));
-        assert!(target_and_message(&w(&["bad host!", "x"]), &d).is_err());
+        assert!(target_and_message(&w(&["bad host!", "x"]), &d, 5050).is_err());
     }
 }

@@ -110,7 +110,12 @@ struct ServeArgs {
     #[arg(long)]
     foreground: bool,
     /// Also serve echo and chat over TLS with this certificate (PEM; with --tls-key)
-    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with = "tls_self_signed")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
     tls_cert: Option<std::path::PathBuf>,
     /// The private key of --tls-cert (PEM)
     #[arg(long, value_name = "FILE", requires = "tls_cert")]

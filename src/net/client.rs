@@ -328,7 +328,11 @@ pub fn request<S: LineStream + ?Sized>(
 ///
 /// # Errors
 /// As [`write_all`].
-pub fn send<S: LineStream + ?Sized>(sock: &mut S, req: &Request<'_>, ctx: ClientCtx<'_>) -> Result<()> {
+pub fn send<S: LineStream + ?Sized>(
+    sock: &mut S,
+    req: &Request<'_>,
+    ctx: ClientCtx<'_>,
+) -> Result<()> {
     let mut wire = Vec::new();
     encode_request(req, &mut wire);
     write_all(sock, &wire, ctx)

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
@@ -171,11 +171,10 @@ fn ca_verifier(file: &Path) -> Result<Arc<dyn ServerCertVerifier>> {
             .map_err(|e| Error::bad_value(format!("--ca {}: {e}", file.display())))?;
     }
     if roots.is_empty() {
-        return Err(Error::bad_value(format!(
-            "--ca {}: no certificate in it",
-            file.display()
-        ))
-        .with_hint("give a PEM file (-----BEGIN CERTIFICATE-----)"));
+        return Err(
+            Error::bad_value(format!("--ca {}: no certificate in it", file.display()))
+                .with_hint("give a PEM file (-----BEGIN CERTIFICATE-----)"),
+        );
     }
     WebPkiServerVerifier::builder_with_provider(Arc::new(roots), crate::tls::provider())
         .build()
@@ -225,9 +224,8 @@ pub fn connect(
         }
         Trust::Ca(file) => (ca_verifier(file)?, None),
     };
-    let name = ServerName::try_from(ep.host.clone()).map_err(|_| {
-        Error::bad_value(format!("'{}' cannot be a TLS server name", ep.host))
-    })?;
+    let name = ServerName::try_from(ep.host.clone())
+        .map_err(|_| Error::bad_value(format!("'{}' cannot be a TLS server name", ep.host)))?;
     let conn = ClientConnection::new(config(verifier)?, name)
         .map_err(|e| Error::new(ErrorKind::Io, format!("TLS setup: {e}")))?;
     let mut tls = StreamOwned::new(conn, sock);

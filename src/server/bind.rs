@@ -106,7 +106,9 @@ pub(super) fn bind_tls(
             bind_error("bind TLS", addr, &e)
                 .with_hint("choose another --tls-port (0 picks a free one)")
         })?;
-        let local = l.local_addr().map_err(|e| Error::io("bind TLS", addr, &e))?;
+        let local = l
+            .local_addr()
+            .map_err(|e| Error::io("bind TLS", addr, &e))?;
         port = local.port();
         ls.push(l);
         bound.push(local);

@@ -814,8 +814,13 @@ impl Server {
             self.sched.accept_paused_said = false;
             stats.clients.fetch_add(1, Ordering::Relaxed);
             stats.clients_total.fetch_add(1, Ordering::Relaxed);
-            self.console
-                .say(Level::Info, &format!("[MAIN] Connected by {peer}{}", if tls.is_some() { " (TLS)" } else { "" }));
+            self.console.say(
+                Level::Info,
+                &format!(
+                    "[MAIN] Connected by {peer}{}",
+                    if tls.is_some() { " (TLS)" } else { "" }
+                ),
+            );
         }
         Accept::More
     }

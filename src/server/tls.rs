@@ -11,7 +11,7 @@
 //! first use still trust the server after a restart.
 
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use mio::net::TcpStream;
@@ -109,7 +109,7 @@ pub fn self_signed(dir: &Path, names: &[String], port: u16) -> Result<TlsSetup> 
     Ok(s)
 }
 
-fn make_self_signed(dir: &Path, cert: &PathBuf, key: &PathBuf, names: &[String]) -> Result<()> {
+fn make_self_signed(dir: &Path, cert: &Path, key: &Path, names: &[String]) -> Result<()> {
     let mut all = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
     for n in names {
         if !all.contains(n) {

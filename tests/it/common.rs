@@ -38,6 +38,8 @@ pub const LIMIT: Duration = Duration::from_secs(20);
 pub struct TestServer {
     /// The bound address (loopback, ephemeral port).
     pub addr: SocketAddr,
+    /// The TLS listener's address, if on.
+    pub tls_addr: Option<SocketAddr>,
     /// The SNTP responder's address, if on.
     pub ntp_addr: Option<SocketAddr>,
     /// Where it serves `/metrics`, if it does.
@@ -72,6 +74,8 @@ pub struct Opts {
     pub chat_idle: Option<Duration>,
     /// What one address may cost the room.
     pub chat_limits: netsh::server::hub::ChatLimits,
+    /// Echo and chat over TLS too (on a free port).
+    pub tls: Option<netsh::server::tls::TlsSetup>,
 }
 
 impl Default for Opts {
@@ -90,6 +94,7 @@ impl Default for Opts {
             chat_log_dir: None,
             chat_replay: 20,
             metrics: None,
+            tls: None,
             udp_rate_limit: Some(netsh::server::DEFAULT_UDP_RATE),
             line_timeout: netsh::server::DEFAULT_LINE_TIMEOUT,
             chat_idle: Some(netsh::server::DEFAULT_CHAT_IDLE),
@@ -139,15 +144,18 @@ pub fn start_server_with(ip: &str, o: Opts) -> TestServer {
         chat_replay: o.chat_replay,
         console,
         metrics: o.metrics,
+        tls: o.tls,
     })
     .expect("bind test server");
     let addr = server.addrs()[0];
+    let tls_addr = server.tls_addrs().first().copied();
     let ntp_addr = server.ntp_addrs().first().copied();
     let metrics_addr = server.metrics_addr();
     let handle = server.handle();
     let thread = std::thread::spawn(move || server.run());
     TestServer {
         addr,
+        tls_addr,
         ntp_addr,
         metrics_addr,
         handle,

@@ -31,6 +31,9 @@
 //! - `shell`: the interactive shell on a pseudo-terminal;
 //! - `sntp`: the SNTP client and responder, against each other, standard
 //!   clients, chronyd and fake servers;
+//! - `tls`: the TLS port (self-signed or given certificates), the clients'
+//!   pins, CAs and trust on first use, `openssl s_client`, stalled and
+//!   garbage handshakes;
 //! - `budgets`: CPU, memory and speed budgets, `#[ignore]`d so the normal
 //!   run skips them (timing on a shared machine); `scripts/test` runs them
 //!   serially afterwards.
@@ -56,3 +59,4 @@ mod scripts;
 mod server_limits;
 mod shell;
 mod sntp;
+mod tls;
