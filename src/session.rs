@@ -271,6 +271,8 @@ pub struct BackgroundServer {
     pub addrs: Vec<std::net::SocketAddr>,
     /// Where its SNTP responder listens.
     pub ntp_addrs: Vec<String>,
+    /// Where it serves TLS, and its certificate's fingerprint.
+    pub tls: (Vec<String>, Option<String>),
     /// Where it serves `/metrics`, if it does.
     pub metrics: Option<std::net::SocketAddr>,
     /// When it started.

@@ -297,6 +297,14 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
     let addrs = server.addrs().to_vec();
     let ntp_addrs: Vec<String> = server.ntp_addrs().iter().map(ToString::to_string).collect();
     let metrics = server.metrics_addr();
+    let tls = (
+        server
+            .tls_addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        server.tls_fingerprint().map(str::to_string),
+    );
     let started = Instant::now();
     if foreground {
         // The console's operator is in the chat room: lines typed on stdin
@@ -334,6 +342,8 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
             running: false,
             addresses: addrs.iter().map(ToString::to_string).collect(),
             ntp_addresses: ntp_addrs.clone(),
+            tls_addresses: tls.0.clone(),
+            tls_fingerprint: tls.1.clone(),
             port: addrs.first().map(|a| a.port()),
             uptime_s: Some(started.elapsed().as_secs_f64()),
             stats: Some(stats),
@@ -350,6 +360,7 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         handle,
         addrs: addrs.clone(),
         ntp_addrs: ntp_addrs.clone(),
+        tls: tls.clone(),
         metrics,
         started,
         thread,
@@ -359,6 +370,8 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         running: true,
         addresses: addrs.iter().map(ToString::to_string).collect(),
         ntp_addresses: ntp_addrs,
+        tls_addresses: tls.0,
+        tls_fingerprint: tls.1,
         port: addrs.first().map(|a| a.port()),
         uptime_s: Some(0.0),
         stats: None,
@@ -409,6 +422,8 @@ fn status(s: &Session) -> ServeReport {
             running: !bg.thread.is_finished(),
             addresses: bg.addrs.iter().map(ToString::to_string).collect(),
             ntp_addresses: bg.ntp_addrs.clone(),
+            tls_addresses: bg.tls.0.clone(),
+            tls_fingerprint: bg.tls.1.clone(),
             port: bg.addrs.first().map(|a| a.port()),
             uptime_s: Some(bg.started.elapsed().as_secs_f64()),
             stats: Some(bg.handle.stats.snapshot()),
@@ -420,6 +435,8 @@ fn status(s: &Session) -> ServeReport {
             running: false,
             addresses: Vec::new(),
             ntp_addresses: Vec::new(),
+            tls_addresses: Vec::new(),
+            tls_fingerprint: None,
             port: None,
             uptime_s: None,
             stats: None,
@@ -447,6 +464,8 @@ fn stop(s: &mut Session) -> Result<Report> {
         running: false,
         addresses: bg.addrs.iter().map(ToString::to_string).collect(),
         ntp_addresses: bg.ntp_addrs.clone(),
+        tls_addresses: bg.tls.0.clone(),
+        tls_fingerprint: bg.tls.1.clone(),
         port: bg.addrs.first().map(|a| a.port()),
         uptime_s: Some(uptime),
         stats: Some(stats),
@@ -478,6 +497,10 @@ pub struct ServeReport {
     pub addresses: Vec<String>,
     /// SNTP responder addresses (empty when off or unknown).
     pub ntp_addresses: Vec<String>,
+    /// Where echo and chat are served over TLS (empty without TLS).
+    pub tls_addresses: Vec<String>,
+    /// The TLS certificate's SHA-256 fingerprint (for clients' `--pin`).
+    pub tls_fingerprint: Option<String>,
     /// The port (the same on every address); `null` if none runs.
     pub port: Option<u16>,
     /// Seconds since start; `null` if none runs.
@@ -518,6 +541,13 @@ impl ServeReport {
             }
             _ => format!("{} ({})", p.bold("Server stopped"), addrs),
         };
+        if self.running && !self.tls_addresses.is_empty() {
+            out.push_str(&format!(
+                "\nTLS (echo, chat) on {}, certificate SHA-256 {}",
+                p.cyan(&self.tls_addresses.join(", ")),
+                self.tls_fingerprint.as_deref().unwrap_or("?")
+            ));
+        }
         if let Some(m) = self.metrics.as_deref().filter(|_| self.running) {
             out.push_str(&format!("\nPrometheus metrics on {}", p.cyan(m)));
         }

@@ -186,6 +186,20 @@ fn hex(d: &[u8; 32]) -> String {
     d.iter().map(|b| format!("{b:02X}")).collect()
 }
 
+/// A client configuration that trusts exactly the certificate with this
+/// SHA-256 (for callers that drive a `rustls::ClientConnection` from their
+/// own loop, like the TLS benchmark).
+///
+/// # Errors
+/// rustls' setup error (none expected).
+pub fn pinned_config(pin: [u8; 32]) -> Result<Arc<rustls::ClientConfig>> {
+    config(Arc::new(PinVerifier {
+        pin: Some(pin),
+        seen: Arc::new(Mutex::new(Seen::default())),
+        provider: crate::tls::provider(),
+    }))
+}
+
 /// TLS over a connected socket: the handshake, within the session's
 /// timeout, checked as `trust` says.
 ///

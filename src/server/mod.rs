@@ -412,6 +412,11 @@ impl Server {
         &self.tls_addrs
     }
 
+    /// The TLS certificate's SHA-256 fingerprint, if TLS is on.
+    pub fn tls_fingerprint(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.fingerprint.as_str())
+    }
+
     /// The SNTP responder's addresses (empty when it is off).
     pub fn ntp_addrs(&self) -> &[SocketAddr] {
         &self.ntp_addrs
