@@ -315,8 +315,11 @@ impl Conn {
         if self.out_pos == self.out.len() {
             self.out.clear();
             self.out_pos = 0;
-            if self.out.capacity() > 64 * 1024 {
-                self.out = Vec::new(); // idle connections keep no large buffers
+            // Idle connections keep no large buffers; a stream keeps its
+            // own (bounded by OUT_CAP) rather than map and unmap it each
+            // turn (malloc serves these sizes with mmap).
+            if self.out.capacity() > 64 * 1024 && self.mode != Mode::Stream {
+                self.out = Vec::new();
             }
         } else if self.out_pos > self.out.len() / 2 {
             self.out.drain(..self.out_pos);
