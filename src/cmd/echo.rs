@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::cmd::{Command, args_of, probe_args};
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::Endpoint;
-use crate::net::bulk::{self, BulkPlan, BulkResult};
+use crate::net::bulk::{self, BulkPlan, BulkResult, Direction};
 use crate::net::client::{self, ClientCtx, LineReader};
 use crate::net::echo::{TcpEcho, UdpEcho};
 use crate::net::probe::{self, Event, Plan, Status, Transport};
@@ -72,6 +72,18 @@ struct EchoArgs {
     /// Bulk: send this many bytes instead (e.g. 100M)
     #[arg(short = 'n', long = "bytes", value_name = "BYTES", requires = "bulk", value_parser = parse_bulk_bytes)]
     bytes: Option<u64>,
+    /// Bulk: one way, client to server (the server checks and reports)
+    #[arg(long, requires = "bulk", conflicts_with_all = ["recv", "echo"])]
+    send: bool,
+    /// Bulk: one way, server to client (the client checks)
+    #[arg(short = 'R', long, requires = "bulk", conflicts_with = "echo")]
+    recv: bool,
+    /// Bulk: to the server and back, checked (the default)
+    #[arg(long, requires = "bulk")]
+    echo: bool,
+    /// Bulk: do not check the bytes (to compare with iperf3 on equal terms)
+    #[arg(long, requires = "bulk")]
+    no_verify: bool,
     /// Bulk: parallel streams
     #[arg(short = 'P', long = "parallel", value_name = "STREAMS", default_value_t = 1, requires = "bulk",
           value_parser = clap::value_parser!(u32).range(1..=bulk::MAX_STREAMS as i64))]
@@ -128,10 +140,28 @@ impl Command for Echo {
                 duration: a.time,
                 bytes: a.bytes,
                 interval: a.interval.max(MIN_REPORT_INTERVAL),
+                direction: if a.send {
+                    Direction::Send
+                } else if a.recv {
+                    Direction::Recv
+                } else {
+                    Direction::Echo
+                },
+                verify: !a.no_verify,
+            };
+            let (verb, prep) = match plan.direction {
+                Direction::Echo => ("Streaming", "to"),
+                Direction::Send => ("Sending", "to"),
+                Direction::Recv => ("Receiving", "from"),
             };
             s.emit(&format!(
-                "Streaming to {ep} with {}, every byte checked ...",
-                units::plural(plan.streams as u64, "stream")
+                "{verb} {prep} {ep} with {}, {} ...",
+                units::plural(plan.streams as u64, "stream"),
+                if plan.verify {
+                    "every byte checked"
+                } else {
+                    "bytes not checked"
+                }
             ))
             .ok();
             // Each report as it comes, flushed, as iperf3 prints them.
@@ -140,7 +170,7 @@ impl Command for Echo {
                     "[SUM] {:6.2}-{:6.2} sec  {:>10}  {:7.2} Gbit/s",
                     iv.start_s,
                     iv.end_s,
-                    units::format_bytes(iv.bytes),
+                    units::size(iv.bytes),
                     iv.gbit_per_s
                 ))
                 .ok();
@@ -446,10 +476,27 @@ impl EchoReport {
             }
             EchoReport::Bulk(b) if b.result.mismatched_bytes > 0 => Some(Error::new(
                 ErrorKind::Mismatch,
-                format!(
-                    "{} of {} echoed bytes from {} differed or were missing",
-                    b.result.mismatched_bytes, b.result.bytes_sent, b.result.address
-                ),
+                match b.result.direction {
+                    Direction::Echo => format!(
+                        "{} of {} echoed bytes from {} differed or were missing",
+                        b.result.mismatched_bytes, b.result.bytes_sent, b.result.address
+                    ),
+                    _ => format!(
+                        "{} of {} bytes {} {} differed or were missing{}",
+                        b.result.mismatched_bytes,
+                        b.result.bytes_sent,
+                        if b.result.direction == Direction::Send {
+                            "sent to"
+                        } else {
+                            "received from"
+                        },
+                        b.result.address,
+                        b.result
+                            .first_mismatch
+                            .map(|m| format!(", first at byte {} of stream {}", m.offset, m.stream))
+                            .unwrap_or_default()
+                    ),
+                },
             )),
             _ => None,
         }
@@ -497,6 +544,9 @@ impl EchoReport {
             }
             EchoReport::Bulk(b) => {
                 let r = &b.result;
+                if r.direction != Direction::Echo {
+                    return render_one_way(r, p);
+                }
                 let mut out = format!(
                     "{} {:.2} sec  sent {}  received {}  {} ({})",
                     p.bold("[SUM] total"),
@@ -506,7 +556,9 @@ impl EchoReport {
                     p.cyan(&format!("{:.2} Gbit/s", r.gbit_per_s)),
                     units::plural(r.streams as u64, "stream"),
                 );
-                if r.mismatched_bytes == 0 {
+                if r.mismatched_bytes == 0 && !r.verified {
+                    out.push_str(&format!("\n{}", p.yellow("bytes not verified (--no-verify)")));
+                } else if r.mismatched_bytes == 0 {
                     out.push_str(&format!("\n{}", p.green("every echoed byte verified")));
                 } else {
                     out.push_str(&format!(
@@ -522,6 +574,58 @@ impl EchoReport {
             }
         }
     }
+}
+
+/// `--send` and `--recv`: iperf3's two lines, then the check.
+fn render_one_way(r: &BulkResult, p: &Paint) -> String {
+    let line = |side: &bulk::Side, who: &str| {
+        format!(
+            "{} 0.00-{:.2} sec  {:>10}  {}  {who}",
+            p.bold("[SUM]"),
+            side.seconds,
+            units::size(side.bytes),
+            p.cyan(&format!("{:7.2} Gbit/s", side.gbit_per_s)),
+        )
+    };
+    let mut out = format!(
+        "{}\n{}\n{}",
+        p.dim(&format!(
+            "{} ({})",
+            if r.direction == Direction::Send {
+                "client to server"
+            } else {
+                "server to client"
+            },
+            units::plural(r.streams as u64, "stream")
+        )),
+        line(&r.sender, "sender"),
+        line(&r.receiver, "receiver"),
+    );
+    if r.mismatched_bytes > 0 {
+        out.push_str(&format!(
+            "\n{} {} bytes differed or were missing{}",
+            p.red("MISMATCH:"),
+            r.mismatched_bytes,
+            r.first_mismatch
+                .map(|m| format!(" (first at byte {} of stream {})", m.offset, m.stream))
+                .unwrap_or_default()
+        ));
+    } else if r.verified {
+        out.push_str(&format!(
+            "\n{}",
+            p.green(if r.direction == Direction::Send {
+                "every byte verified by the server"
+            } else {
+                "every byte verified"
+            })
+        ));
+    } else {
+        out.push_str(&format!("\n{}", p.yellow("bytes not verified (--no-verify)")));
+    }
+    if r.interrupted {
+        out.push_str(&p.yellow("\n(interrupted)"));
+    }
+    out
 }
 
 #[cfg(test)]

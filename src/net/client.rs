@@ -313,6 +313,8 @@ fn request_word(req: &Request<'_>) -> &'static str {
     match req {
         Request::Echo(_) => "ECHO",
         Request::Stream => "STREAM",
+        Request::Sink { .. } => "SINK",
+        Request::Source { .. } => "SOURCE",
         Request::Chat(_) => "CHAT",
         Request::Help => "HELP",
         Request::Quit => "QUIT",

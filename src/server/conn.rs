@@ -25,6 +25,11 @@ use crate::server::handle::{Refusal, Stats};
 pub const OUT_CAP: usize = 1 << 20;
 /// Reads per readiness event before yielding to other connections.
 const READS_PER_TURN: usize = 16;
+/// SOURCE writes per turn before yielding to other connections.
+const WRITES_PER_TURN: usize = 16;
+/// Bytes per SOURCE write.
+const SOURCE_CHUNK: usize = 256 * 1024;
+const _: () = assert!(SOURCE_CHUNK <= proto::PATTERN_SPAN);
 /// Longest client text shown on the console.
 const SHOW_MAX: usize = 200;
 
@@ -35,6 +40,10 @@ pub enum Mode {
     Lines,
     /// Raw echo of every byte (after `STREAM`).
     Stream,
+    /// Reading the bulk pattern (after `SINK`), see [`Bulk`].
+    Sink,
+    /// Writing the bulk pattern (after `SOURCE`), see [`Bulk`].
+    Source,
     /// A chat room member: each line is a message (see `server::chat`).
     Chat,
     /// Sending what is queued, then closing.
@@ -85,6 +94,98 @@ pub struct Conn {
     pub line_started: Option<Instant>,
     /// Whole lines read so far.
     lines_done: u64,
+    /// The one-way bulk test, in `Sink` and `Source` modes.
+    pub bulk: Option<Box<Bulk>>,
+}
+
+/// A one-way bulk test's state: a few counters, whatever the size (the
+/// pattern is shared, checked in place).
+#[derive(Debug)]
+pub struct Bulk {
+    /// Pattern offset of the first byte.
+    pub start: usize,
+    /// Check every byte (SINK).
+    pub verify: bool,
+    /// SOURCE: how much.
+    pub limit: Option<proto::SourceLimit>,
+    /// Bytes moved so far.
+    pub bytes: u64,
+    /// SINK: bytes that differed.
+    pub mismatched: u64,
+    /// SINK: the first that differed.
+    pub first: Option<u64>,
+    /// When the request came.
+    pub began: Instant,
+    /// When the last byte moved.
+    pub last: Instant,
+    /// SOURCE: all written and the write side shut.
+    pub finished: bool,
+}
+
+impl Bulk {
+    fn new(start: usize, verify: bool, limit: Option<proto::SourceLimit>) -> Box<Bulk> {
+        let now = Instant::now();
+        Box::new(Bulk {
+            start,
+            verify,
+            limit,
+            bytes: 0,
+            mismatched: 0,
+            first: None,
+            began: now,
+            last: now,
+            finished: false,
+        })
+    }
+
+    /// SINK: take bytes, checked in place against the shared pattern.
+    fn sink(&mut self, data: &[u8]) {
+        if self.verify {
+            let (bad, first) = proto::check_pattern(self.start as u64 + self.bytes, data);
+            if bad > 0 {
+                self.mismatched += bad;
+                if self.first.is_none() {
+                    self.first = first.map(|i| self.bytes + i as u64);
+                }
+            }
+        }
+        self.bytes += data.len() as u64;
+        self.last = Instant::now();
+    }
+
+    /// The summary a SINK answers.
+    pub fn summary(&self) -> proto::SinkSummary {
+        proto::SinkSummary {
+            bytes: self.bytes,
+            mismatched: self.mismatched,
+            first: self.first,
+            elapsed_us: self.last.duration_since(self.began).as_micros() as u64,
+            verified: self.verify,
+        }
+    }
+
+    /// The console line at the end of a test.
+    pub fn console_line(&self, peer: SocketAddr, what: &str) -> String {
+        let secs = self.last.duration_since(self.began).as_secs_f64().max(1e-9);
+        let check = if self.limit.is_some() {
+            String::new()
+        } else if !self.verify {
+            ", not verified".to_string()
+        } else if self.mismatched == 0 {
+            ", every byte verified".to_string()
+        } else {
+            format!(
+                ", {} bytes differed (first at {})",
+                self.mismatched,
+                self.first.unwrap_or(0)
+            )
+        };
+        format!(
+            "[BULK] {peer} {what} {} bytes in {secs:.2} s ({:.2} Gbit/s{check})",
+            self.bytes,
+            self.bytes as f64 * 8.0 / secs / 1e9
+        )
+    }
 }
 
 impl Conn {
@@ -108,6 +209,7 @@ impl Conn {
             last_progress: Instant::now(),
             line_started: None,
             lines_done: 0,
+            bulk: None,
         }
     }
 
@@ -124,7 +226,7 @@ impl Conn {
 
     /// Queue bytes and switch to closing (used for shutdown and limits).
     pub fn close_with(&mut self, msg: &[u8]) {
-        if self.mode != Mode::Stream {
+        if !matches!(self.mode, Mode::Stream | Mode::Sink | Mode::Source) {
             self.out.extend_from_slice(msg);
         }
         self.start_closing();
@@ -145,6 +247,12 @@ impl Conn {
         }
         let mut again = false;
         let mut blocked = false;
+        if self.mode == Mode::Source {
+            match self.source(stats, console) {
+                Ok(more) => again |= more,
+                Err(e) => return Next::Close(close_reason(&e)),
+            }
+        }
         if self.mode != Mode::Closing && !self.read_closed && !self.paused {
             let mut reads = 0;
             loop {
@@ -189,6 +297,34 @@ impl Conn {
             if blocked && self.queued() < OUT_CAP {
                 again = true;
             }
+            // A SOURCE just asked for: its OK went out, the pattern follows.
+            if self.mode == Mode::Source {
+                match self.source(stats, console) {
+                    Ok(more) => again |= more,
+                    Err(e) => return Next::Close(close_reason(&e)),
+                }
+            }
+        }
+        if self.read_closed && self.mode == Mode::Sink {
+            // The client's half-close ends the test: answer its summary.
+            if let Some(b) = &self.bulk {
+                b.summary().encode(&mut self.out);
+                console.say(Level::Info, &b.console_line(self.peer, "sent"));
+            }
+            self.start_closing();
+            if let Err(e) = self.flush(stats) {
+                return Next::Close(close_reason(&e));
+            }
+        }
+        if self.read_closed && self.mode == Mode::Source {
+            // The client went before the end: nothing more to write.
+            if let Some(b) = self.bulk.as_ref().filter(|b| !b.finished) {
+                console.say(
+                    Level::Info,
+                    &format!("{} (client closed early)", b.console_line(self.peer, "received")),
+                );
+            }
+            self.start_closing();
         }
         if self.read_closed
             && matches!(self.mode, Mode::Lines | Mode::Chat)
@@ -223,7 +359,8 @@ impl Conn {
             && !self.read_closed
             && !self.paused
             && (self.mode != Mode::Stream || queued < OUT_CAP);
-        let interest = match (reading, queued > 0) {
+        let writing = queued > 0 || self.mode == Mode::Source;
+        let interest = match (reading, writing) {
             (true, true) => Interest::READABLE | Interest::WRITABLE,
             (false, true) => Interest::WRITABLE,
             _ => Interest::READABLE,
@@ -264,6 +401,67 @@ impl Conn {
         Ok(())
     }
 
+    /// SOURCE: write the pattern straight from the shared copy (after the
+    /// queued `OK`) until the socket is full, the limit is reached, or the
+    /// turn's cap; true if the cap stopped it (more to write at once).
+    fn source(&mut self, stats: &Stats, console: &mut Console) -> io::Result<bool> {
+        if self.queued() > 0 {
+            return Ok(false);
+        }
+        let Some(b) = &mut self.bulk else {
+            return Ok(false);
+        };
+        if b.finished {
+            return Ok(false);
+        }
+        let now = Instant::now();
+        let left = match b.limit {
+            Some(proto::SourceLimit::Bytes(n)) => n.saturating_sub(b.bytes),
+            Some(proto::SourceLimit::Millis(ms)) => {
+                if now.duration_since(b.began).as_millis() as u64 >= ms {
+                    0
+                } else {
+                    u64::MAX
+                }
+            }
+            None => 0,
+        };
+        let mut left = left;
+        for _ in 0..WRITES_PER_TURN {
+            if left == 0 {
+                b.finished = true;
+                let _ = self.sock.shutdown(std::net::Shutdown::Write);
+                console.say(Level::Info, &b.console_line(self.peer, "received"));
+                // Wait for the client's close (read side), bounded by the sweep.
+                return Ok(false);
+            }
+            let len = (left.min(SOURCE_CHUNK as u64)) as usize;
+            let chunk = proto::pattern_at(b.start as u64 + b.bytes, len);
+            match self.sock.write(chunk) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    b.bytes += n as u64;
+                    if left != u64::MAX {
+                        left -= n as u64;
+                    }
+                    stats.add_out(n);
+                    b.last = Instant::now();
+                    self.last_active = b.last;
+                    self.last_progress = b.last;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(proto::SourceLimit::Millis(ms)) = b.limit
+                && b.last.duration_since(b.began).as_millis() as u64 >= ms
+            {
+                left = 0;
+            }
+        }
+        Ok(true)
+    }
+
     /// Handle bytes just read.
     fn input(&mut self, data: &[u8], stats: &Stats, console: &mut Console) {
         let before = self.lines_done;
@@ -284,12 +482,18 @@ impl Conn {
     fn consume(&mut self, data: &[u8], stats: &Stats, console: &mut Console) {
         match self.mode {
             Mode::Stream => self.out.extend_from_slice(data),
-            Mode::Closing => {}
+            Mode::Sink => {
+                if let Some(b) = &mut self.bulk {
+                    b.sink(data);
+                }
+            }
+            // A SOURCE client has nothing to say: its bytes are dropped.
+            Mode::Source | Mode::Closing => {}
             Mode::Lines | Mode::Chat => {
                 if self.inbuf.is_empty() {
                     let used = self.lines(data, stats, console);
-                    if self.mode == Mode::Stream {
-                        self.out.extend_from_slice(&data[used..]);
+                    if matches!(self.mode, Mode::Stream | Mode::Sink) {
+                        self.consume(&data[used..], stats, console);
                     } else if matches!(self.mode, Mode::Lines | Mode::Chat) {
                         self.inbuf.extend_from_slice(&data[used..]);
                     }
@@ -297,8 +501,8 @@ impl Conn {
                     let mut buf = std::mem::take(&mut self.inbuf);
                     buf.extend_from_slice(data);
                     let used = self.lines(&buf, stats, console);
-                    if self.mode == Mode::Stream {
-                        self.out.extend_from_slice(&buf[used..]);
+                    if matches!(self.mode, Mode::Stream | Mode::Sink) {
+                        self.consume(&buf[used..], stats, console);
                     } else if matches!(self.mode, Mode::Lines | Mode::Chat) {
                         buf.drain(..used);
                         self.inbuf = buf;
@@ -393,6 +597,24 @@ impl Conn {
                 );
                 proto::encode_reply(&Reply::Ok, &mut self.out);
                 self.mode = Mode::Stream;
+            }
+            Request::Sink { start, verify } => {
+                console.say(
+                    Level::Info,
+                    &format!("[BULK] {} started sending", self.peer),
+                );
+                proto::encode_reply(&Reply::Ok, &mut self.out);
+                self.bulk = Some(Bulk::new(start, verify, None));
+                self.mode = Mode::Sink;
+            }
+            Request::Source { start, limit } => {
+                console.say(
+                    Level::Info,
+                    &format!("[BULK] {} started receiving", self.peer),
+                );
+                proto::encode_reply(&Reply::Ok, &mut self.out);
+                self.bulk = Some(Bulk::new(start, false, Some(limit)));
+                self.mode = Mode::Source;
             }
             Request::Help => proto::encode_reply(&proto::help_reply(), &mut self.out),
             Request::Quit => {

@@ -363,7 +363,7 @@ impl Server {
                 next_sweep: Instant::now() + SWEEP_EVERY,
                 shutdown_at: None,
             },
-            scratch: vec![0u8; 64 * 1024],
+            scratch: vec![0u8; 256 * 1024],
             metrics,
             udp_limit: cfg
                 .udp_rate_limit
