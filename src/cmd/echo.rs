@@ -17,6 +17,7 @@ use crate::cmd::{Command, args_of, probe_args};
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::Endpoint;
 use crate::net::bulk::{self, BulkPlan, BulkResult, Direction};
+use crate::net::bulk_udp::{self, UdpBulkResult, UdpPlan};
 use crate::net::client::{self, ClientCtx, LineReader};
 use crate::net::echo::{TcpEcho, UdpEcho};
 use crate::net::probe::{self, Event, Plan, Status, Transport};
@@ -59,12 +60,21 @@ struct EchoArgs {
     /// Stop after this long, whatever the count: 10s
     #[arg(short = 'w', long, value_name = "DEADLINE", conflicts_with = "bulk", value_parser = probe_args::deadline)]
     deadline: Option<Duration>,
-    /// Probe over UDP (datagrams echoed verbatim) instead of TCP
-    #[arg(short = 'u', long, conflicts_with = "bulk")]
+    /// Probe over UDP (datagrams echoed verbatim) instead of TCP; with
+    /// --bulk, a UDP throughput test (client to server, like iperf3 -u)
+    #[arg(short = 'u', long)]
     udp: bool,
-    /// Throughput mode: stream bytes and check every echoed byte
-    #[arg(short = 'b', long)]
+    /// Throughput mode: stream bytes and check every byte
+    #[arg(long)]
     bulk: bool,
+    /// Bulk --udp: bit rate (500M, 1G; 0 for as fast as possible)
+    #[arg(short = 'b', long = "bitrate", value_name = "RATE", default_value = "1M",
+          requires = "udp", value_parser = bulk_udp::parse_rate)]
+    bitrate: u64,
+    /// Bulk --udp: bytes per datagram, header included
+    #[arg(short = 'l', long = "length", value_name = "BYTES", default_value_t = 1448, requires = "udp",
+          value_parser = clap::value_parser!(u32).range(bulk_udp::MIN_LENGTH as i64..=bulk_udp::MAX_LENGTH as i64))]
+    length: u32,
     /// Bulk: seconds to send
     #[arg(short = 't', long = "time", value_name = "SECONDS", default_value = "5", requires = "bulk",
           value_parser = parse_bulk_time)]
@@ -124,7 +134,51 @@ impl Command for Echo {
         let (ep, message) = target_and_message(&a.words, &s.settings.server)?;
         let interrupt = std::sync::Arc::clone(&s.interrupt);
         let ctx = s.settings.client_ctx(&interrupt);
-        let report = if a.bulk {
+        let report = if a.bulk && a.udp {
+            if message.is_some() {
+                return Err(Error::usage("echo --bulk takes no message")
+                    .with_hint("echo HOST[:PORT] --bulk --udp -b 100M"));
+            }
+            if a.recv || a.echo || a.parallel > 1 {
+                return Err(Error::usage(
+                    "echo --bulk --udp sends from client to server, one flow (no -R, --echo, -P)",
+                )
+                .with_hint("echo HOST[:PORT] --bulk --udp -b 100M -t 5"));
+            }
+            let plan = UdpPlan {
+                rate_bps: a.bitrate,
+                length: a.length as usize,
+                duration: a.time,
+                bytes: a.bytes,
+                interval: a.interval.max(MIN_REPORT_INTERVAL),
+            };
+            s.emit(&format!(
+                "Sending UDP to {ep} at {}, {}-byte datagrams ...",
+                if plan.rate_bps == 0 {
+                    "full speed".to_string()
+                } else {
+                    format!("{:.2} Mbit/s", plan.rate_bps as f64 / 1e6)
+                },
+                plan.length
+            ))
+            .ok();
+            let r = bulk_udp::run(&ep, &plan, ctx, &mut |iv| {
+                s.emit(&format!(
+                    "[UDP] {:6.2}-{:6.2} sec  {:>10}  {:9.2} Mbit/s  {} datagrams",
+                    iv.start_s,
+                    iv.end_s,
+                    units::size(iv.bytes),
+                    iv.mbit_per_s,
+                    iv.datagrams
+                ))
+                .ok();
+            });
+            EchoReport::BulkUdp(BulkUdpReport {
+                mode: Mode::BulkUdp,
+                target: ep.to_string(),
+                result: r?,
+            })
+        } else if a.bulk {
             if message.is_some() {
                 return Err(Error::usage("echo --bulk takes no message")
                     .with_hint("echo HOST[:PORT] --bulk -t 5 -P 2"));
@@ -378,6 +432,9 @@ pub enum Mode {
     Probe,
     /// Throughput.
     Bulk,
+    /// UDP throughput.
+    #[serde(rename = "bulk_udp")]
+    BulkUdp,
 }
 
 /// The transport of probes.
@@ -429,6 +486,18 @@ pub struct BulkReport {
     pub result: BulkResult,
 }
 
+/// UDP bulk mode.
+#[derive(Debug, Serialize)]
+pub struct BulkUdpReport {
+    /// `bulk_udp`.
+    pub mode: Mode,
+    /// As given.
+    pub target: String,
+    /// Figures.
+    #[serde(flatten)]
+    pub result: UdpBulkResult,
+}
+
 /// What `echo` reports.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
@@ -439,6 +508,8 @@ pub enum EchoReport {
     Probe(ProbeReport),
     /// Throughput.
     Bulk(BulkReport),
+    /// UDP throughput.
+    BulkUdp(BulkUdpReport),
 }
 
 impl EchoReport {
@@ -498,6 +569,13 @@ impl EchoReport {
                     ),
                 },
             )),
+            EchoReport::BulkUdp(b) if b.result.bad > 0 => Some(Error::new(
+                ErrorKind::Mismatch,
+                format!(
+                    "{} of {} datagrams to {} arrived with a changed payload",
+                    b.result.bad, b.result.datagrams_received, b.result.address
+                ),
+            )),
             _ => None,
         }
     }
@@ -542,6 +620,7 @@ impl EchoReport {
                 }
                 out
             }
+            EchoReport::BulkUdp(b) => render_udp(&b.result, p),
             EchoReport::Bulk(b) => {
                 let r = &b.result;
                 if r.direction != Direction::Echo {
@@ -574,6 +653,38 @@ impl EchoReport {
             }
         }
     }
+}
+
+/// `--udp`: iperf3's sender and receiver lines, with jitter and loss.
+fn render_udp(r: &UdpBulkResult, p: &Paint) -> String {
+    let mut out = format!(
+        "{} 0.00-{:.2} sec  {:>10}  {}  {} datagrams  sender",
+        p.bold("[UDP]"),
+        r.sender.seconds,
+        units::size(r.sender.bytes),
+        p.cyan(&format!("{:9.2} Mbit/s", r.sender.gbit_per_s * 1e3)),
+        r.datagrams_sent,
+    );
+    let loss = format!("{}/{} ({:.2}%)", r.lost, r.datagrams_sent, r.loss_pct);
+    let loss = if r.lost > 0 { p.red(&loss) } else { p.green(&loss) };
+    out.push_str(&format!(
+        "\n{} 0.00-{:.2} sec  {:>10}  {}  {:.3} ms jitter  {loss} lost  {} out of order  receiver",
+        p.bold("[UDP]"),
+        r.receiver.seconds,
+        units::size(r.receiver.bytes),
+        p.cyan(&format!("{:9.2} Mbit/s", r.receiver.gbit_per_s * 1e3)),
+        r.jitter_ms,
+        r.out_of_order,
+    ));
+    if r.bad == 0 {
+        out.push_str(&format!("\n{}", p.green("every datagram received verified by the server")));
+    } else {
+        out.push_str(&format!("\n{} {} datagrams had a changed payload", p.red("MISMATCH:"), r.bad));
+    }
+    if r.interrupted {
+        out.push_str(&p.yellow("\n(interrupted)"));
+    }
+    out
 }
 
 /// `--send` and `--recv`: iperf3's two lines, then the check.

@@ -94,7 +94,8 @@ pub struct Side {
 }
 
 impl Side {
-    fn new(bytes: u64, seconds: f64) -> Side {
+    /// `bytes` over `seconds`.
+    pub fn new(bytes: u64, seconds: f64) -> Side {
         let seconds = seconds.max(1e-9);
         Side {
             bytes,

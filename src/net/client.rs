@@ -315,6 +315,8 @@ fn request_word(req: &Request<'_>) -> &'static str {
         Request::Stream => "STREAM",
         Request::Sink { .. } => "SINK",
         Request::Source { .. } => "SOURCE",
+        Request::UdpBulk => "UDPBULK",
+        Request::End(_) => "END",
         Request::Chat(_) => "CHAT",
         Request::Help => "HELP",
         Request::Quit => "QUIT",

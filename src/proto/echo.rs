@@ -65,6 +65,10 @@ pub enum Request<'a> {
         /// How much.
         limit: SourceLimit,
     },
+    /// `UDPBULK`: open a UDP bulk flow (see [`crate::proto::bulk`]).
+    UdpBulk,
+    /// `END <sent>`: the UDP bulk flow's sender is done, having sent that many.
+    End(u64),
     /// `CHAT <nick>`: join the chat room.
     Chat(&'a [u8]),
     /// `HELP`.
@@ -94,6 +98,14 @@ pub fn parse_request(line: &[u8]) -> Request<'_> {
         parse_sink(rest.unwrap_or(b"")).unwrap_or(Request::Unknown(word))
     } else if is("SOURCE") {
         parse_source(rest.unwrap_or(b"")).unwrap_or(Request::Unknown(word))
+    } else if is("UDPBULK") && rest.is_none_or(|r| r.iter().all(u8::is_ascii_whitespace)) {
+        Request::UdpBulk
+    } else if is("END")
+        && let Some(n) = rest
+            .and_then(|r| std::str::from_utf8(r).ok())
+            .and_then(|r| r.trim().parse().ok())
+    {
+        Request::End(n)
     } else if is("CHAT") {
         Request::Chat(rest.unwrap_or(b""))
     } else if is("HELP") {
@@ -125,6 +137,8 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) {
             };
             out.extend_from_slice(format!("SOURCE {start} {l}").as_bytes());
         }
+        Request::UdpBulk => out.extend_from_slice(b"UDPBULK"),
+        Request::End(n) => out.extend_from_slice(format!("END {n}").as_bytes()),
         Request::Chat(nick) => {
             out.extend_from_slice(b"CHAT ");
             out.extend_from_slice(nick);
@@ -662,6 +676,8 @@ mod tests {
                 start: 0,
                 limit: SourceLimit::Millis(5000),
             },
+            Request::UdpBulk,
+            Request::End(12345),
         ] {
             let mut wire = Vec::new();
             encode_request(&req, &mut wire);

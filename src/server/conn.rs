@@ -96,6 +96,45 @@ pub struct Conn {
     lines_done: u64,
     /// The one-way bulk test, in `Sink` and `Source` modes.
     pub bulk: Option<Box<Bulk>>,
+    /// `UDPBULK` was asked for: the server gives a token (or refuses).
+    pub udp_wanted: bool,
+    /// The UDP bulk flow this connection controls.
+    pub udp_flow: Option<Box<UdpFlow>>,
+}
+
+/// A UDP bulk flow that a `UDPBULK` line opened: the datagrams carrying its
+/// token (from the control connection's address) are counted here, not
+/// echoed, and not charged to the anonymous per-source budget.
+#[derive(Debug)]
+pub struct UdpFlow {
+    /// The token the datagrams carry.
+    pub token: u32,
+    /// When it was opened: the clock of arrival times.
+    pub began: Instant,
+    /// The count.
+    pub counter: crate::proto::bulk::Counter,
+    /// `END` came: later datagrams are ignored.
+    pub ended: bool,
+}
+
+impl UdpFlow {
+    /// A new flow.
+    pub fn new(token: u32) -> Box<UdpFlow> {
+        Box::new(UdpFlow {
+            token,
+            began: Instant::now(),
+            counter: Default::default(),
+            ended: false,
+        })
+    }
+
+    /// Count one datagram that arrived `now`.
+    pub fn datagram(&mut self, h: crate::proto::bulk::Header, d: &[u8], now: Instant) {
+        if !self.ended {
+            let at = now.saturating_duration_since(self.began).as_nanos() as u64;
+            self.counter.datagram(h, d, at);
+        }
+    }
 }
 
 /// A one-way bulk test's state: a few counters, whatever the size (the
@@ -210,6 +249,8 @@ impl Conn {
             line_started: None,
             lines_done: 0,
             bulk: None,
+            udp_wanted: false,
+            udp_flow: None,
         }
     }
 
@@ -616,6 +657,37 @@ impl Conn {
                 self.bulk = Some(Bulk::new(start, false, Some(limit)));
                 self.mode = Mode::Source;
             }
+            Request::UdpBulk if self.udp_flow.is_some() || self.udp_wanted => {
+                proto::encode_reply(
+                    &Reply::Err(b"one UDP bulk test per connection"),
+                    &mut self.out,
+                );
+            }
+            // The server gives the token: it keeps the table of flows.
+            Request::UdpBulk => self.udp_wanted = true,
+            Request::End(total) => match &mut self.udp_flow {
+                Some(f) if !f.ended => {
+                    f.ended = true;
+                    let sum = f.counter.finish(total);
+                    sum.encode(&mut self.out);
+                    let secs = sum.elapsed_us as f64 / 1e6;
+                    console.say(
+                        Level::Info,
+                        &format!(
+                            "[BULK] {} UDP: {} of {} datagrams ({:.2}% lost), {} out of order, {} bad, jitter {:.3} ms, {:.2} Mbit/s",
+                            self.peer,
+                            sum.received,
+                            sum.total,
+                            if sum.total > 0 { sum.lost as f64 * 100.0 / sum.total as f64 } else { 0.0 },
+                            sum.out_of_order,
+                            sum.bad,
+                            sum.jitter_us / 1e3,
+                            if secs > 0.0 { sum.bytes as f64 * 8.0 / secs / 1e6 } else { 0.0 },
+                        ),
+                    );
+                }
+                _ => proto::encode_reply(&Reply::Err(b"no UDP bulk test to end"), &mut self.out),
+            },
             Request::Help => proto::encode_reply(&proto::help_reply(), &mut self.out),
             Request::Quit => {
                 proto::encode_reply(&Reply::Bye(b""), &mut self.out);
