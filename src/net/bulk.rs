@@ -180,6 +180,7 @@ pub fn run(
     let mut poll = Poll::new().map_err(|e| Error::io("create poll", "epoll", &e))?;
     let mut streams = Vec::with_capacity(plan.streams);
     let mut address = None::<SocketAddr>;
+    let (mut early_bytes, mut early_mismatched, mut early_first) = (0u64, 0u64, None);
     for k in 0..plan.streams {
         let (mut s, addr, _) = client::connect(ep, ctx)?;
         address = Some(addr);
@@ -211,18 +212,35 @@ pub fn run(
         if parse_reply(&line) != Reply::Ok {
             return Err(client::unexpected(addr, &req, &line));
         }
+        // The pattern may have come in the same read as the OK.
+        let rest = r.take_rest();
         s.set_nonblocking(true)
             .map_err(|e| Error::io("set non-blocking", addr, &e))?;
         let mut sock = TcpStream::from_std(s);
         poll.registry()
             .register(&mut sock, Token(k), Interest::READABLE | Interest::WRITABLE)
             .map_err(|e| Error::io("register", addr, &e))?;
+        if !rest.is_empty() && dir != Direction::Send {
+            if plan.verify {
+                let (bad, first) = proto::check_pattern(start as u64, &rest);
+                if bad > 0 {
+                    early_mismatched += bad;
+                    if early_first.is_none() {
+                        early_first = Some(Mismatch {
+                            stream: k + 1,
+                            offset: first.unwrap_or(0) as u64,
+                        });
+                    }
+                }
+            }
+            early_bytes += rest.len() as u64;
+        }
         streams.push(Stream {
             sock,
             offset: start,
             to_send,
             sent: 0,
-            received: 0,
+            received: if dir == Direction::Send { 0 } else { rest.len() as u64 },
             write_done: dir == Direction::Recv,
             eof: false,
             line: Vec::new(),
@@ -242,9 +260,9 @@ pub fn run(
     let mut last_progress = Instant::now();
     let mut intervals = Vec::new();
     let mut interval_start = start;
-    let mut interval_bytes = 0u64;
-    let mut mismatched = 0u64;
-    let mut first_mismatch = None;
+    let mut interval_bytes = early_bytes;
+    let mut mismatched = early_mismatched;
+    let mut first_mismatch = early_first;
     let mut interrupted = false;
     let mut last_byte = start;
     let mut last_write = start;

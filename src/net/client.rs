@@ -214,6 +214,11 @@ impl LineReader {
         }
     }
 
+    /// The bytes read past the last line (a raw stream that followed it).
+    pub fn take_rest(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
     /// Wait for the next line until `deadline`.
     ///
     /// # Errors
