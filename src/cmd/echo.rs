@@ -6,7 +6,10 @@
 //!   probe, then loss/corrupt/duplicate/reordered and RTT min/avg/max/mdev
 //!   and p50/p90/p99/p99.9. Each probe waits at most `set timeout`;
 //! - `--bulk` (`-t`/`-n`, `-P`), like iperf3: per-second lines and a total,
-//!   every byte checked.
+//!   every byte checked (`--no-verify` to compare with iperf3): a round trip
+//!   (`--echo`, the default), one way (`--send`, `-R`) with sender and
+//!   receiver lines, or UDP (`--udp -b RATE -l LEN`) with loss, jitter and
+//!   out-of-order from the server's count.
 
 use std::time::{Duration, Instant};
 
