@@ -639,7 +639,10 @@ impl EchoReport {
                     units::plural(r.streams as u64, "stream"),
                 );
                 if r.mismatched_bytes == 0 && !r.verified {
-                    out.push_str(&format!("\n{}", p.yellow("bytes not verified (--no-verify)")));
+                    out.push_str(&format!(
+                        "\n{}",
+                        p.yellow("bytes not verified (--no-verify)")
+                    ));
                 } else if r.mismatched_bytes == 0 {
                     out.push_str(&format!("\n{}", p.green("every echoed byte verified")));
                 } else {
@@ -669,7 +672,11 @@ fn render_udp(r: &UdpBulkResult, p: &Paint) -> String {
         r.datagrams_sent,
     );
     let loss = format!("{}/{} ({:.2}%)", r.lost, r.datagrams_sent, r.loss_pct);
-    let loss = if r.lost > 0 { p.red(&loss) } else { p.green(&loss) };
+    let loss = if r.lost > 0 {
+        p.red(&loss)
+    } else {
+        p.green(&loss)
+    };
     out.push_str(&format!(
         "\n{} 0.00-{:.2} sec  {:>10}  {}  {:.3} ms jitter  {loss} lost  {} out of order  receiver",
         p.bold("[UDP]"),
@@ -680,9 +687,16 @@ fn render_udp(r: &UdpBulkResult, p: &Paint) -> String {
         r.out_of_order,
     ));
     if r.bad == 0 {
-        out.push_str(&format!("\n{}", p.green("every datagram received verified by the server")));
+        out.push_str(&format!(
+            "\n{}",
+            p.green("every datagram received verified by the server")
+        ));
     } else {
-        out.push_str(&format!("\n{} {} datagrams had a changed payload", p.red("MISMATCH:"), r.bad));
+        out.push_str(&format!(
+            "\n{} {} datagrams had a changed payload",
+            p.red("MISMATCH:"),
+            r.bad
+        ));
     }
     if r.interrupted {
         out.push_str(&p.yellow("\n(interrupted)"));
@@ -734,7 +748,10 @@ fn render_one_way(r: &BulkResult, p: &Paint) -> String {
             })
         ));
     } else {
-        out.push_str(&format!("\n{}", p.yellow("bytes not verified (--no-verify)")));
+        out.push_str(&format!(
+            "\n{}",
+            p.yellow("bytes not verified (--no-verify)")
+        ));
     }
     if r.interrupted {
         out.push_str(&p.yellow("\n(interrupted)"));

@@ -240,7 +240,11 @@ pub fn run(
             offset: start,
             to_send,
             sent: 0,
-            received: if dir == Direction::Send { 0 } else { rest.len() as u64 },
+            received: if dir == Direction::Send {
+                0
+            } else {
+                rest.len() as u64
+            },
             write_done: dir == Direction::Recv,
             eof: false,
             line: Vec::new(),
@@ -354,14 +358,18 @@ pub fn run(
                         Ok(n) => {
                             st.line.extend_from_slice(&buf[..n]);
                             if let Some(i) = st.line.iter().position(|&b| b == b'\n') {
-                                let line = st.line[..i].strip_suffix(b"\r").unwrap_or(&st.line[..i]);
+                                let line =
+                                    st.line[..i].strip_suffix(b"\r").unwrap_or(&st.line[..i]);
                                 let Some(sum) = proto::SinkSummary::parse(line) else {
                                     let shown = crate::proto::escape::display_bytes(
                                         &line[..line.len().min(120)],
                                     );
                                     return Err(Error::new(
                                         ErrorKind::Protocol,
-                                        format!("{} answered SINK's end with '{shown}'", addr_text()),
+                                        format!(
+                                            "{} answered SINK's end with '{shown}'",
+                                            addr_text()
+                                        ),
                                     ));
                                 };
                                 st.summary = Some(sum);
@@ -370,7 +378,10 @@ pub fn run(
                             } else if st.line.len() > MAX_SUMMARY {
                                 return Err(Error::new(
                                     ErrorKind::Protocol,
-                                    format!("{} sent a summary line over {MAX_SUMMARY} bytes", addr_text()),
+                                    format!(
+                                        "{} sent a summary line over {MAX_SUMMARY} bytes",
+                                        addr_text()
+                                    ),
                                 ));
                             }
                         }

@@ -109,12 +109,15 @@ pub fn run(
         return Err(client::unexpected(addr, &Request::UdpBulk, &line));
     };
     let local: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse().map_err(|_| Error::usage("bad address"))?
+        "0.0.0.0:0"
+            .parse()
+            .map_err(|_| Error::usage("bad address"))?
     } else {
         "[::]:0".parse().map_err(|_| Error::usage("bad address"))?
     };
     let sock = UdpSocket::bind(local).map_err(|e| Error::io("bind", local, &e))?;
-    sock.connect(addr).map_err(|e| Error::io("connect", addr, &e))?;
+    sock.connect(addr)
+        .map_err(|e| Error::io("connect", addr, &e))?;
     sock.set_write_timeout(Some(ctx.timeout.max(Duration::from_millis(10))))
         .map_err(|e| Error::io("set timeout", addr, &e))?;
 
@@ -202,7 +205,17 @@ pub fn run(
         return Err(client::unexpected(addr, &Request::End(seq), &line));
     };
     let _ = client::send(&mut ctl, &Request::Quit, ctx);
-    Ok(result(addr, plan, len, seq, seconds, sum, intervals, send_errors, interrupted))
+    Ok(result(
+        addr,
+        plan,
+        len,
+        seq,
+        seconds,
+        sum,
+        intervals,
+        send_errors,
+        interrupted,
+    ))
 }
 
 /// A full socket buffer or a passing ICMP error: try again.
@@ -270,14 +283,21 @@ fn interval(start: Instant, from: Instant, to: Instant, n: u64, len: usize) -> U
 /// units, bits per second).
 pub fn parse_rate(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let mult = match unit.to_ascii_lowercase().as_str() {
         "" => 1.0,
         "k" => 1e3,
         "m" => 1e6,
         "g" => 1e9,
-        _ => return Err(format!("'{}' is not a bit rate (e.g. 500M)", s.escape_debug())),
+        _ => {
+            return Err(format!(
+                "'{}' is not a bit rate (e.g. 500M)",
+                s.escape_debug()
+            ));
+        }
     };
     let n: f64 = num
         .parse()

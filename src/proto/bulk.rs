@@ -216,7 +216,10 @@ impl Counter {
         s.total = total.max(self.next_seq);
         s.lost = s.total.saturating_sub(s.received);
         s.jitter_us = self.jitter_ns / 1e3;
-        s.elapsed_us = self.last_ns.saturating_sub(self.first_ns.unwrap_or(self.last_ns)) / 1000;
+        s.elapsed_us = self
+            .last_ns
+            .saturating_sub(self.first_ns.unwrap_or(self.last_ns))
+            / 1000;
         s
     }
 }
@@ -284,7 +287,11 @@ mod tests {
         let mut t = 0;
         for seq in [0u64, 1, 2, 4, 3, 5, 6, 6, 7, 8, 10, 11] {
             t += 1000;
-            c.datagram(header(&dgram(seq, seq * 1000, 100)).unwrap(), &dgram(seq, seq * 1000, 100), t);
+            c.datagram(
+                header(&dgram(seq, seq * 1000, 100)).unwrap(),
+                &dgram(seq, seq * 1000, 100),
+                t,
+            );
         }
         let s = c.finish(12);
         assert_eq!(s.received, 11);

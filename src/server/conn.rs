@@ -362,7 +362,10 @@ impl Conn {
             if let Some(b) = self.bulk.as_ref().filter(|b| !b.finished) {
                 console.say(
                     Level::Info,
-                    &format!("{} (client closed early)", b.console_line(self.peer, "received")),
+                    &format!(
+                        "{} (client closed early)",
+                        b.console_line(self.peer, "received")
+                    ),
                 );
             }
             self.start_closing();

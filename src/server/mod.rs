@@ -608,7 +608,9 @@ impl Server {
                     &format!("[BULK] {} started a UDP test", conn.peer),
                 );
             } else {
-                conn.queue_line(&format!("ERR too many UDP bulk tests (max {MAX_UDP_FLOWS})"));
+                conn.queue_line(&format!(
+                    "ERR too many UDP bulk tests (max {MAX_UDP_FLOWS})"
+                ));
             }
             // Written on the next turn.
             if let Next::Keep(i) = next {

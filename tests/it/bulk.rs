@@ -111,7 +111,15 @@ fn send_and_recv_are_byte_exact_with_both_sides_reported() {
         .filter(|l| l.contains("every byte verified"))
         .count()
         >= 2));
-    let text = netsh_tmp(&["echo", &target, "--bulk", "--send", "-t", "1", "--no-verify"]);
+    let text = netsh_tmp(&[
+        "echo",
+        &target,
+        "--bulk",
+        "--send",
+        "-t",
+        "1",
+        "--no-verify",
+    ]);
     assert_eq!(text.code, Some(0), "{}", show(&text));
     let lines: Vec<&str> = text.stdout.lines().collect();
     assert_eq!(
@@ -119,11 +127,17 @@ fn send_and_recv_are_byte_exact_with_both_sides_reported() {
         format!("Sending to {target} with 1 stream, bytes not checked ...")
     );
     assert!(
-        lines.iter().any(|l| l.starts_with("[SUM] 0.00-") && l.ends_with("  sender")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("[SUM] 0.00-") && l.ends_with("  sender")),
         "{}",
         show(&text)
     );
-    assert!(lines.iter().any(|l| l.ends_with("  receiver")), "{}", show(&text));
+    assert!(
+        lines.iter().any(|l| l.ends_with("  receiver")),
+        "{}",
+        show(&text)
+    );
     assert_eq!(lines.last(), Some(&"bytes not verified (--no-verify)"));
 }
 
@@ -156,8 +170,9 @@ fn a_flipped_byte_is_found_at_its_offset_both_ways() {
     relay.join().expect("relay");
     assert_eq!(o.code, Some(3), "{}", show(&o));
     assert!(
-        o.stdout
-            .contains("MISMATCH: 1 bytes differed or were missing (first at byte 5000 of stream 1)"),
+        o.stdout.contains(
+            "MISMATCH: 1 bytes differed or were missing (first at byte 5000 of stream 1)"
+        ),
         "{}",
         show(&o)
     );
@@ -192,7 +207,14 @@ fn a_server_that_stops_reading_is_a_stall_not_a_hang() {
         wait_for(Duration::from_secs(20), || stop2.load(Ordering::Relaxed));
     });
     let d = DataDir::new();
-    let mut c = d.cmd(&["echo", &format!("127.0.0.1:{port}"), "--bulk", "--send", "-n", "1G"]);
+    let mut c = d.cmd(&[
+        "echo",
+        &format!("127.0.0.1:{port}"),
+        "--bulk",
+        "--send",
+        "-n",
+        "1G",
+    ]);
     c.env("NETSH_TIMEOUT", "1");
     let t = Instant::now();
     let o = run(c, None, Duration::from_secs(20));
@@ -201,7 +223,10 @@ fn a_server_that_stops_reading_is_a_stall_not_a_hang() {
     fake.join().expect("fake");
     assert_ne!(o.code, Some(0), "{}", show(&o));
     let e = one_err_line(&o);
-    assert!(e.starts_with("error[timed-out]: sending to 127.0.0.1:"), "{e}");
+    assert!(
+        e.starts_with("error[timed-out]: sending to 127.0.0.1:"),
+        "{e}"
+    );
     assert!(e.contains("stalled: no bytes for 1s"), "{e}");
     assert!(took < Duration::from_secs(10), "took {took:?}");
 }
@@ -228,12 +253,17 @@ fn udp_at_a_fixed_rate_loses_nothing_and_reports_jitter() {
     let secs = f(&j["sender"]["time_s"]);
     assert!((0.7..3.0).contains(&secs), "{secs}");
     assert!(
-        srv.lines_with("UDP: 2000 of 2000 datagrams (0.00% lost)").len() == 1,
+        srv.lines_with("UDP: 2000 of 2000 datagrams (0.00% lost)")
+            .len()
+            == 1,
         "{:?}",
         srv.lines_with("[BULK]")
     );
     // Far over the anonymous UDP echo budget (1000/s), and not throttled by it.
-    assert_eq!(srv.handle.stats.datagrams_limited.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        srv.handle.stats.datagrams_limited.load(Ordering::Relaxed),
+        0
+    );
 }
 
 #[test]
@@ -253,9 +283,11 @@ fn udp_through_a_path_that_drops_every_tenth_reports_ten_percent() {
         let mut buf = vec![0u8; 65_536];
         let mut n = 0u64;
         while !stop2.load(Ordering::Relaxed) && start.elapsed() < RELAY_LIFE {
-            let Ok(len) = udp.recv(&mut buf) else { continue };
+            let Ok(len) = udp.recv(&mut buf) else {
+                continue;
+            };
             n += 1;
-            if n % 10 != 0 {
+            if !n.is_multiple_of(10) {
                 let _ = out.send_to(&buf[..len], to);
             }
         }
@@ -289,7 +321,9 @@ fn two_clients_at_once_each_get_full_results() {
     let t2 = {
         let target = target.clone();
         std::thread::spawn(move || {
-            netsh_tmp(&["echo", &target, "--bulk", "--udp", "-b", "50M", "-t", "1", "--json"])
+            netsh_tmp(&[
+                "echo", &target, "--bulk", "--udp", "-b", "50M", "-t", "1", "--json",
+            ])
         })
     };
     let o3 = netsh_tmp(&["echo", &target, "--bulk", "-R", "-t", "1", "--json"]);
@@ -306,5 +340,8 @@ fn two_clients_at_once_each_get_full_results() {
     assert_eq!(u(&j3["mismatched_bytes"]), 0);
     assert!(u(&j2["datagrams_received"]) > 0);
     assert_eq!(u(&j2["bad"]), 0);
-    assert!(wait_for(Duration::from_secs(5), || srv.lines_with("[BULK]").len() >= 5));
+    assert!(wait_for(Duration::from_secs(5), || srv
+        .lines_with("[BULK]")
+        .len()
+        >= 5));
 }

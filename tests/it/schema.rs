@@ -109,8 +109,16 @@ fn every_command_prints_what_the_schema_says() {
     check(&d, &["echo", &a, "-c", "3", "-i", "0", "--udp"], 0);
     check(&d, &["echo", &a, "--bulk", "-n", "1M"], 0);
     check(&d, &["echo", &a, "--bulk", "--send", "-n", "1M"], 0);
-    check(&d, &["echo", &a, "--bulk", "-R", "-n", "1M", "--no-verify"], 0);
-    check(&d, &["echo", &a, "--bulk", "--udp", "-b", "10M", "-n", "100K"], 0);
+    check(
+        &d,
+        &["echo", &a, "--bulk", "-R", "-n", "1M", "--no-verify"],
+        0,
+    );
+    check(
+        &d,
+        &["echo", &a, "--bulk", "--udp", "-b", "10M", "-n", "100K"],
+        0,
+    );
 
     // Reports that fail still report, and say why in `failure`.
     let (wrong, t) = wrong_echo_server("ECHO_RESPONSE:hellp\n");
