@@ -173,7 +173,7 @@ impl Counter {
     /// receiver's clock.
     pub fn datagram(&mut self, h: Header, d: &[u8], arrival_ns: u64) {
         // Duplicates within the window are not counted twice.
-        if h.seq + 1024 > self.next_seq || self.next_seq == 0 {
+        if h.seq.saturating_add(1024) > self.next_seq || self.next_seq == 0 {
             let bit = (h.seq % 1024) as usize;
             let (w, b) = (bit / 64, bit % 64);
             if h.seq < self.next_seq && self.seen[w] & (1 << b) != 0 {
@@ -192,7 +192,7 @@ impl Counter {
         if h.seq < self.next_seq {
             self.sum.out_of_order += 1;
         } else {
-            self.next_seq = h.seq + 1;
+            self.next_seq = h.seq.saturating_add(1);
         }
         self.sum.received += 1;
         self.sum.bytes += d.len() as u64;
@@ -200,9 +200,9 @@ impl Counter {
             self.sum.bad += 1;
         }
         // RFC 3550 §6.4.1: J += (|D| - J) / 16, D the transit difference.
-        let transit = arrival_ns as i64 - h.sent_ns as i64;
+        let transit = (arrival_ns as i64).wrapping_sub(h.sent_ns as i64);
         if let Some(prev) = self.last_transit {
-            let d = (transit - prev).unsigned_abs() as f64;
+            let d = transit.wrapping_sub(prev).unsigned_abs() as f64;
             self.jitter_ns += (d - self.jitter_ns) / 16.0;
         }
         self.last_transit = Some(transit);
@@ -307,6 +307,13 @@ mod tests {
             steady.datagram(header(&d).unwrap(), &d, 5_000 + seq * 1000);
         }
         assert_eq!(steady.finish(100).jitter_us, 0.0);
+        // A forged sequence number at the very end of the range: no overflow.
+        let mut c = Counter::default();
+        for (seq, sent) in [(u64::MAX, u64::MAX), (u64::MAX - 1, 1 << 63), (0, 0)] {
+            let d = dgram(seq, sent, 64);
+            c.datagram(header(&d).unwrap(), &d, 0);
+        }
+        assert_eq!(c.finish(u64::MAX).total, u64::MAX);
         assert_eq!(steady.finish(100).lost, 0);
     }
 }
