@@ -25,6 +25,8 @@ use crate::server::handle::{Refusal, Stats};
 pub const OUT_CAP: usize = 1 << 20;
 /// Reads per readiness event before yielding to other connections.
 const READS_PER_TURN: usize = 16;
+/// Bytes per read outside SINK mode.
+const LINE_READ: usize = 64 * 1024;
 /// SOURCE writes per turn before yielding to other connections.
 const WRITES_PER_TURN: usize = 16;
 /// Bytes per SOURCE write.
@@ -307,7 +309,15 @@ impl Conn {
                     break;
                 }
                 reads += 1;
-                match self.sock.read(scratch) {
+                // 256 KiB reads for a SINK; every other mode reads as it
+                // always did, 64 KiB at a time (the chat room's flow control
+                // and the echo back-pressure are tuned to it).
+                let cap = if self.mode == Mode::Sink {
+                    scratch.len()
+                } else {
+                    scratch.len().min(LINE_READ)
+                };
+                match self.sock.read(&mut scratch[..cap]) {
                     Ok(0) => {
                         self.read_closed = true;
                         break;
