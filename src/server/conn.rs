@@ -25,7 +25,7 @@ use crate::server::handle::{Refusal, Stats};
 pub const OUT_CAP: usize = 1 << 20;
 /// Reads per readiness event before yielding to other connections.
 const READS_PER_TURN: usize = 16;
-/// Bytes per read outside SINK mode.
+/// Bytes per read in line and chat modes.
 const LINE_READ: usize = 64 * 1024;
 /// SOURCE writes per turn before yielding to other connections.
 const WRITES_PER_TURN: usize = 16;
@@ -309,10 +309,10 @@ impl Conn {
                     break;
                 }
                 reads += 1;
-                // 256 KiB reads for a SINK; every other mode reads as it
-                // always did, 64 KiB at a time (the chat room's flow control
-                // and the echo back-pressure are tuned to it).
-                let cap = if self.mode == Mode::Sink {
+                // 256 KiB reads for raw bytes (SINK, STREAM); lines and chat
+                // read as they always did, 64 KiB at a time (the chat room's
+                // flow control is tuned to it).
+                let cap = if matches!(self.mode, Mode::Sink | Mode::Stream) {
                     scratch.len()
                 } else {
                     scratch.len().min(LINE_READ)
