@@ -6,7 +6,10 @@
 //!   probe, then loss/corrupt/duplicate/reordered and RTT min/avg/max/mdev
 //!   and p50/p90/p99/p99.9. Each probe waits at most `set timeout`;
 //! - `--bulk` (`-t`/`-n`, `-P`), like iperf3: per-second lines and a total,
-//!   every byte checked.
+//!   every byte checked (`--no-verify` to compare with iperf3): a round trip
+//!   (`--echo`, the default), one way (`--send`, `-R`) with sender and
+//!   receiver lines, or UDP (`--udp -b RATE -l LEN`) with loss, jitter and
+//!   out-of-order from the server's count.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +19,8 @@ use serde::Serialize;
 use crate::cmd::{Command, args_of, probe_args};
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::Endpoint;
-use crate::net::bulk::{self, BulkPlan, BulkResult};
+use crate::net::bulk::{self, BulkPlan, BulkResult, Direction};
+use crate::net::bulk_udp::{self, UdpBulkResult, UdpPlan};
 use crate::net::client::{self, ClientCtx, LineReader};
 use crate::net::echo::{TcpEcho, UdpEcho};
 use crate::net::probe::{self, Event, Plan, Status, Transport};
@@ -58,12 +62,21 @@ struct EchoArgs {
     /// Stop after this long, whatever the count: 10s
     #[arg(short = 'w', long, value_name = "DEADLINE", conflicts_with = "bulk", value_parser = probe_args::deadline)]
     deadline: Option<Duration>,
-    /// Probe over UDP (datagrams echoed verbatim) instead of TCP
-    #[arg(short = 'u', long, conflicts_with = "bulk")]
+    /// Probe over UDP (datagrams echoed verbatim) instead of TCP; with
+    /// --bulk, a UDP throughput test (client to server, like iperf3 -u)
+    #[arg(short = 'u', long)]
     udp: bool,
-    /// Throughput mode: stream bytes and check every echoed byte
-    #[arg(short = 'b', long)]
+    /// Throughput mode: stream bytes and check every byte
+    #[arg(long)]
     bulk: bool,
+    /// Bulk --udp: bit rate (500M, 1G; 0 for as fast as possible)
+    #[arg(short = 'b', long = "bitrate", value_name = "RATE", default_value = "1M",
+          requires = "udp", value_parser = bulk_udp::parse_rate)]
+    bitrate: u64,
+    /// Bulk --udp: bytes per datagram, header included
+    #[arg(short = 'l', long = "length", value_name = "BYTES", default_value_t = 1448, requires = "udp",
+          value_parser = clap::value_parser!(u32).range(bulk_udp::MIN_LENGTH as i64..=bulk_udp::MAX_LENGTH as i64))]
+    length: u32,
     /// Bulk: seconds to send
     #[arg(short = 't', long = "time", value_name = "SECONDS", default_value = "5", requires = "bulk",
           value_parser = parse_bulk_time)]
@@ -71,6 +84,18 @@ struct EchoArgs {
     /// Bulk: send this many bytes instead (e.g. 100M)
     #[arg(short = 'n', long = "bytes", value_name = "BYTES", requires = "bulk", value_parser = parse_bulk_bytes)]
     bytes: Option<u64>,
+    /// Bulk: one way, client to server (the server checks and reports)
+    #[arg(long, requires = "bulk", conflicts_with_all = ["recv", "echo"])]
+    send: bool,
+    /// Bulk: one way, server to client (the client checks)
+    #[arg(short = 'R', long, requires = "bulk", conflicts_with = "echo")]
+    recv: bool,
+    /// Bulk: to the server and back, checked (the default)
+    #[arg(long, requires = "bulk")]
+    echo: bool,
+    /// Bulk: do not check the bytes (to compare with iperf3 on equal terms)
+    #[arg(long, requires = "bulk")]
+    no_verify: bool,
     /// Bulk: parallel streams
     #[arg(short = 'P', long = "parallel", value_name = "STREAMS", default_value_t = 1, requires = "bulk",
           value_parser = clap::value_parser!(u32).range(1..=bulk::MAX_STREAMS as i64))]
@@ -120,7 +145,51 @@ impl Command for Echo {
         }
         let interrupt = std::sync::Arc::clone(&s.interrupt);
         let ctx = s.settings.client_ctx(&interrupt);
-        let report = if a.bulk {
+        let report = if a.bulk && a.udp {
+            if message.is_some() {
+                return Err(Error::usage("echo --bulk takes no message")
+                    .with_hint("echo HOST[:PORT] --bulk --udp -b 100M"));
+            }
+            if a.recv || a.echo || a.parallel > 1 {
+                return Err(Error::usage(
+                    "echo --bulk --udp sends from client to server, one flow (no -R, --echo, -P)",
+                )
+                .with_hint("echo HOST[:PORT] --bulk --udp -b 100M -t 5"));
+            }
+            let plan = UdpPlan {
+                rate_bps: a.bitrate,
+                length: a.length as usize,
+                duration: a.time,
+                bytes: a.bytes,
+                interval: a.interval.max(MIN_REPORT_INTERVAL),
+            };
+            s.emit(&format!(
+                "Sending UDP to {ep} at {}, {}-byte datagrams ...",
+                if plan.rate_bps == 0 {
+                    "full speed".to_string()
+                } else {
+                    format!("{:.2} Mbit/s", plan.rate_bps as f64 / 1e6)
+                },
+                plan.length
+            ))
+            .ok();
+            let r = bulk_udp::run(&ep, &plan, ctx, &mut |iv| {
+                s.emit(&format!(
+                    "[UDP] {:6.2}-{:6.2} sec  {:>10}  {:9.2} Mbit/s  {} datagrams",
+                    iv.start_s,
+                    iv.end_s,
+                    units::size(iv.bytes),
+                    iv.mbit_per_s,
+                    iv.datagrams
+                ))
+                .ok();
+            });
+            EchoReport::BulkUdp(BulkUdpReport {
+                mode: Mode::BulkUdp,
+                target: ep.to_string(),
+                result: r?,
+            })
+        } else if a.bulk {
             if message.is_some() {
                 return Err(Error::usage("echo --bulk takes no message")
                     .with_hint("echo HOST[:PORT] --bulk -t 5 -P 2"));
@@ -136,10 +205,28 @@ impl Command for Echo {
                 duration: a.time,
                 bytes: a.bytes,
                 interval: a.interval.max(MIN_REPORT_INTERVAL),
+                direction: if a.send {
+                    Direction::Send
+                } else if a.recv {
+                    Direction::Recv
+                } else {
+                    Direction::Echo
+                },
+                verify: !a.no_verify,
+            };
+            let (verb, prep) = match plan.direction {
+                Direction::Echo => ("Streaming", "to"),
+                Direction::Send => ("Sending", "to"),
+                Direction::Recv => ("Receiving", "from"),
             };
             s.emit(&format!(
-                "Streaming to {ep} with {}, every byte checked ...",
-                units::plural(plan.streams as u64, "stream")
+                "{verb} {prep} {ep} with {}, {} ...",
+                units::plural(plan.streams as u64, "stream"),
+                if plan.verify {
+                    "every byte checked"
+                } else {
+                    "bytes not checked"
+                }
             ))
             .ok();
             // Each report as it comes, flushed, as iperf3 prints them.
@@ -148,7 +235,7 @@ impl Command for Echo {
                     "[SUM] {:6.2}-{:6.2} sec  {:>10}  {:7.2} Gbit/s",
                     iv.start_s,
                     iv.end_s,
-                    units::format_bytes(iv.bytes),
+                    units::size(iv.bytes),
                     iv.gbit_per_s
                 ))
                 .ok();
@@ -369,6 +456,9 @@ pub enum Mode {
     Probe,
     /// Throughput.
     Bulk,
+    /// UDP throughput.
+    #[serde(rename = "bulk_udp")]
+    BulkUdp,
 }
 
 /// The transport of probes.
@@ -420,6 +510,18 @@ pub struct BulkReport {
     pub result: BulkResult,
 }
 
+/// UDP bulk mode.
+#[derive(Debug, Serialize)]
+pub struct BulkUdpReport {
+    /// `bulk_udp`.
+    pub mode: Mode,
+    /// As given.
+    pub target: String,
+    /// Figures.
+    #[serde(flatten)]
+    pub result: UdpBulkResult,
+}
+
 /// What `echo` reports.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
@@ -430,6 +532,8 @@ pub enum EchoReport {
     Probe(ProbeReport),
     /// Throughput.
     Bulk(BulkReport),
+    /// UDP throughput.
+    BulkUdp(BulkUdpReport),
 }
 
 impl EchoReport {
@@ -467,9 +571,33 @@ impl EchoReport {
             }
             EchoReport::Bulk(b) if b.result.mismatched_bytes > 0 => Some(Error::new(
                 ErrorKind::Mismatch,
+                match b.result.direction {
+                    Direction::Echo => format!(
+                        "{} of {} echoed bytes from {} differed or were missing",
+                        b.result.mismatched_bytes, b.result.bytes_sent, b.result.address
+                    ),
+                    _ => format!(
+                        "{} of {} bytes {} {} differed or were missing{}",
+                        b.result.mismatched_bytes,
+                        b.result.bytes_sent,
+                        if b.result.direction == Direction::Send {
+                            "sent to"
+                        } else {
+                            "received from"
+                        },
+                        b.result.address,
+                        b.result
+                            .first_mismatch
+                            .map(|m| format!(", first at byte {} of stream {}", m.offset, m.stream))
+                            .unwrap_or_default()
+                    ),
+                },
+            )),
+            EchoReport::BulkUdp(b) if b.result.bad > 0 => Some(Error::new(
+                ErrorKind::Mismatch,
                 format!(
-                    "{} of {} echoed bytes from {} differed or were missing",
-                    b.result.mismatched_bytes, b.result.bytes_sent, b.result.address
+                    "{} of {} datagrams to {} arrived with a changed payload",
+                    b.result.bad, b.result.datagrams_received, b.result.address
                 ),
             )),
             _ => None,
@@ -516,8 +644,12 @@ impl EchoReport {
                 }
                 out
             }
+            EchoReport::BulkUdp(b) => render_udp(&b.result, p),
             EchoReport::Bulk(b) => {
                 let r = &b.result;
+                if r.direction != Direction::Echo {
+                    return render_one_way(r, p);
+                }
                 let mut out = format!(
                     "{} {:.2} sec  sent {}  received {}  {} ({})",
                     p.bold("[SUM] total"),
@@ -527,7 +659,12 @@ impl EchoReport {
                     p.cyan(&format!("{:.2} Gbit/s", r.gbit_per_s)),
                     units::plural(r.streams as u64, "stream"),
                 );
-                if r.mismatched_bytes == 0 {
+                if r.mismatched_bytes == 0 && !r.verified {
+                    out.push_str(&format!(
+                        "\n{}",
+                        p.yellow("bytes not verified (--no-verify)")
+                    ));
+                } else if r.mismatched_bytes == 0 {
                     out.push_str(&format!("\n{}", p.green("every echoed byte verified")));
                 } else {
                     out.push_str(&format!(
@@ -543,6 +680,104 @@ impl EchoReport {
             }
         }
     }
+}
+
+/// `--udp`: iperf3's sender and receiver lines, with jitter and loss.
+fn render_udp(r: &UdpBulkResult, p: &Paint) -> String {
+    let mut out = format!(
+        "{} 0.00-{:.2} sec  {:>10}  {}  {} datagrams  sender",
+        p.bold("[UDP]"),
+        r.sender.seconds,
+        units::size(r.sender.bytes),
+        p.cyan(&format!("{:9.2} Mbit/s", r.sender.gbit_per_s * 1e3)),
+        r.datagrams_sent,
+    );
+    let loss = format!("{}/{} ({:.2}%)", r.lost, r.datagrams_sent, r.loss_pct);
+    let loss = if r.lost > 0 {
+        p.red(&loss)
+    } else {
+        p.green(&loss)
+    };
+    out.push_str(&format!(
+        "\n{} 0.00-{:.2} sec  {:>10}  {}  {:.3} ms jitter  {loss} lost  {} out of order  receiver",
+        p.bold("[UDP]"),
+        r.receiver.seconds,
+        units::size(r.receiver.bytes),
+        p.cyan(&format!("{:9.2} Mbit/s", r.receiver.gbit_per_s * 1e3)),
+        r.jitter_ms,
+        r.out_of_order,
+    ));
+    if r.bad == 0 {
+        out.push_str(&format!(
+            "\n{}",
+            p.green("every datagram received verified by the server")
+        ));
+    } else {
+        out.push_str(&format!(
+            "\n{} {} datagrams had a changed payload",
+            p.red("MISMATCH:"),
+            r.bad
+        ));
+    }
+    if r.interrupted {
+        out.push_str(&p.yellow("\n(interrupted)"));
+    }
+    out
+}
+
+/// `--send` and `--recv`: iperf3's two lines, then the check.
+fn render_one_way(r: &BulkResult, p: &Paint) -> String {
+    let line = |side: &bulk::Side, who: &str| {
+        format!(
+            "{} 0.00-{:.2} sec  {:>10}  {}  {who}",
+            p.bold("[SUM]"),
+            side.seconds,
+            units::size(side.bytes),
+            p.cyan(&format!("{:7.2} Gbit/s", side.gbit_per_s)),
+        )
+    };
+    let mut out = format!(
+        "{}\n{}\n{}",
+        p.dim(&format!(
+            "{} ({})",
+            if r.direction == Direction::Send {
+                "client to server"
+            } else {
+                "server to client"
+            },
+            units::plural(r.streams as u64, "stream")
+        )),
+        line(&r.sender, "sender"),
+        line(&r.receiver, "receiver"),
+    );
+    if r.mismatched_bytes > 0 {
+        out.push_str(&format!(
+            "\n{} {} bytes differed or were missing{}",
+            p.red("MISMATCH:"),
+            r.mismatched_bytes,
+            r.first_mismatch
+                .map(|m| format!(" (first at byte {} of stream {})", m.offset, m.stream))
+                .unwrap_or_default()
+        ));
+    } else if r.verified {
+        out.push_str(&format!(
+            "\n{}",
+            p.green(if r.direction == Direction::Send {
+                "every byte verified by the server"
+            } else {
+                "every byte verified"
+            })
+        ));
+    } else {
+        out.push_str(&format!(
+            "\n{}",
+            p.yellow("bytes not verified (--no-verify)")
+        ));
+    }
+    if r.interrupted {
+        out.push_str(&p.yellow("\n(interrupted)"));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -243,6 +243,11 @@ impl LineReader {
         }
     }
 
+    /// The bytes read past the last line (a raw stream that followed it).
+    pub fn take_rest(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
     /// Wait for the next line until `deadline`.
     ///
     /// # Errors
@@ -345,6 +350,10 @@ fn request_word(req: &Request<'_>) -> &'static str {
     match req {
         Request::Echo(_) => "ECHO",
         Request::Stream => "STREAM",
+        Request::Sink { .. } => "SINK",
+        Request::Source { .. } => "SOURCE",
+        Request::UdpBulk => "UDPBULK",
+        Request::End(_) => "END",
         Request::Chat(_) => "CHAT",
         Request::Help => "HELP",
         Request::Quit => "QUIT",

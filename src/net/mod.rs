@@ -5,6 +5,7 @@
 
 pub mod addr;
 pub mod bulk;
+pub mod bulk_udp;
 pub mod client;
 pub mod echo;
 pub mod monitor;

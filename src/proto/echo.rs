@@ -47,6 +47,28 @@ pub enum Request<'a> {
     Echo(&'a [u8]),
     /// `STREAM`: switch to raw echo.
     Stream,
+    /// `SINK <start> VERIFY|NOVERIFY`: the server reads (and checks) the
+    /// pattern from `start` until the client's half-close, then answers one
+    /// [`SinkSummary`] line.
+    Sink {
+        /// Offset of the first byte in the pattern.
+        start: usize,
+        /// Check every byte.
+        verify: bool,
+    },
+    /// `SOURCE <start> BYTES <n>` or `SOURCE <start> MS <n>`: the server
+    /// writes the pattern from `start`, that many bytes or for that long, then
+    /// closes its side.
+    Source {
+        /// Offset of the first byte in the pattern.
+        start: usize,
+        /// How much.
+        limit: SourceLimit,
+    },
+    /// `UDPBULK`: open a UDP bulk flow (see [`crate::proto::bulk`]).
+    UdpBulk,
+    /// `END <sent>`: the UDP bulk flow's sender is done, having sent that many.
+    End(u64),
     /// `CHAT <nick>`: join the chat room.
     Chat(&'a [u8]),
     /// `HELP`.
@@ -72,6 +94,18 @@ pub fn parse_request(line: &[u8]) -> Request<'_> {
         Request::Echo(rest.unwrap_or(b""))
     } else if is("STREAM") && rest.is_none_or(|r| r.iter().all(u8::is_ascii_whitespace)) {
         Request::Stream
+    } else if is("SINK") {
+        parse_sink(rest.unwrap_or(b"")).unwrap_or(Request::Unknown(word))
+    } else if is("SOURCE") {
+        parse_source(rest.unwrap_or(b"")).unwrap_or(Request::Unknown(word))
+    } else if is("UDPBULK") && rest.is_none_or(|r| r.iter().all(u8::is_ascii_whitespace)) {
+        Request::UdpBulk
+    } else if is("END")
+        && let Some(n) = rest
+            .and_then(|r| std::str::from_utf8(r).ok())
+            .and_then(|r| r.trim().parse().ok())
+    {
+        Request::End(n)
     } else if is("CHAT") {
         Request::Chat(rest.unwrap_or(b""))
     } else if is("HELP") {
@@ -92,6 +126,19 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(text);
         }
         Request::Stream => out.extend_from_slice(b"STREAM"),
+        Request::Sink { start, verify } => {
+            let v = if *verify { "VERIFY" } else { "NOVERIFY" };
+            out.extend_from_slice(format!("SINK {start} {v}").as_bytes());
+        }
+        Request::Source { start, limit } => {
+            let l = match limit {
+                SourceLimit::Bytes(n) => format!("BYTES {n}"),
+                SourceLimit::Millis(n) => format!("MS {n}"),
+            };
+            out.extend_from_slice(format!("SOURCE {start} {l}").as_bytes());
+        }
+        Request::UdpBulk => out.extend_from_slice(b"UDPBULK"),
+        Request::End(n) => out.extend_from_slice(format!("END {n}").as_bytes()),
         Request::Chat(nick) => {
             out.extend_from_slice(b"CHAT ");
             out.extend_from_slice(nick);
@@ -102,6 +149,117 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) {
         Request::Unknown(w) => out.extend_from_slice(w),
     }
     out.push(b'\n');
+}
+
+/// How much a `SOURCE` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceLimit {
+    /// This many bytes.
+    Bytes(u64),
+    /// For this many milliseconds.
+    Millis(u64),
+}
+
+/// Most a `SOURCE` may ask for: 1 TiB, or an hour.
+pub const SOURCE_MAX_BYTES: u64 = 1 << 40;
+/// See [`SOURCE_MAX_BYTES`].
+pub const SOURCE_MAX_MS: u64 = 3_600_000;
+
+fn words_of(rest: &[u8]) -> Option<Vec<&str>> {
+    let text = std::str::from_utf8(rest).ok()?;
+    Some(text.split_ascii_whitespace().collect())
+}
+
+fn parse_sink(rest: &[u8]) -> Option<Request<'static>> {
+    let w = words_of(rest)?;
+    let start: usize = w.first()?.parse().ok()?;
+    if start >= PATTERN_LEN {
+        return None;
+    }
+    let verify = match w.get(1).map(|s| s.to_ascii_uppercase()).as_deref() {
+        None | Some("VERIFY") => true,
+        Some("NOVERIFY") => false,
+        _ => return None,
+    };
+    (w.len() <= 2).then_some(Request::Sink { start, verify })
+}
+
+fn parse_source(rest: &[u8]) -> Option<Request<'static>> {
+    let w = words_of(rest)?;
+    if w.len() != 3 {
+        return None;
+    }
+    let start: usize = w[0].parse().ok()?;
+    let n: u64 = w[2].parse().ok()?;
+    if start >= PATTERN_LEN || n == 0 {
+        return None;
+    }
+    let limit = match w[1].to_ascii_uppercase().as_str() {
+        "BYTES" if n <= SOURCE_MAX_BYTES => SourceLimit::Bytes(n),
+        "MS" if n <= SOURCE_MAX_MS => SourceLimit::Millis(n),
+        _ => return None,
+    };
+    Some(Request::Source { start, limit })
+}
+
+/// What a `SINK` server answers after the client's half-close:
+/// `DONE bytes=<n> mismatched=<n> first=<offset>|- elapsed_us=<n> verified=0|1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkSummary {
+    /// Bytes read.
+    pub bytes: u64,
+    /// Bytes that differed from the pattern (0 when not verified).
+    pub mismatched: u64,
+    /// Offset of the first differing byte.
+    pub first: Option<u64>,
+    /// From the `SINK` line to the last byte read, microseconds.
+    pub elapsed_us: u64,
+    /// Whether the server checked the bytes.
+    pub verified: bool,
+}
+
+impl SinkSummary {
+    /// The line, terminator included.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let first = self.first.map_or("-".to_string(), |f| f.to_string());
+        out.extend_from_slice(
+            format!(
+                "DONE bytes={} mismatched={} first={first} elapsed_us={} verified={}\n",
+                self.bytes,
+                self.mismatched,
+                self.elapsed_us,
+                u8::from(self.verified)
+            )
+            .as_bytes(),
+        );
+    }
+
+    /// Parse the line (terminator stripped).
+    pub fn parse(line: &[u8]) -> Option<SinkSummary> {
+        let text = std::str::from_utf8(line.strip_prefix(b"DONE ")?).ok()?;
+        let mut s = SinkSummary {
+            bytes: 0,
+            mismatched: 0,
+            first: None,
+            elapsed_us: 0,
+            verified: false,
+        };
+        let mut seen = 0;
+        for kv in text.split_ascii_whitespace() {
+            let (k, v) = kv.split_once('=')?;
+            match k {
+                "bytes" => s.bytes = v.parse().ok()?,
+                "mismatched" => s.mismatched = v.parse().ok()?,
+                "first" if v == "-" => s.first = None,
+                "first" => s.first = Some(v.parse().ok()?),
+                "elapsed_us" => s.elapsed_us = v.parse().ok()?,
+                "verified" => s.verified = v == "1",
+                _ => continue, // a later server may say more
+            }
+            seen += 1;
+        }
+        (seen >= 5).then_some(s)
+    }
 }
 
 /// A reply line, as the server sends it and the client reads it.
@@ -320,6 +478,56 @@ pub fn bulk_pattern() -> Vec<u8> {
     v
 }
 
+/// Periods in [`pattern`]: a slice of up to [`PATTERN_SPAN`] bytes starting
+/// anywhere in the first period is one contiguous slice.
+const PATTERN_PERIODS: usize = 6;
+/// Longest slice [`pattern`] gives from any start.
+pub const PATTERN_SPAN: usize = (PATTERN_PERIODS - 1) * PATTERN_LEN;
+
+/// The bulk pattern over [`PATTERN_PERIODS`] periods, built once per process
+/// (384 KiB), shared by every connection of the server and every stream of
+/// the client.
+pub fn pattern() -> &'static [u8] {
+    static P: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        let one = bulk_pattern();
+        let mut v = Vec::with_capacity(PATTERN_PERIODS * PATTERN_LEN);
+        for _ in 0..PATTERN_PERIODS {
+            v.extend_from_slice(&one[..PATTERN_LEN]);
+        }
+        v
+    })
+}
+
+/// The pattern bytes at stream position `pos` (from a start offset already
+/// added), `len` of them (at most [`PATTERN_SPAN`]).
+pub fn pattern_at(pos: u64, len: usize) -> &'static [u8] {
+    let i = (pos % PATTERN_LEN as u64) as usize;
+    &pattern()[i..i + len.min(PATTERN_SPAN)]
+}
+
+/// Check `data`, which sits at stream position `pos` (start offset added),
+/// against the pattern, in place: a `memcmp` against the shared pattern per
+/// span, no copy. Returns (bytes that differ, offset in `data` of the first).
+pub fn check_pattern(pos: u64, data: &[u8]) -> (u64, Option<usize>) {
+    let mut bad = 0u64;
+    let mut first = None;
+    let mut done = 0usize;
+    while done < data.len() {
+        let len = (data.len() - done).min(PATTERN_SPAN);
+        let want = pattern_at(pos + done as u64, len);
+        let got = &data[done..done + len];
+        if want != got {
+            if first.is_none() {
+                first = first_difference(want, got).map(|i| done + i);
+            }
+            bad += want.iter().zip(got).filter(|(a, b)| a != b).count() as u64;
+        }
+        done += len;
+    }
+    (bad, first)
+}
+
 /// Where stream `k` starts in the pattern.
 pub fn bulk_offset(stream: usize) -> usize {
     (stream * 7919) % PATTERN_LEN
@@ -447,6 +655,94 @@ mod tests {
             p[PATTERN_LEN..],
             "periodic: any slice start mod P sees the same bytes"
         );
+    }
+
+    #[test]
+    fn sink_and_source() {
+        for req in [
+            Request::Sink {
+                start: 7919,
+                verify: true,
+            },
+            Request::Sink {
+                start: 0,
+                verify: false,
+            },
+            Request::Source {
+                start: 3,
+                limit: SourceLimit::Bytes(1 << 20),
+            },
+            Request::Source {
+                start: 0,
+                limit: SourceLimit::Millis(5000),
+            },
+            Request::UdpBulk,
+            Request::End(12345),
+        ] {
+            let mut wire = Vec::new();
+            encode_request(&req, &mut wire);
+            let line = wire.strip_suffix(b"\n").expect("one line");
+            assert_eq!(parse_request(line), req, "{wire:?}");
+        }
+        let mut wire = Vec::new();
+        encode_request(
+            &Request::Source {
+                start: 5,
+                limit: SourceLimit::Millis(250),
+            },
+            &mut wire,
+        );
+        assert_eq!(wire, b"SOURCE 5 MS 250\n");
+        assert_eq!(parse_request(b"SINK 65521"), Request::Unknown(b"SINK"));
+        assert_eq!(parse_request(b"SINK x"), Request::Unknown(b"SINK"));
+        assert_eq!(
+            parse_request(b"sink 1"),
+            Request::Sink {
+                start: 1,
+                verify: true
+            }
+        );
+        assert_eq!(
+            parse_request(b"SOURCE 0 BYTES 0"),
+            Request::Unknown(b"SOURCE")
+        );
+        assert_eq!(
+            parse_request(b"SOURCE 0 MS 3600001"),
+            Request::Unknown(b"SOURCE")
+        );
+        let s = SinkSummary {
+            bytes: 100,
+            mismatched: 1,
+            first: Some(42),
+            elapsed_us: 1234,
+            verified: true,
+        };
+        let mut out = Vec::new();
+        s.encode(&mut out);
+        assert_eq!(
+            out,
+            b"DONE bytes=100 mismatched=1 first=42 elapsed_us=1234 verified=1\n"
+        );
+        assert_eq!(SinkSummary::parse(&out[..out.len() - 1]), Some(s));
+        assert_eq!(SinkSummary::parse(b"DONE bytes=1"), None);
+        assert_eq!(SinkSummary::parse(b"OK"), None);
+    }
+
+    #[test]
+    fn pattern_checks_in_place() {
+        let data = pattern_at(100, 200_000).to_vec();
+        assert_eq!(check_pattern(100, &data), (0, None));
+        let mut bad = data.clone();
+        bad[150_000] ^= 1;
+        assert_eq!(check_pattern(100, &bad), (1, Some(150_000)));
+        let mut long = Vec::new();
+        let mut pos = 9u64;
+        while long.len() < 1_000_000 {
+            long.extend_from_slice(pattern_at(pos, 100_000));
+            pos += 100_000;
+        }
+        assert_eq!(check_pattern(9, &long), (0, None));
+        assert!(check_pattern(10, &long).0 > 0);
     }
 
     proptest! {

@@ -96,6 +96,16 @@ pub(super) fn build_engine(
         reg!(a, b, c, d, e, f);
         const _: () = assert!(MAX_ARGS == 6);
     }
+    // `bulk(addr, #{mode: "send", udp: true, rate: "100M"})`: echo --bulk
+    // with iperf3's words; the summary map is echo's document.
+    let s = Rc::clone(session);
+    engine.register_fn("bulk", move |addr: Dynamic| {
+        call(&s, "echo", &[addr, bulk_options(Map::new())?.into()])
+    });
+    let s = Rc::clone(session);
+    engine.register_fn("bulk", move |addr: Dynamic, opts: Map| {
+        call(&s, "echo", &[addr, bulk_options(opts)?.into()])
+    });
     engine.register_fn("sleep", move |ms: i64| pause(ms as f64, started, limits));
     engine.register_fn("sleep", move |ms: f64| pause(ms, started, limits));
     // Formatting helpers: rhai's own `pad` works in place and rounding needs
@@ -154,4 +164,34 @@ fn pause(ms: f64, started: Instant, limits: Limits) -> std::result::Result<(), B
         std::thread::sleep((end - Instant::now()).min(Duration::from_millis(20)));
     }
     Ok(())
+}
+
+/// `bulk()`'s options as `echo`'s flags: `mode` (echo|send|recv) becomes
+/// `--echo`/`--send`/`--recv`, `rate` `--bitrate`, `verify: false`
+/// `--no-verify`; the rest pass as they are.
+fn bulk_options(mut m: Map) -> std::result::Result<Map, Box<EvalAltResult>> {
+    m.insert("bulk".into(), Dynamic::from(true));
+    if let Some(mode) = m.remove("mode") {
+        let mode = mode.to_string();
+        match mode.as_str() {
+            "echo" | "send" | "recv" => {
+                m.insert(mode.as_str().into(), Dynamic::from(true));
+            }
+            _ => {
+                return Err(super::args::raise(&crate::error::Error::usage(format!(
+                    "bulk(): mode '{}' is not echo, send or recv",
+                    crate::proto::escape::escape_controls(&mode)
+                ))));
+            }
+        }
+    }
+    if let Some(rate) = m.remove("rate") {
+        m.insert("bitrate".into(), rate);
+    }
+    if let Some(v) = m.remove("verify")
+        && v.as_bool() == Ok(false)
+    {
+        m.insert("no_verify".into(), Dynamic::from(true));
+    }
+    Ok(m)
 }

@@ -26,6 +26,13 @@ use crate::server::tls::Tls;
 pub const OUT_CAP: usize = 1 << 20;
 /// Reads per readiness event before yielding to other connections.
 const READS_PER_TURN: usize = 16;
+/// Bytes per read in line and chat modes.
+const LINE_READ: usize = 64 * 1024;
+/// SOURCE writes per turn before yielding to other connections.
+const WRITES_PER_TURN: usize = 16;
+/// Bytes per SOURCE write.
+const SOURCE_CHUNK: usize = 256 * 1024;
+const _: () = assert!(SOURCE_CHUNK <= proto::PATTERN_SPAN);
 /// Longest client text shown on the console.
 const SHOW_MAX: usize = 200;
 
@@ -36,6 +43,10 @@ pub enum Mode {
     Lines,
     /// Raw echo of every byte (after `STREAM`).
     Stream,
+    /// Reading the bulk pattern (after `SINK`), see [`Bulk`].
+    Sink,
+    /// Writing the bulk pattern (after `SOURCE`), see [`Bulk`].
+    Source,
     /// A chat room member: each line is a message (see `server::chat`).
     Chat,
     /// Sending what is queued, then closing.
@@ -90,6 +101,137 @@ pub struct Conn {
     pub tls: Option<Box<Tls>>,
     /// When the connection was accepted (a TLS handshake must end in time).
     pub accepted: Instant,
+    /// The one-way bulk test, in `Sink` and `Source` modes.
+    pub bulk: Option<Box<Bulk>>,
+    /// `UDPBULK` was asked for: the server gives a token (or refuses).
+    pub udp_wanted: bool,
+    /// The UDP bulk flow this connection controls.
+    pub udp_flow: Option<Box<UdpFlow>>,
+}
+
+/// A UDP bulk flow that a `UDPBULK` line opened: the datagrams carrying its
+/// token (from the control connection's address) are counted here, not
+/// echoed, and not charged to the anonymous per-source budget.
+#[derive(Debug)]
+pub struct UdpFlow {
+    /// The token the datagrams carry.
+    pub token: u32,
+    /// When it was opened: the clock of arrival times.
+    pub began: Instant,
+    /// The count.
+    pub counter: crate::proto::bulk::Counter,
+    /// `END` came: later datagrams are ignored.
+    pub ended: bool,
+}
+
+impl UdpFlow {
+    /// A new flow.
+    pub fn new(token: u32) -> Box<UdpFlow> {
+        Box::new(UdpFlow {
+            token,
+            began: Instant::now(),
+            counter: Default::default(),
+            ended: false,
+        })
+    }
+
+    /// Count one datagram that arrived `now`.
+    pub fn datagram(&mut self, h: crate::proto::bulk::Header, d: &[u8], now: Instant) {
+        if !self.ended {
+            let at = now.saturating_duration_since(self.began).as_nanos() as u64;
+            self.counter.datagram(h, d, at);
+        }
+    }
+}
+
+/// A one-way bulk test's state: a few counters, whatever the size (the
+/// pattern is shared, checked in place).
+#[derive(Debug)]
+pub struct Bulk {
+    /// Pattern offset of the first byte.
+    pub start: usize,
+    /// Check every byte (SINK).
+    pub verify: bool,
+    /// SOURCE: how much.
+    pub limit: Option<proto::SourceLimit>,
+    /// Bytes moved so far.
+    pub bytes: u64,
+    /// SINK: bytes that differed.
+    pub mismatched: u64,
+    /// SINK: the first that differed.
+    pub first: Option<u64>,
+    /// When the request came.
+    pub began: Instant,
+    /// When the last byte moved.
+    pub last: Instant,
+    /// SOURCE: all written and the write side shut.
+    pub finished: bool,
+}
+
+impl Bulk {
+    fn new(start: usize, verify: bool, limit: Option<proto::SourceLimit>) -> Box<Bulk> {
+        let now = Instant::now();
+        Box::new(Bulk {
+            start,
+            verify,
+            limit,
+            bytes: 0,
+            mismatched: 0,
+            first: None,
+            began: now,
+            last: now,
+            finished: false,
+        })
+    }
+
+    /// SINK: take bytes, checked in place against the shared pattern.
+    fn sink(&mut self, data: &[u8]) {
+        if self.verify {
+            let (bad, first) = proto::check_pattern(self.start as u64 + self.bytes, data);
+            if bad > 0 {
+                self.mismatched += bad;
+                if self.first.is_none() {
+                    self.first = first.map(|i| self.bytes + i as u64);
+                }
+            }
+        }
+        self.bytes += data.len() as u64;
+        self.last = Instant::now();
+    }
+
+    /// The summary a SINK answers.
+    pub fn summary(&self) -> proto::SinkSummary {
+        proto::SinkSummary {
+            bytes: self.bytes,
+            mismatched: self.mismatched,
+            first: self.first,
+            elapsed_us: self.last.duration_since(self.began).as_micros() as u64,
+            verified: self.verify,
+        }
+    }
+
+    /// The console line at the end of a test.
+    pub fn console_line(&self, peer: SocketAddr, what: &str) -> String {
+        let secs = self.last.duration_since(self.began).as_secs_f64().max(1e-9);
+        let check = if self.limit.is_some() {
+            String::new()
+        } else if !self.verify {
+            ", not verified".to_string()
+        } else if self.mismatched == 0 {
+            ", every byte verified".to_string()
+        } else {
+            format!(
+                ", {} bytes differed (first at {})",
+                self.mismatched,
+                self.first.unwrap_or(0)
+            )
+        };
+        format!(
+            "[BULK] {peer} {what} {} bytes in {secs:.2} s ({:.2} Gbit/s{check})",
+            self.bytes,
+            self.bytes as f64 * 8.0 / secs / 1e9
+        )
+    }
 }
 
 impl Conn {
@@ -115,6 +257,9 @@ impl Conn {
             lines_done: 0,
             tls: None,
             accepted: Instant::now(),
+            bulk: None,
+            udp_wanted: false,
+            udp_flow: None,
         }
     }
 
@@ -162,7 +307,7 @@ impl Conn {
 
     /// Queue bytes and switch to closing (used for shutdown and limits).
     pub fn close_with(&mut self, msg: &[u8]) {
-        if self.mode != Mode::Stream {
+        if !matches!(self.mode, Mode::Stream | Mode::Sink | Mode::Source) {
             self.out.extend_from_slice(msg);
         }
         self.start_closing();
@@ -183,6 +328,12 @@ impl Conn {
         }
         let mut again = false;
         let mut blocked = false;
+        if self.mode == Mode::Source {
+            match self.source(stats, console) {
+                Ok(more) => again |= more,
+                Err(e) => return Next::Close(close_reason(&e)),
+            }
+        }
         if self.mode != Mode::Closing && !self.read_closed && !self.paused {
             let mut reads = 0;
             loop {
@@ -196,7 +347,15 @@ impl Conn {
                     break;
                 }
                 reads += 1;
-                match self.recv(scratch) {
+                // 256 KiB reads for raw bytes (SINK, STREAM); lines and chat
+                // read as they always did, 64 KiB at a time (the chat room's
+                // flow control is tuned to it).
+                let cap = if matches!(self.mode, Mode::Sink | Mode::Stream) {
+                    scratch.len()
+                } else {
+                    scratch.len().min(LINE_READ)
+                };
+                match self.recv(&mut scratch[..cap]) {
                     Ok(0) => {
                         self.read_closed = true;
                         break;
@@ -235,6 +394,37 @@ impl Conn {
             if blocked && self.queued() < OUT_CAP {
                 again = true;
             }
+            // A SOURCE just asked for: its OK went out, the pattern follows.
+            if self.mode == Mode::Source {
+                match self.source(stats, console) {
+                    Ok(more) => again |= more,
+                    Err(e) => return Next::Close(close_reason(&e)),
+                }
+            }
+        }
+        if self.read_closed && self.mode == Mode::Sink {
+            // The client's half-close ends the test: answer its summary.
+            if let Some(b) = &self.bulk {
+                b.summary().encode(&mut self.out);
+                console.say(Level::Info, &b.console_line(self.peer, "sent"));
+            }
+            self.start_closing();
+            if let Err(e) = self.flush(stats) {
+                return Next::Close(close_reason(&e));
+            }
+        }
+        if self.read_closed && self.mode == Mode::Source {
+            // The client went before the end: nothing more to write.
+            if let Some(b) = self.bulk.as_ref().filter(|b| !b.finished) {
+                console.say(
+                    Level::Info,
+                    &format!(
+                        "{} (client closed early)",
+                        b.console_line(self.peer, "received")
+                    ),
+                );
+            }
+            self.start_closing();
         }
         if self.read_closed
             && matches!(self.mode, Mode::Lines | Mode::Chat)
@@ -276,7 +466,7 @@ impl Conn {
         // No plaintext goes out while a TLS handshake runs: until it ends
         // the session's own records decide (a half-done handshake must not
         // make the socket's writability spin the loop).
-        let writing = tls_out || (queued > 0 && !self.handshaking());
+        let writing = tls_out || ((queued > 0 || self.mode == Mode::Source) && !self.handshaking());
         let interest = match (reading, writing) {
             (true, true) => Interest::READABLE | Interest::WRITABLE,
             (false, true) => Interest::WRITABLE,
@@ -328,6 +518,74 @@ impl Conn {
         Ok(())
     }
 
+    /// SOURCE: write the pattern straight from the shared copy (after the
+    /// queued `OK`) until the socket is full, the limit is reached, or the
+    /// turn's cap; true if the cap stopped it (more to write at once).
+    fn source(&mut self, stats: &Stats, console: &mut Console) -> io::Result<bool> {
+        if self.queued() > 0 {
+            return Ok(false);
+        }
+        let Some(b) = &mut self.bulk else {
+            return Ok(false);
+        };
+        if b.finished {
+            return Ok(false);
+        }
+        let now = Instant::now();
+        let left = match b.limit {
+            Some(proto::SourceLimit::Bytes(n)) => n.saturating_sub(b.bytes),
+            Some(proto::SourceLimit::Millis(ms)) => {
+                if now.duration_since(b.began).as_millis() as u64 >= ms {
+                    0
+                } else {
+                    u64::MAX
+                }
+            }
+            None => 0,
+        };
+        let mut left = left;
+        for _ in 0..WRITES_PER_TURN {
+            if left == 0 {
+                b.finished = true;
+                if let Some(t) = self.tls.as_mut() {
+                    t.close(&mut self.sock);
+                }
+                let _ = self.sock.shutdown(std::net::Shutdown::Write);
+                console.say(Level::Info, &b.console_line(self.peer, "received"));
+                // Wait for the client's close (read side), bounded by the sweep.
+                return Ok(false);
+            }
+            let len = (left.min(SOURCE_CHUNK as u64)) as usize;
+            let chunk = proto::pattern_at(b.start as u64 + b.bytes, len);
+            let wrote = match self.tls.as_mut() {
+                None => self.sock.write(chunk),
+                Some(t) => t.write(&mut self.sock, chunk),
+            };
+            match wrote {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    b.bytes += n as u64;
+                    if left != u64::MAX {
+                        left -= n as u64;
+                    }
+                    stats.add_out(n);
+                    b.last = Instant::now();
+                    self.last_active = b.last;
+                    self.last_progress = b.last;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(proto::SourceLimit::Millis(ms)) = b.limit
+                && b.last.duration_since(b.began).as_millis() as u64 >= ms
+            {
+                left = 0;
+            }
+        }
+        Ok(true)
+    }
+
     /// Handle bytes just read.
     fn input(&mut self, data: &[u8], stats: &Stats, console: &mut Console) {
         let before = self.lines_done;
@@ -348,12 +606,18 @@ impl Conn {
     fn consume(&mut self, data: &[u8], stats: &Stats, console: &mut Console) {
         match self.mode {
             Mode::Stream => self.out.extend_from_slice(data),
-            Mode::Closing => {}
+            Mode::Sink => {
+                if let Some(b) = &mut self.bulk {
+                    b.sink(data);
+                }
+            }
+            // A SOURCE client has nothing to say: its bytes are dropped.
+            Mode::Source | Mode::Closing => {}
             Mode::Lines | Mode::Chat => {
                 if self.inbuf.is_empty() {
                     let used = self.lines(data, stats, console);
-                    if self.mode == Mode::Stream {
-                        self.out.extend_from_slice(&data[used..]);
+                    if matches!(self.mode, Mode::Stream | Mode::Sink) {
+                        self.consume(&data[used..], stats, console);
                     } else if matches!(self.mode, Mode::Lines | Mode::Chat) {
                         self.inbuf.extend_from_slice(&data[used..]);
                     }
@@ -361,8 +625,8 @@ impl Conn {
                     let mut buf = std::mem::take(&mut self.inbuf);
                     buf.extend_from_slice(data);
                     let used = self.lines(&buf, stats, console);
-                    if self.mode == Mode::Stream {
-                        self.out.extend_from_slice(&buf[used..]);
+                    if matches!(self.mode, Mode::Stream | Mode::Sink) {
+                        self.consume(&buf[used..], stats, console);
                     } else if matches!(self.mode, Mode::Lines | Mode::Chat) {
                         buf.drain(..used);
                         self.inbuf = buf;
@@ -458,6 +722,55 @@ impl Conn {
                 proto::encode_reply(&Reply::Ok, &mut self.out);
                 self.mode = Mode::Stream;
             }
+            Request::Sink { start, verify } => {
+                console.say(
+                    Level::Info,
+                    &format!("[BULK] {} started sending", self.peer),
+                );
+                proto::encode_reply(&Reply::Ok, &mut self.out);
+                self.bulk = Some(Bulk::new(start, verify, None));
+                self.mode = Mode::Sink;
+            }
+            Request::Source { start, limit } => {
+                console.say(
+                    Level::Info,
+                    &format!("[BULK] {} started receiving", self.peer),
+                );
+                proto::encode_reply(&Reply::Ok, &mut self.out);
+                self.bulk = Some(Bulk::new(start, false, Some(limit)));
+                self.mode = Mode::Source;
+            }
+            Request::UdpBulk if self.udp_flow.is_some() || self.udp_wanted => {
+                proto::encode_reply(
+                    &Reply::Err(b"one UDP bulk test per connection"),
+                    &mut self.out,
+                );
+            }
+            // The server gives the token: it keeps the table of flows.
+            Request::UdpBulk => self.udp_wanted = true,
+            Request::End(total) => match &mut self.udp_flow {
+                Some(f) if !f.ended => {
+                    f.ended = true;
+                    let sum = f.counter.finish(total);
+                    sum.encode(&mut self.out);
+                    let secs = sum.elapsed_us as f64 / 1e6;
+                    console.say(
+                        Level::Info,
+                        &format!(
+                            "[BULK] {} UDP: {} of {} datagrams ({:.2}% lost), {} out of order, {} bad, jitter {:.3} ms, {:.2} Mbit/s",
+                            self.peer,
+                            sum.received,
+                            sum.total,
+                            if sum.total > 0 { sum.lost as f64 * 100.0 / sum.total as f64 } else { 0.0 },
+                            sum.out_of_order,
+                            sum.bad,
+                            sum.jitter_us / 1e3,
+                            if secs > 0.0 { sum.bytes as f64 * 8.0 / secs / 1e6 } else { 0.0 },
+                        ),
+                    );
+                }
+                _ => proto::encode_reply(&Reply::Err(b"no UDP bulk test to end"), &mut self.out),
+            },
             Request::Help => proto::encode_reply(&proto::help_reply(), &mut self.out),
             Request::Quit => {
                 proto::encode_reply(&Reply::Bye(b""), &mut self.out);

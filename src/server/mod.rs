@@ -275,6 +275,8 @@ pub struct Server {
     sched: Schedule,
     /// One read buffer for every socket.
     scratch: Vec<u8>,
+    /// UDP bulk flows: token → the slot of the control connection.
+    udp_flows: std::collections::HashMap<u32, usize>,
     /// `/metrics`, when asked for.
     metrics: Option<metrics::Endpoint>,
     /// Per-source budget of the UDP echo.
@@ -393,7 +395,8 @@ impl Server {
                 next_sweep: Instant::now() + SWEEP_EVERY,
                 shutdown_at: None,
             },
-            scratch: vec![0u8; 64 * 1024],
+            scratch: vec![0u8; 256 * 1024],
+            udp_flows: std::collections::HashMap::new(),
             metrics,
             udp_limit: cfg
                 .udp_rate_limit
@@ -652,7 +655,33 @@ impl Server {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        let next = conn.drive(&mut self.scratch, &self.handle.stats, &mut self.console);
+        let mut next = conn.drive(&mut self.scratch, &self.handle.stats, &mut self.console);
+        if conn.udp_wanted {
+            conn.udp_wanted = false;
+            if self.udp_flows.len() < MAX_UDP_FLOWS {
+                let token = loop {
+                    let t = random_token();
+                    if !self.udp_flows.contains_key(&t) {
+                        break t;
+                    }
+                };
+                self.udp_flows.insert(token, slot);
+                conn.udp_flow = Some(conn::UdpFlow::new(token));
+                conn.queue_line(&format!("OK {token}"));
+                self.console.say(
+                    Level::Info,
+                    &format!("[BULK] {} started a UDP test", conn.peer),
+                );
+            } else {
+                conn.queue_line(&format!(
+                    "ERR too many UDP bulk tests (max {MAX_UDP_FLOWS})"
+                ));
+            }
+            // Written on the next turn.
+            if let Next::Keep(i) = next {
+                next = Next::Again(i);
+            }
+        }
         if !conn.events.is_empty() {
             self.hub.push(slot, conn.peer, conn.events.drain(..));
         }
@@ -838,6 +867,9 @@ impl Server {
             return;
         };
         let _ = self.poll.registry().deregister(&mut c.sock);
+        if let Some(f) = &c.udp_flow {
+            self.udp_flows.remove(&f.token);
+        }
         self.hub.gone(slot, c.peer, why);
         self.handle.stats.clients.fetch_sub(1, Ordering::Relaxed);
         self.console.say(
@@ -865,6 +897,26 @@ impl Server {
             stats.add_in(n);
             let now = Instant::now();
             let data = &buf[..n];
+            if let Some(h) = crate::proto::bulk::header(data) {
+                // A UDP bulk datagram: counted for the flow a TCP handshake
+                // opened (same address), never echoed, whatever the budget.
+                match self
+                    .udp_flows
+                    .get(&h.token)
+                    .and_then(|&slot| self.conns.get_mut(slot))
+                {
+                    Some(c) if c.peer.ip() == peer.ip() => {
+                        if let Some(f) = &mut c.udp_flow {
+                            f.datagram(h, data, now);
+                            c.last_active = now;
+                        }
+                    }
+                    _ => {
+                        stats.datagrams_ignored.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                continue;
+            }
             let digest = self.udp_mirror.digest(data);
             if limit::could_reflect(peer, own_port)
                 || self.udp_mirror.is_reflection(peer, digest, now)
@@ -909,6 +961,22 @@ impl Server {
 enum Listener {
     Plain(usize),
     Tls(usize),
+}
+
+/// Most UDP bulk flows open at once.
+const MAX_UDP_FLOWS: usize = 64;
+
+/// A token for a UDP bulk flow: not guessable from outside (std's per-process
+/// random hash keys over the clock).
+fn random_token() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish() as u32
 }
 
 enum Accept {

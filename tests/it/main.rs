@@ -43,6 +43,7 @@
 //! budgets: `cargo test --test it budgets:: -- --ignored --test-threads=1`.
 
 mod budgets;
+mod bulk;
 mod chat;
 mod cli;
 mod common;

@@ -108,6 +108,17 @@ fn every_command_prints_what_the_schema_says() {
     check(&d, &["echo", &a, "-c", "3", "-i", "0"], 0);
     check(&d, &["echo", &a, "-c", "3", "-i", "0", "--udp"], 0);
     check(&d, &["echo", &a, "--bulk", "-n", "1M"], 0);
+    check(&d, &["echo", &a, "--bulk", "--send", "-n", "1M"], 0);
+    check(
+        &d,
+        &["echo", &a, "--bulk", "-R", "-n", "1M", "--no-verify"],
+        0,
+    );
+    check(
+        &d,
+        &["echo", &a, "--bulk", "--udp", "-b", "10M", "-n", "100K"],
+        0,
+    );
 
     // Reports that fail still report, and say why in `failure`.
     let (wrong, t) = wrong_echo_server("ECHO_RESPONSE:hellp\n");
@@ -264,6 +275,8 @@ fn script_maps_are_the_documents() {
         format!("echo(\"{a}\", \"hi\")"),
         format!("echo(\"{a}\", #{{count: 2, interval: \"0\"}})"),
         format!("echo(\"{a}\", #{{bulk: true, bytes: \"256K\"}})"),
+        format!("bulk(\"{a}\", #{{mode: \"send\", bytes: \"256K\"}})"),
+        format!("bulk(\"{a}\", #{{mode: \"send\", udp: true, rate: \"100M\", bytes: \"256K\"}})"),
         "ping(\"127.0.0.1\", #{count: 2, interval: \"0.01\"})".to_string(),
         format!("tcping(\"{a}\", #{{count: 2, interval: \"0.01\"}})"),
         "trace(\"127.0.0.1\", #{queries: 1})".to_string(),
