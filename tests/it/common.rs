@@ -72,6 +72,8 @@ pub struct Opts {
     pub chat_idle: Option<Duration>,
     /// What one address may cost the room.
     pub chat_limits: netsh::server::hub::ChatLimits,
+    /// `--allow`/`--deny` (none by default: everyone).
+    pub access: netsh::server::access::Access,
 }
 
 impl Default for Opts {
@@ -94,6 +96,7 @@ impl Default for Opts {
             line_timeout: netsh::server::DEFAULT_LINE_TIMEOUT,
             chat_idle: Some(netsh::server::DEFAULT_CHAT_IDLE),
             chat_limits: netsh::server::hub::ChatLimits::default(),
+            access: netsh::server::access::Access::default(),
         }
     }
 }
@@ -139,6 +142,7 @@ pub fn start_server_with(ip: &str, o: Opts) -> TestServer {
         chat_replay: o.chat_replay,
         console,
         metrics: o.metrics,
+        access: o.access,
     })
     .expect("bind test server");
     let addr = server.addrs()[0];
