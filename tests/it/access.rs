@@ -174,6 +174,8 @@ fn settings_file_rules_and_flags_apply_to_serve() {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let up = wait_for(Duration::from_secs(10), || tcp_probe_up(addr));
     let results = up.then(|| (tcp_echoed("127.0.0.1", addr), tcp_echoed("127.0.0.2", addr)));
+    // The netsh client from 127.0.0.1 says what happened, in one line.
+    let o = up.then(|| d.run(&["echo", &addr.to_string(), "hi"]));
     let _ = child.kill();
     let _ = child.wait();
     assert!(up, "server came up");
