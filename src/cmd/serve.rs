@@ -127,6 +127,14 @@ struct ServeArgs {
     /// TCP port of the TLS listener; 0 picks a free one
     #[arg(long, value_name = "PORT", default_value_t = crate::tls::DEFAULT_TLS_PORT)]
     tls_port: u16,
+    /// Let only these sources in (CIDR or address, repeatable; every service); once any
+    /// --allow is given, addresses no rule matches are denied; the most specific rule wins
+    #[arg(long, value_name = "CIDR", value_parser = parse_net)]
+    allow: Vec<ipnet::IpNet>,
+    /// Keep these sources out (CIDR or address, repeatable): TCP is closed at accept
+    /// without a byte, datagrams get no reply
+    #[arg(long, value_name = "CIDR", value_parser = parse_net)]
+    deny: Vec<ipnet::IpNet>,
     /// Serve Prometheus metrics on http://ADDR/metrics: PORT (loopback), :PORT (every address) or HOST:PORT
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics)]
     metrics: Option<std::net::SocketAddr>,
@@ -154,6 +162,10 @@ struct RateArg(Option<Rate>);
 
 fn parse_rate(s: &str) -> std::result::Result<RateArg, String> {
     Rate::parse(s).map(RateArg)
+}
+
+fn parse_net(s: &str) -> std::result::Result<ipnet::IpNet, String> {
+    server::access::parse_net(s)
 }
 
 fn parse_metrics(s: &str) -> std::result::Result<std::net::SocketAddr, String> {
@@ -216,6 +228,26 @@ fn chat_limits(a: &ServeArgs) -> server::hub::ChatLimits {
         v6_prefix: a.ipv6_prefix,
         limit_loopback: a.chat_per_ip.is_some() || a.chat_rate.is_some() || a.chat_bytes.is_some(),
     }
+}
+
+/// The rules from the flags and the settings (`serve-allow`, `serve-deny`):
+/// both lists add up.
+fn access_rules(a: &ServeArgs, s: &Session) -> server::access::Access {
+    let allow: Vec<ipnet::IpNet> = s
+        .settings
+        .serve_allow
+        .iter()
+        .chain(&a.allow)
+        .copied()
+        .collect();
+    let deny: Vec<ipnet::IpNet> = s
+        .settings
+        .serve_deny
+        .iter()
+        .chain(&a.deny)
+        .copied()
+        .collect();
+    server::access::Access::new(&allow, &deny)
 }
 
 fn verbosity(a: &ServeArgs) -> Verbosity {
@@ -292,6 +324,7 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         console: Console::new(sink, Some(log.clone()), verbosity(&a)),
         metrics: a.metrics,
         tls: tls_setup(&a, s)?,
+        access: access_rules(&a, s),
     };
     let server = Server::bind(cfg)?;
     let addrs = server.addrs().to_vec();
@@ -556,6 +589,13 @@ impl ServeReport {
                 "\n  uptime {:.1} s, clients {} now / {} total ({} refused), requests {}, datagrams {}, bytes in {} / out {}, SNTP replies {}",
                 up, st.clients, st.clients_total, st.refused, st.requests, st.datagrams, st.bytes_in, st.bytes_out, st.ntp_replies
             ));
+            let denied = st.denied_tcp + st.denied_udp + st.denied_ntp;
+            if denied > 0 {
+                out.push_str(&format!(
+                    "\n  denied by --allow/--deny: {} TCP connections, {} UDP datagrams, {} SNTP requests",
+                    st.denied_tcp, st.denied_udp, st.denied_ntp
+                ));
+            }
         }
         out
     }

@@ -222,6 +222,9 @@ impl LineStream for TcpStream {
 pub struct LineReader {
     buf: Vec<u8>,
     max: usize,
+    /// Any byte read yet: a close before the first one is how a server's
+    /// access control (`serve --allow/--deny`) looks from here.
+    got_any: bool,
 }
 
 /// Outcome of waiting for a line.
@@ -240,6 +243,7 @@ impl LineReader {
         LineReader {
             buf: Vec::new(),
             max,
+            got_any: false,
         }
     }
 
@@ -286,8 +290,14 @@ impl LineReader {
                 .map_err(|e| Error::io("set timeout", "socket", &e))?;
             match s.read(&mut chunk) {
                 Ok(0) => return Ok(ReadLine::Closed),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    self.got_any = true;
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
                 Err(e) if is_wait(&e) => {}
+                Err(e) if !self.got_any && e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return Ok(ReadLine::Closed);
+                }
                 Err(e) => {
                     return Err(Error::io("read from", s.peer(), &e));
                 }
@@ -319,6 +329,12 @@ pub fn request<S: LineStream + ?Sized>(
             format!(
                 "no answer to {word} from {addr} in {}",
                 crate::units::format_duration(ctx.timeout)
+            ),
+        )),
+        ReadLine::Closed if !reader.got_any => Err(Error::new(
+            ErrorKind::Protocol,
+            format!(
+                "{addr} closed the connection before answering — the server may not allow your address (ask its operator to add it with --allow)"
             ),
         )),
         ReadLine::Closed => Err(Error::new(

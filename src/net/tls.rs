@@ -298,6 +298,18 @@ fn handshake_error(
         .and_then(|i| i.downcast_ref::<rustls::Error>())
         .cloned();
     let cert_err = matches!(rustls_err, Some(rustls::Error::InvalidCertificate(_)));
+    let closed = matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+    );
+    if closed && digest.is_none() {
+        return Error::new(
+            ErrorKind::Protocol,
+            format!(
+                "{addr} closed the connection before the TLS handshake — the server may not allow your address (ask its operator to add it with --allow)"
+            ),
+        );
+    }
     match (trust, cert_err) {
         (Trust::Pin(p), true) => Error::new(
             ErrorKind::Protocol,

@@ -36,6 +36,12 @@ pub struct Stats {
     /// UDP datagrams not echoed because their source was over its budget
     /// (`--udp-rate-limit`).
     pub datagrams_limited: AtomicU64,
+    /// TCP connections closed at accept: the source is not allowed (`--allow`/`--deny`).
+    pub denied_tcp: AtomicU64,
+    /// UDP echo datagrams dropped: the source is not allowed.
+    pub denied_udp: AtomicU64,
+    /// SNTP requests dropped: the source is not allowed.
+    pub denied_ntp: AtomicU64,
     /// Datagrams that reached the SNTP port.
     pub ntp_requests: AtomicU64,
     /// SNTP replies sent (kiss-o'-death included).
@@ -157,6 +163,9 @@ impl Stats {
             datagrams: g(&self.datagrams),
             datagrams_ignored: g(&self.datagrams_ignored),
             datagrams_limited: g(&self.datagrams_limited),
+            denied_tcp: g(&self.denied_tcp),
+            denied_udp: g(&self.denied_udp),
+            denied_ntp: g(&self.denied_ntp),
             ntp_requests: g(&self.ntp_requests),
             ntp_replies: g(&self.ntp_replies),
             ntp_ignored: g(&self.ntp_ignored),
@@ -194,6 +203,12 @@ pub struct StatsSnapshot {
     pub datagrams_ignored: u64,
     /// UDP datagrams not echoed: their source was over its rate limit.
     pub datagrams_limited: u64,
+    /// TCP connections closed at accept: source not allowed.
+    pub denied_tcp: u64,
+    /// UDP echo datagrams dropped: source not allowed.
+    pub denied_udp: u64,
+    /// SNTP requests dropped: source not allowed.
+    pub denied_ntp: u64,
     /// Datagrams that reached the SNTP port.
     pub ntp_requests: u64,
     /// SNTP replies sent.

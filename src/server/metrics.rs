@@ -396,7 +396,7 @@ impl Collector for ServerCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> std::result::Result<(), std::fmt::Error> {
         let s = &self.stats;
         let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        let counters: [(&str, &str, u64); 14] = [
+        let counters: [(&str, &str, u64); 17] = [
             (
                 "netsh_server_connections_accepted",
                 "TCP connections accepted",
@@ -441,6 +441,21 @@ impl Collector for ServerCollector {
                 "netsh_udp_datagrams_limited",
                 "UDP datagrams not echoed (their source was over its rate limit)",
                 g(&s.datagrams_limited),
+            ),
+            (
+                "netsh_denied_tcp",
+                "TCP connections closed at accept: source not allowed (--allow/--deny)",
+                g(&s.denied_tcp),
+            ),
+            (
+                "netsh_denied_udp",
+                "UDP echo datagrams dropped: source not allowed (--allow/--deny)",
+                g(&s.denied_udp),
+            ),
+            (
+                "netsh_denied_sntp",
+                "SNTP requests dropped: source not allowed (--allow/--deny)",
+                g(&s.denied_ntp),
             ),
             (
                 "netsh_sntp_requests",

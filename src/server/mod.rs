@@ -19,6 +19,7 @@
 //! closes or after `ACCEPT_RETRY` (never a busy loop: mio is edge-triggered,
 //! and a full backlog gives no new edge).
 
+pub mod access;
 mod bind;
 pub mod chat;
 pub mod conn;
@@ -143,6 +144,8 @@ pub struct ServerConfig {
     pub metrics: Option<SocketAddr>,
     /// Echo and chat over TLS on a port of their own; `None`: no TLS.
     pub tls: Option<tls::TlsSetup>,
+    /// Who may use any service (`--allow`, `--deny`); empty: everyone.
+    pub access: access::Access,
 }
 
 /// The limits of [`ServerConfig`] the loop applies to every client.
@@ -283,6 +286,8 @@ pub struct Server {
     udp_limit: Option<limit::Limiter>,
     /// The last echo to each peer, to see it reflected back.
     udp_mirror: limit::Mirror,
+    /// `--allow`/`--deny`, checked first for every service.
+    gate: access::Gate,
 }
 
 impl Server {
@@ -402,6 +407,7 @@ impl Server {
                 .udp_rate_limit
                 .map(|r| limit::Limiter::new(r, cfg.v6_prefix)),
             udp_mirror: limit::Mirror::default(),
+            gate: access::Gate::new(cfg.access),
         })
     }
 
@@ -591,8 +597,23 @@ impl Server {
         ready
     }
 
+    /// Say the sources denied lately (each at most once a minute).
+    fn say_denied(&mut self) {
+        for (service, ip) in self.gate.take_said() {
+            self.console.say(
+                Level::Main,
+                &format!("[ACCESS] Denied {service} from {ip}: not allowed by --allow/--deny"),
+            );
+        }
+    }
+
     /// Handle one ready token.
     fn dispatch(&mut self, token: Token) {
+        self.dispatch_token(token);
+        self.say_denied();
+    }
+
+    fn dispatch_token(&mut self, token: Token) {
         if let Some(m) = self.metrics.as_mut()
             && m.owns(token)
         {
@@ -630,6 +651,7 @@ impl Server {
                         self.ntp_addrs.get(t - NTP).map_or(0, SocketAddr::port),
                         &mut self.scratch,
                         &self.handle.stats,
+                        &mut self.gate,
                     )
                 {
                     self.sched.again.push(token);
@@ -800,6 +822,12 @@ impl Server {
                 // ECONNABORTED and friends: that client is gone, try the next.
                 Err(_) => continue,
             };
+            // Not allowed: closed without a byte read or written.
+            if !self.gate.admit("TCP", peer.ip()) {
+                stats.denied_tcp.fetch_add(1, Ordering::Relaxed);
+                drop(sock);
+                continue;
+            }
             let live = stats.clients.load(Ordering::Relaxed) as usize;
             if live >= self.limits.max_clients {
                 stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -894,6 +922,10 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(_) => continue, // e.g. a queued ICMP error: skip it
             };
+            if !self.gate.admit("UDP", peer.ip()) {
+                stats.denied_udp.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             stats.add_in(n);
             let now = Instant::now();
             let data = &buf[..n];

@@ -23,6 +23,7 @@ use std::time::{Instant, SystemTime};
 use mio::net::UdpSocket;
 
 use crate::proto::ntp::{self, ServerClock};
+use crate::server::access::Gate;
 use crate::server::handle::Stats;
 use crate::server::limit::{self, Limiter, Rate, Verdict};
 
@@ -93,6 +94,7 @@ impl Responder {
         own_port: u16,
         _buf: &mut [u8],
         stats: &Stats,
+        gate: &mut Gate,
     ) -> bool {
         use std::os::fd::AsRawFd;
         let fd = sock.as_raw_fd();
@@ -106,6 +108,12 @@ impl Responder {
             stats.ntp_requests.fetch_add(n as u64, Ordering::Relaxed);
             for i in 0..n {
                 let (data, peer, rx) = self.batch.get(i);
+                if let Some(p) = peer
+                    && !gate.admit("SNTP", p.ip())
+                {
+                    stats.denied_ntp.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 let receive_ts = ntp::to_ntp(rx.unwrap_or(now));
                 let reply = ntp::reply_to(data, receive_ts, &self.clock);
                 let (Some(reply), Some(peer)) = (reply, peer) else {
@@ -144,6 +152,7 @@ impl Responder {
         own_port: u16,
         buf: &mut [u8],
         stats: &Stats,
+        gate: &mut Gate,
     ) -> bool {
         for _ in 0..PER_TURN {
             let (n, peer) = match sock.recv_from(buf) {
@@ -153,6 +162,10 @@ impl Responder {
             };
             let receive_ts = ntp::to_ntp(SystemTime::now());
             stats.ntp_requests.fetch_add(1, Ordering::Relaxed);
+            if !gate.admit("SNTP", peer.ip()) {
+                stats.denied_ntp.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let Some(reply) = ntp::reply_to(&buf[..n], receive_ts, &self.clock) else {
                 stats.ntp_ignored.fetch_add(1, Ordering::Relaxed);
                 continue;

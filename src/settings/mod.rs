@@ -65,6 +65,10 @@ pub enum Key {
     MonitorInterval,
     /// What `monitor` watches when it is given no targets.
     MonitorTargets,
+    /// Networks `serve` lets in (as `--allow`).
+    ServeAllow,
+    /// Networks `serve` keeps out (as `--deny`).
+    ServeDeny,
 }
 
 /// Everything about one setting, in one row of [`KEYS`].
@@ -94,7 +98,7 @@ pub struct KeyDef {
 }
 
 /// Every setting, in the order `settings` shows them (the order of [`Key`]).
-pub static KEYS: [KeyDef; 10] = [
+pub static KEYS: [KeyDef; 12] = [
     KeyDef {
         key: Key::Server,
         name: "server",
@@ -268,7 +272,61 @@ pub static KEYS: [KeyDef; 10] = [
         },
         json: |s| Value::from(s.monitor_targets.clone()),
     },
+    KeyDef {
+        key: Key::ServeAllow,
+        name: "serve-allow",
+        value_name: "CIDR,...",
+        about: "networks serve lets in, as --allow (none: everyone)",
+        choices: &["default", "none"],
+        default: "none",
+        switch: false,
+        set: |s, v| {
+            s.serve_allow = crate::server::access::parse_list(v)?;
+            Ok(())
+        },
+        get: |s| nets_text(&s.serve_allow),
+        json: |s| {
+            Value::from(
+                s.serve_allow
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
+            )
+        },
+    },
+    KeyDef {
+        key: Key::ServeDeny,
+        name: "serve-deny",
+        value_name: "CIDR,...",
+        about: "networks serve keeps out, as --deny",
+        choices: &["default", "none"],
+        default: "none",
+        switch: false,
+        set: |s, v| {
+            s.serve_deny = crate::server::access::parse_list(v)?;
+            Ok(())
+        },
+        get: |s| nets_text(&s.serve_deny),
+        json: |s| {
+            Value::from(
+                s.serve_deny
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
+            )
+        },
+    },
 ];
+
+fn nets_text(v: &[ipnet::IpNet]) -> String {
+    if v.is_empty() {
+        return "none".into();
+    }
+    v.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// Allowed `monitor-interval`.
 const MONITOR_INTERVAL_RANGE: (Duration, Duration) =
@@ -323,7 +381,7 @@ fn sockbuf_text(v: Option<u32>) -> String {
 
 impl Key {
     /// Every setting, in the order `settings` shows them.
-    pub const ALL: [Key; 10] = [
+    pub const ALL: [Key; 12] = [
         Key::Server,
         Key::Timeout,
         Key::Retries,
@@ -334,6 +392,8 @@ impl Key {
         Key::Rcvbuf,
         Key::MonitorInterval,
         Key::MonitorTargets,
+        Key::ServeAllow,
+        Key::ServeDeny,
     ];
 
     /// This setting's row of [`KEYS`].
@@ -434,6 +494,10 @@ pub struct Settings {
     pub monitor_interval: Duration,
     /// `monitor`'s targets when it is given none.
     pub monitor_targets: Vec<String>,
+    /// `serve-allow`.
+    pub serve_allow: Vec<ipnet::IpNet>,
+    /// `serve-deny`.
+    pub serve_deny: Vec<ipnet::IpNet>,
     sources: BTreeMap<Key, Source>,
 }
 
@@ -457,6 +521,8 @@ impl Default for Settings {
             rcvbuf: None,
             monitor_interval: Duration::ZERO,
             monitor_targets: Vec::new(),
+            serve_allow: Vec::new(),
+            serve_deny: Vec::new(),
             sources: BTreeMap::new(),
         };
         for d in &KEYS {

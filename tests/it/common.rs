@@ -76,6 +76,8 @@ pub struct Opts {
     pub chat_limits: netsh::server::hub::ChatLimits,
     /// Echo and chat over TLS too (on a free port).
     pub tls: Option<netsh::server::tls::TlsSetup>,
+    /// `--allow`/`--deny` (none by default: everyone).
+    pub access: netsh::server::access::Access,
 }
 
 impl Default for Opts {
@@ -99,6 +101,7 @@ impl Default for Opts {
             line_timeout: netsh::server::DEFAULT_LINE_TIMEOUT,
             chat_idle: Some(netsh::server::DEFAULT_CHAT_IDLE),
             chat_limits: netsh::server::hub::ChatLimits::default(),
+            access: netsh::server::access::Access::default(),
         }
     }
 }
@@ -145,6 +148,7 @@ pub fn start_server_with(ip: &str, o: Opts) -> TestServer {
         console,
         metrics: o.metrics,
         tls: o.tls,
+        access: o.access,
     })
     .expect("bind test server");
     let addr = server.addrs()[0];

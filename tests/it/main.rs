@@ -42,6 +42,7 @@
 //! `cargo test --test it echo::seed_example_end_to_end -- --exact`; the
 //! budgets: `cargo test --test it budgets:: -- --ignored --test-threads=1`.
 
+mod access;
 mod budgets;
 mod bulk;
 mod chat;

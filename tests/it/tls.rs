@@ -327,3 +327,22 @@ fn a_tls_stream_echoes_a_megabyte_byte_for_byte() {
     let st = server.stop();
     assert_eq!(st.refusals["tls-handshake"], 0);
 }
+
+#[test]
+fn a_denied_address_gets_no_tls_byte_and_one_line_saying_why() {
+    let data = DataDir::new();
+    let (_s, tls, fp) = tls_server(&data, &["--deny", "127.0.0.1"]);
+    let mut c = TcpStream::connect(tls).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut b = [0u8; 16];
+    let n = common::retry_eintr(|| c.read(&mut b)).unwrap_or(0);
+    assert_eq!(n, 0, "a denied peer gets not a byte");
+    let o = data.run(&["echo", "--pin", &fp, &tls.to_string(), "x"]);
+    assert_ne!(o.code, Some(0), "{}", show(&o));
+    let line = common::one_err_line(&o);
+    assert!(
+        line.contains("may not allow your address") && line.contains("--allow"),
+        "{line}"
+    );
+}
