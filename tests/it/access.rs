@@ -184,6 +184,9 @@ fn settings_file_rules_and_flags_apply_to_serve() {
         Some((false, true)),
         "settings: deny 127.0.0.1, allow the /8"
     );
+    let o = o.expect("ran");
+    assert_ne!(o.code, Some(0), "{o:?}");
+    assert!(o.stderr.contains("may not allow your address"), "{o:?}");
 }
 
 fn tcp_probe_up(addr: SocketAddr) -> bool {
