@@ -53,6 +53,9 @@ struct ChatArgs {
     /// Stay this long before leaving, printing what arrives (non-interactive)
     #[arg(short = 'w', long, value_name = "DURATION", default_value = "0", value_parser = parse_wait)]
     wait: Duration,
+    /// The room's key file, when the server asks for one (serve --chat-key)
+    #[arg(long, value_name = "FILE")]
+    key: Option<std::path::PathBuf>,
     #[command(flatten)]
     tls: crate::cmd::tls_args::TlsArgs,
 }
@@ -115,7 +118,42 @@ impl Command for Chat {
         let (mut sock, addr, _) = crate::cmd::tls_args::connect(&ep, ctx, &a.tls, s)?;
         let mut reader = LineReader::new(MAX_CHAT_LINE * 2);
         let req = Request::Chat(nick.as_bytes());
-        let line = client::request(&mut sock, &mut reader, &req, addr, ctx)?;
+        let mut line = client::request(&mut sock, &mut reader, &req, addr, ctx)?;
+        if let Some(nonce) = line
+            .strip_prefix(chat::AUTH.as_bytes())
+            .and_then(|r| chat::unhex(r.trim_ascii()))
+        {
+            let Some(file) = &a.key else {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("{addr}'s chat room needs a key"),
+                )
+                .with_hint("pass --key FILE (the key file its operator gave you)"));
+            };
+            let key = chat::read_key(file).map_err(Error::bad_value)?;
+            let proof = format!(
+                "{} {}\n",
+                chat::AUTH,
+                chat::hex(&chat::auth_mac(&key, &nonce, &nick))
+            );
+            client::write_all(&mut sock, proof.as_bytes(), ctx)?;
+            line = match reader.read_line(&mut sock, Instant::now() + ctx.timeout, ctx)? {
+                ReadLine::Line(l) => l,
+                ReadLine::TimedOut | ReadLine::Closed => {
+                    return Err(Error::new(
+                        ErrorKind::Protocol,
+                        format!("{addr} did not answer the chat key's proof"),
+                    ));
+                }
+            };
+            if let Reply::Err(why) = parse_reply(&line) {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("{addr} refused the chat key: {}", display_bytes(why)),
+                )
+                .with_hint("check that --key is the file the server's --chat-key reads"));
+            }
+        }
         // From the network: escaped before it is printed, logged or shown.
         let Reply::Joined { nick: given, .. } = parse_reply(&line) else {
             return Err(client::unexpected(addr, &req, &line));

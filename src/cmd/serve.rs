@@ -124,6 +124,10 @@ struct ServeArgs {
     /// kept); prints its SHA-256 fingerprint for clients' --pin
     #[arg(long)]
     tls_self_signed: bool,
+    /// Chat members must prove they hold this key (HMAC-SHA-256 challenge, never sent);
+    /// clients: chat --key FILE
+    #[arg(long, value_name = "FILE")]
+    chat_key: Option<std::path::PathBuf>,
     /// TCP port of the TLS listener; 0 picks a free one
     #[arg(long, value_name = "PORT", default_value_t = crate::tls::DEFAULT_TLS_PORT)]
     tls_port: u16,
@@ -324,6 +328,12 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         console: Console::new(sink, Some(log.clone()), verbosity(&a)),
         metrics: a.metrics,
         tls: tls_setup(&a, s)?,
+        chat_key: match &a.chat_key {
+            Some(f) => Some(std::sync::Arc::new(
+                crate::proto::chat::read_key(f).map_err(Error::bad_value)?,
+            )),
+            None => None,
+        },
         access: access_rules(&a, s),
     };
     let server = Server::bind(cfg)?;

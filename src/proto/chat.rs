@@ -485,3 +485,91 @@ mod tests {
         );
     }
 }
+
+/// The server's challenge to `CHAT nick` when the room needs a key:
+/// `AUTH <32 hex digits>`, a nonce fresh for this connection.
+pub const AUTH: &str = "AUTH";
+/// Bytes in a chat challenge's nonce.
+pub const NONCE_LEN: usize = 16;
+/// Shortest chat key accepted (bytes, after trimming).
+pub const MIN_KEY_LEN: usize = 16;
+
+/// The proof a member sends for `nonce`: HMAC-SHA-256 under the room's
+/// key over a label, the nonce and the nickname. A fresh nonce per
+/// connection makes a captured answer useless later (replay), and the
+/// nickname in it makes it useless for another name.
+pub fn auth_mac(key: &[u8], nonce: &[u8], nick: &str) -> Vec<u8> {
+    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    ring::hmac::sign(&k, &auth_message(nonce, nick))
+        .as_ref()
+        .to_vec()
+}
+
+/// Whether `mac` proves the key for `nonce` and `nick` (constant time).
+pub fn auth_ok(key: &[u8], nonce: &[u8], nick: &str, mac: &[u8]) -> bool {
+    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    ring::hmac::verify(&k, &auth_message(nonce, nick), mac).is_ok()
+}
+
+fn auth_message(nonce: &[u8], nick: &str) -> Vec<u8> {
+    let mut m = b"netsh-chat-v1\n".to_vec();
+    m.extend_from_slice(nonce);
+    m.push(b'\n');
+    m.extend_from_slice(nick.as_bytes());
+    m
+}
+
+/// Lower-case hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The bytes of hex digits, if that is what `s` is.
+pub fn unhex(s: &[u8]) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || s.len() > 256 {
+        return None;
+    }
+    s.chunks(2)
+        .map(|p| {
+            std::str::from_utf8(p)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect()
+}
+
+/// A chat key from its file: the contents, trimmed, at least
+/// [`MIN_KEY_LEN`] bytes.
+///
+/// # Errors
+/// A message naming the file and what is wrong.
+pub fn read_key(path: &std::path::Path) -> std::result::Result<Vec<u8>, String> {
+    let raw = crate::files::read_capped(path, 64 * 1024)
+        .map_err(|e| format!("chat key {}: {e}", path.display()))?;
+    let key = raw.trim_ascii().to_vec();
+    if key.len() < MIN_KEY_LEN {
+        return Err(format!(
+            "chat key {}: {} bytes; a key needs at least {MIN_KEY_LEN} (e.g. head -c 32 /dev/urandom | base64 > FILE)",
+            path.display(),
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod auth_tests {
+    use super::*;
+
+    #[test]
+    fn a_proof_holds_for_its_nonce_and_name_only() {
+        let key = b"0123456789abcdef-key";
+        let mac = auth_mac(key, b"nonce-1", "alice");
+        assert!(auth_ok(key, b"nonce-1", "alice", &mac));
+        assert!(!auth_ok(key, b"nonce-2", "alice", &mac), "replayed");
+        assert!(!auth_ok(key, b"nonce-1", "mallory", &mac), "another name");
+        assert!(!auth_ok(b"another key of 16+", b"nonce-1", "alice", &mac));
+        assert_eq!(unhex(hex(&mac).as_bytes()), Some(mac));
+        assert_eq!(unhex(b"zz"), None);
+    }
+}

@@ -99,6 +99,10 @@ pub struct Conn {
     lines_done: u64,
     /// The TLS session, on the TLS port.
     pub tls: Option<Box<Tls>>,
+    /// The room's key: joining needs its proof (`serve --chat-key`).
+    pub chat_key: Option<std::sync::Arc<Vec<u8>>>,
+    /// `CHAT nick` was challenged: the name and the nonce sent.
+    auth_pending: Option<(String, [u8; chat_proto::NONCE_LEN])>,
     /// When the connection was accepted (a TLS handshake must end in time).
     pub accepted: Instant,
     /// The one-way bulk test, in `Sink` and `Source` modes.
@@ -256,6 +260,8 @@ impl Conn {
             line_started: None,
             lines_done: 0,
             tls: None,
+            chat_key: None,
+            auth_pending: None,
             accepted: Instant::now(),
             bulk: None,
             udp_wanted: false,
@@ -705,9 +711,69 @@ impl Conn {
         used
     }
 
+    /// A keyed room: send `AUTH <nonce>` and wait for the proof.
+    fn challenge(&mut self, nick: String) {
+        let mut nonce = [0u8; chat_proto::NONCE_LEN];
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).is_err() {
+            proto::encode_reply(
+                &Reply::Err(b"server cannot make a challenge now"),
+                &mut self.out,
+            );
+            self.start_closing();
+            return;
+        }
+        self.out.extend_from_slice(
+            format!("{} {}\n", chat_proto::AUTH, chat_proto::hex(&nonce)).as_bytes(),
+        );
+        self.auth_pending = Some((nick, nonce));
+    }
+
+    /// The line after a challenge: `AUTH <hex HMAC>`, or the door closes.
+    fn answer_challenge(
+        &mut self,
+        line: &[u8],
+        nick: String,
+        nonce: &[u8],
+        stats: &Stats,
+        console: &mut Console,
+    ) {
+        let mac = line
+            .strip_prefix(chat_proto::AUTH.as_bytes())
+            .and_then(|r| chat_proto::unhex(r.trim_ascii()));
+        let ok = match (&self.chat_key, mac) {
+            (Some(k), Some(m)) => chat_proto::auth_ok(k, nonce, &nick, &m),
+            _ => false,
+        };
+        if ok {
+            self.mode = Mode::Chat;
+            self.events.push(ChatIn::Join(nick));
+            return;
+        }
+        stats.refuse(Refusal::ChatAuth);
+        console.say(
+            Level::Info,
+            &format!(
+                "[CHAT] {} did not prove the chat key (as '{}'); closing it",
+                self.peer,
+                shown(nick.as_bytes())
+            ),
+        );
+        proto::encode_reply(
+            &Reply::Err(
+                b"wrong chat key; ask the server's operator for the key file (chat --key FILE)",
+            ),
+            &mut self.out,
+        );
+        self.start_closing();
+    }
+
     /// Answer one request line.
     fn line(&mut self, line: &[u8], stats: &Stats, console: &mut Console) {
         stats.add_request();
+        if let Some((nick, nonce)) = self.auth_pending.take() {
+            self.answer_challenge(line, nick, &nonce, stats, console);
+            return;
+        }
         match proto::parse_request(line) {
             Request::Echo(text) => {
                 stats.echo_requests.fetch_add(1, Ordering::Relaxed);
@@ -780,6 +846,7 @@ impl Conn {
             Request::Chat(nick) => {
                 let nick = String::from_utf8_lossy(nick).trim().to_string();
                 match chat_proto::valid_nick(&nick) {
+                    Ok(()) if self.chat_key.is_some() => self.challenge(nick),
                     Ok(()) => {
                         self.mode = Mode::Chat;
                         self.events.push(ChatIn::Join(nick));

@@ -90,11 +90,13 @@ pub enum Refusal {
     ChatRate,
     /// A TLS handshake that failed or did not end in time.
     TlsHandshake,
+    /// A join without the chat key's proof (wrong, replayed, missing).
+    ChatAuth,
 }
 
 impl Refusal {
     /// Every refusal, in label order.
-    pub const ALL: [Refusal; 13] = [
+    pub const ALL: [Refusal; 14] = [
         Refusal::ServerFull,
         Refusal::TooManyPerAddress,
         Refusal::LineTooLong,
@@ -108,6 +110,7 @@ impl Refusal {
         Refusal::RoomShare,
         Refusal::ChatRate,
         Refusal::TlsHandshake,
+        Refusal::ChatAuth,
     ];
 
     /// The stable label.
@@ -126,6 +129,7 @@ impl Refusal {
             Refusal::RoomShare => "room-share",
             Refusal::ChatRate => "chat-rate",
             Refusal::TlsHandshake => "tls-handshake",
+            Refusal::ChatAuth => "chat-auth",
         }
     }
 }

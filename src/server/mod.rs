@@ -144,6 +144,8 @@ pub struct ServerConfig {
     pub metrics: Option<SocketAddr>,
     /// Echo and chat over TLS on a port of their own; `None`: no TLS.
     pub tls: Option<tls::TlsSetup>,
+    /// The chat room's key (`--chat-key`): joining needs its proof.
+    pub chat_key: Option<std::sync::Arc<Vec<u8>>>,
     /// Who may use any service (`--allow`, `--deny`); empty: everyone.
     pub access: access::Access,
 }
@@ -264,6 +266,7 @@ pub struct Server {
     tls_listeners: Vec<TcpListener>,
     tls_addrs: Vec<SocketAddr>,
     tls: Option<tls::TlsSetup>,
+    chat_key: Option<std::sync::Arc<Vec<u8>>>,
     udps: Vec<UdpSocket>,
     addrs: Vec<SocketAddr>,
     ntps: Vec<UdpSocket>,
@@ -369,6 +372,7 @@ impl Server {
             tls_listeners,
             tls_addrs,
             tls: cfg.tls,
+            chat_key: cfg.chat_key,
             udps,
             addrs,
             ntps,
@@ -861,6 +865,7 @@ impl Server {
             let _ = sock.set_nodelay(true);
             let registry = self.poll.registry();
             let mut conn = Conn::new(sock, peer);
+            conn.chat_key.clone_from(&self.chat_key);
             if let Some(t) = tls {
                 match tls::Tls::new(&t.config) {
                     Ok(s) => conn.tls = Some(Box::new(s)),

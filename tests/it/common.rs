@@ -74,6 +74,8 @@ pub struct Opts {
     pub chat_idle: Option<Duration>,
     /// What one address may cost the room.
     pub chat_limits: netsh::server::hub::ChatLimits,
+    /// The chat room's key, if it needs one.
+    pub chat_key: Option<Vec<u8>>,
     /// Echo and chat over TLS too (on a free port).
     pub tls: Option<netsh::server::tls::TlsSetup>,
     /// `--allow`/`--deny` (none by default: everyone).
@@ -97,6 +99,7 @@ impl Default for Opts {
             chat_replay: 20,
             metrics: None,
             tls: None,
+            chat_key: None,
             udp_rate_limit: Some(netsh::server::DEFAULT_UDP_RATE),
             line_timeout: netsh::server::DEFAULT_LINE_TIMEOUT,
             chat_idle: Some(netsh::server::DEFAULT_CHAT_IDLE),
@@ -148,6 +151,7 @@ pub fn start_server_with(ip: &str, o: Opts) -> TestServer {
         console,
         metrics: o.metrics,
         tls: o.tls,
+        chat_key: o.chat_key.map(Arc::new),
         access: o.access,
     })
     .expect("bind test server");

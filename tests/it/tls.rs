@@ -346,3 +346,118 @@ fn a_denied_address_gets_no_tls_byte_and_one_line_saying_why() {
         "{line}"
     );
 }
+
+// ------------------------------------------------------------ the chat key
+
+/// A hand-made member of a keyed room: `CHAT nick`, the challenge's nonce.
+fn challenged(addr: SocketAddr, nick: &str) -> (TcpStream, Vec<u8>) {
+    let mut c = common::client(addr);
+    c.write_all(format!("CHAT {nick}\n").as_bytes())
+        .expect("CHAT");
+    let line = String::from_utf8_lossy(&common::read_line(&mut c)).into_owned();
+    let hex = line
+        .strip_prefix("AUTH ")
+        .unwrap_or_else(|| panic!("no challenge: {line:?}"));
+    (
+        c,
+        netsh::proto::chat::unhex(hex.as_bytes()).expect("hex nonce"),
+    )
+}
+
+fn prove(c: &mut TcpStream, key: &[u8], nonce: &[u8], nick: &str) -> String {
+    let mac = netsh::proto::chat::auth_mac(key, nonce, nick);
+    c.write_all(format!("AUTH {}\n", netsh::proto::chat::hex(&mac)).as_bytes())
+        .expect("AUTH");
+    String::from_utf8_lossy(&common::read_line(c)).into_owned()
+}
+
+#[test]
+fn a_keyed_room_admits_the_key_only_and_a_captured_proof_is_worth_nothing() {
+    let key = b"correct horse battery staple 42".to_vec();
+    let s = common::start_server_with(
+        "127.0.0.1",
+        common::Opts {
+            chat_key: Some(key.clone()),
+            ..Default::default()
+        },
+    );
+    // Right key: joined.
+    let (mut alice, n1) = challenged(s.addr, "alice");
+    let mac1 = netsh::proto::chat::auth_mac(&key, &n1, "alice");
+    assert!(prove(&mut alice, &key, &n1, "alice").starts_with("OK joined"));
+    // Wrong key: one ERR line, then the close.
+    let (mut eve, n2) = challenged(s.addr, "eve");
+    let said = prove(&mut eve, b"not the key, but long enough", &n2, "eve");
+    assert!(said.starts_with("ERR wrong chat key"), "{said}");
+    assert!(common::read_to_eof(&mut eve).is_empty());
+    // Replay: alice's proof on a new connection (a new nonce) fails.
+    let (mut replay, _) = challenged(s.addr, "alice2");
+    replay
+        .write_all(format!("AUTH {}\n", netsh::proto::chat::hex(&mac1)).as_bytes())
+        .expect("replay");
+    let said = String::from_utf8_lossy(&common::read_line(&mut replay)).into_owned();
+    assert!(said.starts_with("ERR wrong chat key"), "{said}");
+    // No proof at all: the next line is not AUTH.
+    let (mut bare, _) = challenged(s.addr, "bob");
+    bare.write_all(b"hello room\n").expect("line");
+    assert!(common::read_line(&mut bare).starts_with(b"ERR wrong chat key"));
+    // With the key, alice's name and the operator's stay theirs.
+    let (mut twin, n3) = challenged(s.addr, "alice");
+    let said = prove(&mut twin, &key, &n3, "alice");
+    assert!(
+        !said.contains("as alice "),
+        "impersonation of a member: {said}"
+    );
+    let (mut op, n4) = challenged(s.addr, "operator");
+    let said = prove(&mut op, &key, &n4, "operator");
+    assert!(
+        said.starts_with("ERR"),
+        "impersonation of the operator: {said}"
+    );
+    let st = s.stop();
+    assert_eq!(st.refusals["chat-auth"], 3, "wrong key, replay, no proof");
+}
+
+#[test]
+fn netsh_chat_key_joins_and_without_it_says_what_to_pass() {
+    let data = DataDir::new();
+    data.write("room.key", "a shared secret of some length\n");
+    let s = ServerProc::spawn(data.path(), "", &["--chat-key", "room.key"]);
+    let addr = s.addr().to_string();
+    let o = data.run(&[
+        "chat",
+        &addr,
+        "-n",
+        "kim",
+        "--key",
+        "room.key",
+        "-s",
+        "keyed hello",
+    ]);
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    assert!(o.stdout.contains("<kim> keyed hello"), "{}", show(&o));
+    let o = data.run(&["chat", &addr, "-n", "lee", "-s", "x"]);
+    assert_ne!(o.code, Some(0), "{}", show(&o));
+    let line = common::one_err_line(&o);
+    assert!(
+        line.contains("needs a key") && line.contains("--key"),
+        "{line}"
+    );
+    data.write("wrong.key", "another secret, also long enough");
+    let o = data.run(&["chat", &addr, "-n", "lee", "--key", "wrong.key", "-s", "x"]);
+    assert_ne!(o.code, Some(0), "{}", show(&o));
+    assert!(
+        common::one_err_line(&o).contains("refused the chat key"),
+        "{}",
+        show(&o)
+    );
+    // A key too short to be one: the server will not start with it.
+    data.write("short.key", "tiny");
+    let o = data.run(&["serve", "--port", "0", "--chat-key", "short.key"]);
+    assert_ne!(o.code, Some(0));
+    assert!(
+        common::one_err_line(&o).contains("at least 16"),
+        "{}",
+        show(&o)
+    );
+}
