@@ -256,6 +256,9 @@ fn a_stalled_handshake_is_closed_and_garbage_leaves_others_served() {
         garbage.join().expect("garbage thread"),
         "the server closed the garbage connection"
     );
+    // One console line says why that connection went.
+    let why = s.expect_line("[TLS] 127.0.0.1:", Duration::from_secs(5));
+    assert!(why.contains("closing it"), "{why}");
     // Everyone else: served, plain and TLS.
     common::assert_serves(s.addr());
     let o = data.run(&["echo", "--pin", &fp, &tls.to_string(), "still"]);
