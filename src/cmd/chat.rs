@@ -53,7 +53,7 @@ struct ChatArgs {
     /// Stay this long before leaving, printing what arrives (non-interactive)
     #[arg(short = 'w', long, value_name = "DURATION", default_value = "0", value_parser = parse_wait)]
     wait: Duration,
-    /// The room's key file, when the server asks for one (serve --chat-key)
+    /// The room's key file, when the server asks for one (serve --chat-key) [setting: chat-key]
     #[arg(long, value_name = "FILE")]
     key: Option<std::path::PathBuf>,
     #[command(flatten)]
@@ -123,12 +123,14 @@ impl Command for Chat {
             .strip_prefix(chat::AUTH.as_bytes())
             .and_then(|r| chat::unhex(r.trim_ascii()))
         {
-            let Some(file) = &a.key else {
+            let Some(file) = a.key.as_ref().or(s.settings.chat_key.as_ref()) else {
                 return Err(Error::new(
                     ErrorKind::Protocol,
                     format!("{addr}'s chat room needs a key"),
                 )
-                .with_hint("pass --key FILE (the key file its operator gave you)"));
+                .with_hint(
+                    "pass --key FILE (the key file its operator gave you), or set chat-key FILE",
+                ));
             };
             let key = chat::read_key(file).map_err(Error::bad_value)?;
             let proof = format!(
@@ -151,7 +153,7 @@ impl Command for Chat {
                     ErrorKind::Protocol,
                     format!("{addr} refused the chat key: {}", display_bytes(why)),
                 )
-                .with_hint("check that --key is the file the server's --chat-key reads"));
+                .with_hint("check that --key (or the chat-key setting) is the file the server's --chat-key reads"));
             }
         }
         // From the network: escaped before it is printed, logged or shown.
@@ -520,10 +522,12 @@ fn operator(
         let log2 = log.clone();
         let thread = std::thread::spawn(move || {
             // Ends when the server drops the sender (detach or shutdown).
-            while let Ok(line) = rx.recv() {
-                let line = escape_controls(&line).into_owned();
-                log2.heard(&line);
-                printer(&line);
+            while let Ok(batch) = rx.recv() {
+                for line in batch {
+                    let line = escape_controls(&line).into_owned();
+                    log2.heard(&line);
+                    printer(&line);
+                }
             }
         });
         while let Input::Line(line) = s.terminal.read_line("chat (operator)> ") {
@@ -559,16 +563,18 @@ fn operator(
         let mut seen_last = want.is_none();
         while Instant::now() < until && !(seen_last && Instant::now() >= quiet_after) {
             match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(line) => {
-                    if want
-                        .as_ref()
-                        .is_some_and(|w| line.ends_with(&escape_controls(w).into_owned()))
-                    {
-                        seen_last = true;
+                Ok(batch) => {
+                    for line in batch {
+                        if want
+                            .as_ref()
+                            .is_some_and(|w| line.ends_with(&escape_controls(w).into_owned()))
+                        {
+                            seen_last = true;
+                        }
+                        let line = escape_controls(&line).into_owned();
+                        s.emit(&line).ok();
+                        received.push(line);
                     }
-                    let line = escape_controls(&line).into_owned();
-                    s.emit(&line).ok();
-                    received.push(line);
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(_) => break,

@@ -125,7 +125,7 @@ struct ServeArgs {
     #[arg(long)]
     tls_self_signed: bool,
     /// Chat members must prove they hold this key (HMAC-SHA-256 challenge, never sent);
-    /// clients: chat --key FILE
+    /// clients: chat --key FILE [setting: serve-chat-key]
     #[arg(long, value_name = "FILE")]
     chat_key: Option<std::path::PathBuf>,
     /// TCP port of the TLS listener; 0 picks a free one
@@ -328,7 +328,7 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         console: Console::new(sink, Some(log.clone()), verbosity(&a)),
         metrics: a.metrics,
         tls: tls_setup(&a, s)?,
-        chat_key: match &a.chat_key {
+        chat_key: match a.chat_key.as_ref().or(s.settings.serve_chat_key.as_ref()) {
             Some(f) => Some(std::sync::Arc::new(
                 crate::proto::chat::read_key(f).map_err(Error::bad_value)?,
             )),

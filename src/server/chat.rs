@@ -138,10 +138,18 @@ pub struct Room {
     replay_max: usize,
     log_dir: Option<PathBuf>,
     log: Option<(String, File)>,
+    /// Bytes in today's open file (kept here, not asked of the file system
+    /// per line).
+    log_len: u64,
+    /// Records of this turn not yet written, and their day: one write per
+    /// turn ([`Room::flush_log`]), before anything of the turn is sent.
+    pending: Vec<u8>,
+    pending_day: String,
+    clock: Clock,
     log_failed: bool,
     log_warned: bool,
     /// Lines for the operator (the shell's `chat`, or the console).
-    pub operator_out: Option<Sender<String>>,
+    pub operator_out: Option<Sender<Vec<String>>>,
     operator_nick: String,
     /// How much log is kept.
     pub keep: Retention,
@@ -158,6 +166,10 @@ impl Room {
             replay_max,
             log_dir,
             log: None,
+            log_len: 0,
+            pending: Vec::new(),
+            pending_day: String::new(),
+            clock: Clock::default(),
             log_failed: false,
             log_warned: false,
             operator_out: None,
@@ -195,7 +207,7 @@ impl Room {
     /// Let the operator in (or out with `None`); says so to the room.
     pub fn set_operator(
         &mut self,
-        out: Option<Sender<String>>,
+        out: Option<Sender<Vec<String>>>,
         deliver: &mut Vec<Deliver>,
     ) -> Option<String> {
         let was = self.operator_out.is_some() || self.members.contains_key(&OPERATOR);
@@ -282,15 +294,14 @@ impl Room {
                 match chat::parse(&bytes) {
                     Action::Nothing => None,
                     Action::Say(text) => {
-                        let t = now();
-                        let line = chat::say_line(&t, &nick, &text);
+                        let line = chat::say_line(self.clock.tick().hms(), &nick, &text);
                         self.record(&nick, addr, "say", &text, raw);
                         self.remember(&line);
                         out.push(Deliver::All(line.clone()));
                         Some(line)
                     }
                     Action::Me(text) => {
-                        let line = chat::action_line(&now(), &nick, &text);
+                        let line = chat::action_line(self.clock.tick().hms(), &nick, &text);
                         self.record(&nick, addr, "me", &text, raw);
                         self.remember(&line);
                         out.push(Deliver::All(line.clone()));
@@ -301,7 +312,7 @@ impl Room {
                             self.members.values().map(|m| m.nick.as_str()).collect();
                         nicks.sort_unstable();
                         let line = chat::server_line(
-                            &now(),
+                            self.clock.tick().hms(),
                             &format!("in the room ({}): {}", nicks.len(), nicks.join(", ")),
                         );
                         reply(who, line, out)
@@ -462,7 +473,7 @@ impl Room {
         text: &str,
         out: &mut Vec<Deliver>,
     ) -> String {
-        let line = chat::server_line(&now(), &format!("{nick} {text}"));
+        let line = chat::server_line(self.clock.tick().hms(), &format!("{nick} {text}"));
         self.record(nick, addr, kind, text, None);
         self.remember(&line);
         out.push(Deliver::All(line.clone()));
@@ -498,7 +509,8 @@ impl Room {
             .find(|n| free(n))
     }
 
-    /// Append a record to today's log before the line goes out; a failure
+    /// Add a record to this turn's part of today's log; it is written by
+    /// [`Room::flush_log`] before any line of the turn goes out. A failure
     /// is remembered for [`Room::take_log_failure`] and the room goes on.
     fn record(
         &mut self,
@@ -508,13 +520,17 @@ impl Room {
         text: &str,
         raw: Option<&[u8]>,
     ) {
-        let Some(dir) = self.log_dir.clone() else {
+        if self.log_dir.is_none() {
             return;
-        };
-        let now = chrono::Utc::now();
-        let day = now.format("%Y-%m-%d").to_string();
+        }
+        self.clock.tick();
+        if self.clock.day != self.pending_day {
+            // Midnight within a turn: the earlier records go to their own day.
+            self.flush_log();
+            self.pending_day.clone_from(&self.clock.day);
+        }
         let rec = Record {
-            time: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            time: self.clock.stamp(),
             nick,
             addr: addr.map_or_else(|| "operator".into(), |a| a.to_string()),
             kind,
@@ -524,19 +540,40 @@ impl Room {
         let Ok(line) = serde_json::to_string(&rec) else {
             return;
         };
-        let mut line = crate::proto::escape::json_safe(&line).into_owned();
-        line.push('\n');
-        let res = self
-            .ensure_log(&dir, &day)
-            .and_then(|()| match &mut self.log {
-                // One write per record, unbuffered: on disk (in the kernel)
-                // before the line is sent to anyone.
-                Some((_, f)) => f.write_all(line.as_bytes()),
-                None => Ok(()),
-            });
-        if res.is_err() {
-            self.log = None;
-            self.log_failed = true;
+        self.pending
+            .extend_from_slice(crate::proto::escape::json_safe(&line).as_bytes());
+        self.pending.push(b'\n');
+    }
+
+    /// Write this turn's records: one write, unbuffered, so every line is
+    /// on disk (in the kernel: it survives the server's SIGKILL) before it
+    /// is sent to anyone. The hub calls it at the end of each turn, before
+    /// the loop writes to any member.
+    pub fn flush_log(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let Some(dir) = self.log_dir.clone() else {
+            self.pending.clear();
+            return;
+        };
+        let day = std::mem::take(&mut self.pending_day);
+        let res = self.ensure_log(&dir, &day).and_then(|()| match &mut self.log {
+            Some((_, f)) => f.write_all(&self.pending),
+            None => Ok(()),
+        });
+        match res {
+            Ok(()) => self.log_len += self.pending.len() as u64,
+            Err(_) => {
+                self.log = None;
+                self.log_failed = true;
+            }
+        }
+        self.pending_day = day;
+        self.pending.clear();
+        // A burst's buffer is not kept for a quiet room.
+        if self.pending.capacity() > 1 << 20 {
+            self.pending = Vec::new();
         }
     }
 
@@ -561,16 +598,22 @@ impl Room {
         };
         if reopen {
             fs::create_dir_all(dir)?;
-            self.log = Some((day.to_string(), open_log_file(&path)?));
+            self.open_at(&path, day)?;
             prune(dir, day, self.keep);
         }
-        if let Some((_, f)) = &self.log
-            && f.metadata().map(|m| m.len()).unwrap_or(0) >= LOG_CAP
-        {
+        if self.log_len >= LOG_CAP {
             rotate(&path)?;
-            self.log = Some((day.to_string(), open_log_file(&path)?));
+            self.open_at(&path, day)?;
             prune(dir, day, self.keep);
         }
+        Ok(())
+    }
+
+    /// Open (append) `path` as today's file and learn its size.
+    fn open_at(&mut self, path: &std::path::Path, day: &str) -> std::io::Result<()> {
+        let f = open_log_file(path)?;
+        self.log_len = f.metadata()?.len();
+        self.log = Some((day.to_string(), f));
         Ok(())
     }
 
@@ -582,6 +625,13 @@ impl Room {
             return true;
         }
         false
+    }
+}
+
+impl Drop for Room {
+    /// Records not yet written (a room dropped mid-turn) still reach the log.
+    fn drop(&mut self) {
+        self.flush_log();
     }
 }
 
@@ -723,8 +773,45 @@ fn open_log_file(path: &std::path::Path) -> std::io::Result<File> {
     Ok(f)
 }
 
-fn now() -> String {
-    chrono::Local::now().format("%H:%M:%S").to_string()
+/// The room's clock, formatted once a second rather than once a line:
+/// `HH:MM:SS` (local) for the lines, the UTC day for the log's file and
+/// the log's RFC 3339 time to the millisecond.
+#[derive(Default)]
+struct Clock {
+    second: i64,
+    millis: u32,
+    hms: String,
+    day: String,
+    /// `YYYY-MM-DDTHH:MM:SS.` in UTC.
+    stamp_head: String,
+}
+
+impl Clock {
+    /// Now.
+    fn tick(&mut self) -> &Clock {
+        let now = chrono::Utc::now();
+        let second = now.timestamp();
+        self.millis = now.timestamp_subsec_millis().min(999);
+        if second != self.second || self.hms.is_empty() {
+            self.second = second;
+            self.hms = now
+                .with_timezone(&chrono::Local)
+                .format("%H:%M:%S")
+                .to_string();
+            self.day = now.format("%Y-%m-%d").to_string();
+            self.stamp_head = now.format("%Y-%m-%dT%H:%M:%S.").to_string();
+        }
+        self
+    }
+
+    fn hms(&self) -> &str {
+        &self.hms
+    }
+
+    /// The time of the last tick as the log writes it: `…T12:34:56.789Z`.
+    fn stamp(&self) -> String {
+        format!("{}{:03}Z", self.stamp_head, self.millis)
+    }
 }
 
 #[cfg(test)]

@@ -111,6 +111,9 @@ pub struct Conn {
     pub udp_wanted: bool,
     /// The UDP bulk flow this connection controls.
     pub udp_flow: Option<Box<UdpFlow>>,
+    /// The chat turn that last queued output here (the hub's list of
+    /// connections to drive holds each once).
+    pub touched_in: u64,
 }
 
 /// A UDP bulk flow that a `UDPBULK` line opened: the datagrams carrying its
@@ -266,6 +269,7 @@ impl Conn {
             bulk: None,
             udp_wanted: false,
             udp_flow: None,
+            touched_in: 0,
         }
     }
 
@@ -303,6 +307,15 @@ impl Conn {
     /// Output bytes not yet written.
     pub fn queued(&self) -> usize {
         self.out.len() - self.out_pos
+    }
+
+    /// Give back a large output buffer that has been empty since `quiet`
+    /// (the sweep calls it: a chat member keeps its buffer through a burst).
+    pub fn trim(&mut self, quiet: Instant) {
+        if self.queued() == 0 && self.out.capacity() > 64 * 1024 && self.last_active < quiet {
+            self.out = Vec::new();
+            self.out_pos = 0;
+        }
     }
 
     /// Queue a line (a newline is added) for the room.
@@ -512,9 +525,12 @@ impl Conn {
             self.out.clear();
             self.out_pos = 0;
             // Idle connections keep no large buffers; a stream keeps its
-            // own (bounded by OUT_CAP) rather than map and unmap it each
-            // turn (malloc serves these sizes with mmap).
-            if self.out.capacity() > 64 * 1024 && self.mode != Mode::Stream {
+            // own (bounded by OUT_CAP), and a chat member its own until it
+            // is quiet ([`Conn::trim`] in the sweep), rather than map and
+            // unmap it each turn of a burst (malloc serves these sizes with
+            // mmap: a fresh buffer is page faults on zeroed pages).
+            if self.out.capacity() > 64 * 1024 && !matches!(self.mode, Mode::Stream | Mode::Chat)
+            {
                 self.out = Vec::new();
             }
         } else if self.out_pos > self.out.len() / 2 {

@@ -11,7 +11,7 @@ use mio::Waker;
 use serde::Serialize;
 
 /// Lines the operator typed, and a pending change of attachment.
-pub(super) type OperatorInput = (VecDeque<String>, Option<Option<Sender<String>>>);
+pub(super) type OperatorInput = (VecDeque<String>, Option<Option<Sender<Vec<String>>>>);
 
 /// Counters shared with `serve status` (atomics: read from other threads).
 #[derive(Debug, Default)]
@@ -237,7 +237,7 @@ struct OperatorBox {
     /// Lines the operator typed.
     inbox: VecDeque<String>,
     /// A pending change of attachment: `Some(Some(tx))` join, `Some(None)` leave.
-    attach: Option<Option<Sender<String>>>,
+    attach: Option<Option<Sender<Vec<String>>>>,
 }
 
 /// Lines the operator may queue before the loop takes them.
@@ -285,8 +285,9 @@ impl Handle {
         let _ = self.waker.wake();
     }
 
-    /// Join the chat room as the operator; room lines arrive on the receiver.
-    pub fn attach_operator(&self) -> Receiver<String> {
+    /// Join the chat room as the operator; room lines arrive on the
+    /// receiver, in batches (what one turn of the loop produced).
+    pub fn attach_operator(&self) -> Receiver<Vec<String>> {
         let (tx, rx) = std::sync::mpsc::channel();
         if let Ok(mut b) = self.operator.lock() {
             b.attach = Some(Some(tx));

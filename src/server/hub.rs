@@ -10,7 +10,6 @@
 //! [`MEMBER_STALL`], or over [`MEMBER_HARD_CAP`] at all, has stopped reading:
 //! it is dropped with a notice to the others.
 
-use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -99,6 +98,11 @@ pub struct ChatHub {
     limits: ChatLimits,
     lines: Option<Limiter>,
     bytes: Option<Limiter>,
+    /// The operator's lines of this turn, sent as one batch after the log
+    /// is written (one wake-up of the operator's side per turn, not per line).
+    to_operator: Vec<String>,
+    /// Turns so far: a connection's mark says it is in this turn's list.
+    turn_no: u64,
 }
 
 impl ChatHub {
@@ -120,6 +124,8 @@ impl ChatHub {
             limits,
             lines: limits.lines.map(|r| Limiter::new(r, limits.v6_prefix)),
             bytes: limits.bytes.map(|r| Limiter::new(r, limits.v6_prefix)),
+            to_operator: Vec::new(),
+            turn_no: 0,
         }
     }
 
@@ -288,7 +294,30 @@ impl ChatHub {
             return t;
         }
         t.drive.extend(self.flow(conns, console, &mut t.close));
+        self.end_turn(console);
         t
+    }
+
+    /// The turn's records go to the log in one write, and only then is
+    /// anything of the turn sent: the operator's batch now, members' queues
+    /// when the loop drives them after this turn.
+    fn end_turn(&mut self, console: &mut Console) {
+        self.room.flush_log();
+        self.say_log_failure(console);
+        if self.to_operator.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.to_operator);
+        if let Some(tx) = &self.room.operator_out
+            && tx.send(batch).is_err()
+        {
+            // The operator's side went away without detaching: leave for it.
+            let mut d = Vec::new();
+            if let Some(l) = self.room.set_operator(None, &mut d) {
+                console.say(Level::Info, &format!("[CHAT] {l}"));
+            }
+            self.early.extend(d);
+        }
     }
 
     /// Handle queued room events; returns the connection slots that got
@@ -301,21 +330,23 @@ impl ChatHub {
         stats: &Stats,
         console: &mut Console,
         close: &mut Vec<usize>,
-    ) -> BTreeSet<usize> {
-        let mut touched = BTreeSet::new();
+    ) -> Vec<usize> {
+        self.turn_no += 1;
+        let turn = self.turn_no;
+        let mut touched = Vec::new();
         let mut deliver: Vec<Deliver> = std::mem::take(&mut self.early);
         let mut members: Vec<usize> = Vec::new();
-        self.apply(&mut deliver, &mut members, conns, &mut touched, console);
+        self.apply(&mut deliver, &mut members, conns, &mut touched, turn);
         for _ in 0..ROUNDS_PER_TURN {
             for (who, addr, ev) in std::mem::take(&mut self.events) {
                 let Some(ev) = self.admit(who, addr, ev, &mut deliver, stats, console) else {
-                    self.apply(&mut deliver, &mut members, conns, &mut touched, console);
+                    self.apply(&mut deliver, &mut members, conns, &mut touched, turn);
                     continue;
                 };
                 if let Some(line) = self.room.handle(who, addr, ev, &mut deliver) {
                     console.say(Level::Info, &format!("[CHAT] {line}"));
                 }
-                self.apply(&mut deliver, &mut members, conns, &mut touched, console);
+                self.apply(&mut deliver, &mut members, conns, &mut touched, turn);
             }
             self.say_log_failure(console);
             // Members past the hard cap: dropped at once, and the others told.
@@ -329,8 +360,8 @@ impl ChatHub {
                 .collect();
             for slot in over {
                 self.drop_member(slot, &mut deliver, console, close);
-                touched.remove(&slot);
-                self.apply(&mut deliver, &mut members, conns, &mut touched, console);
+                touched.retain(|&s| s != slot);
+                self.apply(&mut deliver, &mut members, conns, &mut touched, turn);
             }
             if self.events.is_empty() {
                 break;
@@ -420,8 +451,8 @@ impl ChatHub {
         deliver: &mut Vec<Deliver>,
         members: &mut Vec<usize>,
         conns: &mut Conns,
-        touched: &mut BTreeSet<usize>,
-        console: &mut Console,
+        touched: &mut Vec<usize>,
+        turn: u64,
     ) {
         if deliver.is_empty() {
             return;
@@ -430,14 +461,14 @@ impl ChatHub {
         members.extend(self.room.member_slots());
         for d in deliver.drain(..) {
             match d {
-                Deliver::One(OPERATOR, line) => self.send_operator(line, console),
+                Deliver::One(OPERATOR, line) => self.send_operator(line),
                 Deliver::One(slot, line) => {
                     // A slot freed and reused in this turn is not the member.
                     if let Some(c) = conns.get_mut(slot)
                         && c.mode == Mode::Chat
                     {
                         c.queue_line(&line);
-                        touched.insert(slot);
+                        touch(c, slot, turn, touched);
                     }
                 }
                 Deliver::All(line) => {
@@ -446,31 +477,24 @@ impl ChatHub {
                             && c.mode == Mode::Chat
                         {
                             c.queue_line(&line);
-                            touched.insert(slot);
+                            touch(c, slot, turn, touched);
                         }
                     }
-                    self.send_operator(line, console);
+                    self.send_operator(line);
                 }
                 Deliver::Close(slot) => {
                     if let Some(c) = conns.get_mut(slot) {
                         c.close_with(b"");
-                        touched.insert(slot);
+                        touch(c, slot, turn, touched);
                     }
                 }
             }
         }
     }
 
-    fn send_operator(&mut self, line: String, console: &mut Console) {
-        if let Some(tx) = &self.room.operator_out
-            && tx.send(line).is_err()
-        {
-            // The operator's side went away without detaching: leave for it.
-            let mut d = Vec::new();
-            if let Some(l) = self.room.set_operator(None, &mut d) {
-                console.say(Level::Info, &format!("[CHAT] {l}"));
-            }
-            self.early.extend(d);
+    fn send_operator(&mut self, line: String) {
+        if self.room.operator_out.is_some() {
+            self.to_operator.push(line);
         }
     }
 
@@ -481,6 +505,14 @@ impl ChatHub {
                 "[CHAT] cannot write the chat log under logs/chat; the room goes on without it",
             );
         }
+    }
+}
+
+/// Put `slot` on the turn's list of connections with output, once.
+fn touch(c: &mut super::conn::Conn, slot: usize, turn: u64, touched: &mut Vec<usize>) {
+    if c.touched_in != turn {
+        c.touched_in = turn;
+        touched.push(slot);
     }
 }
 

@@ -781,7 +781,11 @@ impl Server {
         if let Some(m) = self.metrics.as_mut() {
             m.sweep(now, self.poll.registry());
         }
+        let quiet = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
         for slot in self.conns.open_slots() {
+            if let Some(c) = self.conns.get_mut(slot) {
+                c.trim(quiet);
+            }
             let Some(e) = self
                 .conns
                 .get(slot)

@@ -69,6 +69,10 @@ pub enum Key {
     ServeAllow,
     /// Networks `serve` keeps out (as `--deny`).
     ServeDeny,
+    /// The key file `serve` makes chat members prove (as `--chat-key`).
+    ServeChatKey,
+    /// The key file `chat` proves to a room that asks (as `--key`).
+    ChatKey,
 }
 
 /// Everything about one setting, in one row of [`KEYS`].
@@ -98,7 +102,7 @@ pub struct KeyDef {
 }
 
 /// Every setting, in the order `settings` shows them (the order of [`Key`]).
-pub static KEYS: [KeyDef; 12] = [
+pub static KEYS: [KeyDef; 14] = [
     KeyDef {
         key: Key::Server,
         name: "server",
@@ -316,7 +320,57 @@ pub static KEYS: [KeyDef; 12] = [
             )
         },
     },
+    KeyDef {
+        key: Key::ServeChatKey,
+        name: "serve-chat-key",
+        value_name: "FILE",
+        about: "key file chat members must prove they hold, as serve --chat-key (none: open room)",
+        choices: &["default", "none"],
+        default: "none",
+        switch: false,
+        set: |s, v| {
+            s.serve_chat_key = key_file(v)?;
+            Ok(())
+        },
+        get: |s| path_text(s.serve_chat_key.as_deref()),
+        json: |s| path_json(s.serve_chat_key.as_deref()),
+    },
+    KeyDef {
+        key: Key::ChatKey,
+        name: "chat-key",
+        value_name: "FILE",
+        about: "key file chat proves to a room that asks for one, as chat --key",
+        choices: &["default", "none"],
+        default: "none",
+        switch: false,
+        set: |s, v| {
+            s.chat_key = key_file(v)?;
+            Ok(())
+        },
+        get: |s| path_text(s.chat_key.as_deref()),
+        json: |s| path_json(s.chat_key.as_deref()),
+    },
 ];
+
+/// A key file's path, `none` for no key. The file is read when it is used,
+/// so a key rotated on disk takes effect at the next join.
+fn key_file(v: &str) -> std::result::Result<Option<std::path::PathBuf>, String> {
+    if v.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    if v.chars().any(char::is_control) {
+        return Err("a file name without control characters".into());
+    }
+    Ok(Some(std::path::PathBuf::from(v)))
+}
+
+fn path_text(p: Option<&std::path::Path>) -> String {
+    p.map_or_else(|| "none".into(), |p| p.display().to_string())
+}
+
+fn path_json(p: Option<&std::path::Path>) -> Value {
+    p.map_or(Value::Null, |p| Value::from(p.display().to_string()))
+}
 
 fn nets_text(v: &[ipnet::IpNet]) -> String {
     if v.is_empty() {
@@ -381,7 +435,7 @@ fn sockbuf_text(v: Option<u32>) -> String {
 
 impl Key {
     /// Every setting, in the order `settings` shows them.
-    pub const ALL: [Key; 12] = [
+    pub const ALL: [Key; 14] = [
         Key::Server,
         Key::Timeout,
         Key::Retries,
@@ -394,6 +448,8 @@ impl Key {
         Key::MonitorTargets,
         Key::ServeAllow,
         Key::ServeDeny,
+        Key::ServeChatKey,
+        Key::ChatKey,
     ];
 
     /// This setting's row of [`KEYS`].
@@ -498,6 +554,10 @@ pub struct Settings {
     pub serve_allow: Vec<ipnet::IpNet>,
     /// `serve-deny`.
     pub serve_deny: Vec<ipnet::IpNet>,
+    /// `serve-chat-key`.
+    pub serve_chat_key: Option<std::path::PathBuf>,
+    /// `chat-key`.
+    pub chat_key: Option<std::path::PathBuf>,
     sources: BTreeMap<Key, Source>,
 }
 
@@ -523,6 +583,8 @@ impl Default for Settings {
             monitor_targets: Vec::new(),
             serve_allow: Vec::new(),
             serve_deny: Vec::new(),
+            serve_chat_key: None,
+            chat_key: None,
             sources: BTreeMap::new(),
         };
         for d in &KEYS {

@@ -464,3 +464,34 @@ fn netsh_chat_key_joins_and_without_it_says_what_to_pass() {
         show(&o)
     );
 }
+
+#[test]
+fn the_chat_key_can_live_in_the_settings_file_for_both_sides() {
+    let data = DataDir::new();
+    data.write("room.key", "a shared secret of some length\n");
+    data.write(
+        "netsh.conf",
+        "serve-chat-key = room.key\nchat-key = room.key\n",
+    );
+    let s = ServerProc::spawn(data.path(), "", &[]);
+    let addr = s.addr().to_string();
+    let o = data.run(&["chat", &addr, "-n", "kim", "-s", "keyed by settings"]);
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    assert!(o.stdout.contains("<kim> keyed by settings"), "{}", show(&o));
+    // The server really asks: a client without any key is refused.
+    let (mut bare, _) = challenged(s.addr(), "lee");
+    bare.write_all(b"hello\n").expect("line");
+    assert!(common::read_line(&mut bare).starts_with(b"ERR wrong chat key"));
+    // `--key` given on the line wins over the setting.
+    data.write("wrong.key", "another secret, also long enough");
+    let o = data.run(&["chat", &addr, "-n", "lee", "--key", "wrong.key", "-s", "x"]);
+    assert!(
+        common::one_err_line(&o).contains("refused the chat key"),
+        "{}",
+        show(&o)
+    );
+    let o = data.run(&["settings", "--json"]);
+    let v = common::json(&o);
+    assert_eq!(v["chat-key"], "room.key", "{}", o.stdout);
+    assert_eq!(v["serve-chat-key"], "room.key", "{}", o.stdout);
+}
