@@ -558,10 +558,12 @@ impl Room {
             return;
         };
         let day = std::mem::take(&mut self.pending_day);
-        let res = self.ensure_log(&dir, &day).and_then(|()| match &mut self.log {
-            Some((_, f)) => f.write_all(&self.pending),
-            None => Ok(()),
-        });
+        let res = self
+            .ensure_log(&dir, &day)
+            .and_then(|()| match &mut self.log {
+                Some((_, f)) => f.write_all(&self.pending),
+                None => Ok(()),
+            });
         match res {
             Ok(()) => self.log_len += self.pending.len() as u64,
             Err(_) => {

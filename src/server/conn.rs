@@ -529,8 +529,7 @@ impl Conn {
             // is quiet ([`Conn::trim`] in the sweep), rather than map and
             // unmap it each turn of a burst (malloc serves these sizes with
             // mmap: a fresh buffer is page faults on zeroed pages).
-            if self.out.capacity() > 64 * 1024 && !matches!(self.mode, Mode::Stream | Mode::Chat)
-            {
+            if self.out.capacity() > 64 * 1024 && !matches!(self.mode, Mode::Stream | Mode::Chat) {
                 self.out = Vec::new();
             }
         } else if self.out_pos > self.out.len() / 2 {
