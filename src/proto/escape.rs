@@ -37,13 +37,23 @@ pub fn needs_escape(c: char) -> bool {
         )
 }
 
+/// Whether any character of `s` is one [`needs_escape`] names. Printable
+/// ASCII (all of most chat) is checked a word at a time; only text with
+/// other bytes is looked at character by character.
+pub fn has_escape(s: &str) -> bool {
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return false;
+    }
+    s.chars().any(needs_escape)
+}
+
 /// Escape every character [`needs_escape`] names, so the text prints on one
 /// line, cannot move the cursor, change colours or retitle the window, and
 /// displays as what it is (no bidi reordering, no hidden characters).
 /// Tabs are kept as `\t` too, so column layout stays predictable.
 /// Text with nothing to escape is returned borrowed.
 pub fn escape_controls(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(needs_escape) {
+    if !has_escape(s) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -74,7 +84,7 @@ pub fn escape_controls(s: &str) -> Cow<'_, str> {
 /// characters. Only string contents can hold such characters, so the
 /// document's structure is untouched.
 pub fn json_safe(json: &str) -> Cow<'_, str> {
-    if !json.chars().any(needs_escape) {
+    if !has_escape(json) {
         return Cow::Borrowed(json);
     }
     let mut out = String::with_capacity(json.len() + 16);
@@ -99,6 +109,24 @@ pub fn display_bytes(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ascii_fast_path_agrees_with_the_character_check() {
+        for s in [
+            "plain text, all printable ~!",
+            "",
+            "tab\there",
+            "del\u{7f}",
+            "esc\u{1b}[2J",
+            "caf\u{e9}",
+            "c1\u{85}",
+            "bidi\u{202e}",
+            "\u{1f600} emoji",
+            "nul\0",
+        ] {
+            assert_eq!(has_escape(s), s.chars().any(needs_escape), "{s:?}");
+        }
+    }
 
     #[test]
     fn escapes_terminal_sequences() {

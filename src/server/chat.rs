@@ -134,6 +134,9 @@ impl Member {
 /// The room.
 pub struct Room {
     members: BTreeMap<usize, Member>,
+    /// Changes of membership so far (a copy of the member list is good
+    /// while this stays the same).
+    generation: u64,
     replay: VecDeque<String>,
     replay_max: usize,
     log_dir: Option<PathBuf>,
@@ -162,6 +165,7 @@ impl Room {
     pub fn new(log_dir: Option<PathBuf>, replay_max: usize) -> Room {
         Room {
             members: BTreeMap::new(),
+            generation: 0,
             replay: VecDeque::new(),
             replay_max,
             log_dir,
@@ -197,6 +201,12 @@ impl Room {
     /// Addresses of the connected members (not the operator).
     pub fn member_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.members.values().filter_map(|m| m.addr)
+    }
+
+    /// Changes of membership so far: while it stays the same, so does
+    /// [`Room::member_slots`].
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Slots of the connected members (not the operator).
@@ -264,6 +274,7 @@ impl Room {
                     out.push(Deliver::Close(who));
                     return None;
                 };
+                self.generation += 1;
                 self.members.insert(who, Member::new(nick.clone(), addr));
                 out.push(Deliver::One(
                     who,
@@ -279,6 +290,7 @@ impl Room {
                 None
             }
             ChatIn::Gone(why) => {
+                self.generation += 1;
                 let m = self.members.remove(&who)?;
                 let text = if why == "left" {
                     "left".to_string()
@@ -374,6 +386,7 @@ impl Room {
                         ))
                     }
                     Action::Quit => {
+                        self.generation += 1;
                         self.members.remove(&who);
                         let line = self.notice(&nick, addr, "leave", "left", out);
                         out.push(Deliver::One(who, crate::proto::echo::BYE.into()));
@@ -392,6 +405,7 @@ impl Room {
 
     /// A member dropped because it stopped reading.
     pub fn drop_slow(&mut self, who: usize, out: &mut Vec<Deliver>) -> Option<String> {
+        self.generation += 1;
         let m = self.members.remove(&who)?;
         Some(self.notice(&m.nick, m.addr, "drop", "was dropped (not reading)", out))
     }
@@ -422,6 +436,7 @@ impl Room {
         else {
             return reply(who, format!("ERR no member named {target} (try /who)"), out);
         };
+        self.generation += 1;
         let m = self.members.remove(&slot)?;
         let mut banned = String::new();
         if ban && let Some(key) = m.addr.map(|a| ban_key(a.ip())) {
@@ -537,11 +552,24 @@ impl Room {
             text,
             bytes_hex: raw.map(hex),
         };
-        let Ok(line) = serde_json::to_string(&rec) else {
+        // Serialised in place; only a record with something to escape
+        // (rare: printable ASCII is checked a word at a time) is redone.
+        let start = self.pending.len();
+        if serde_json::to_writer(&mut self.pending, &rec).is_err() {
+            self.pending.truncate(start);
             return;
-        };
-        self.pending
-            .extend_from_slice(crate::proto::escape::json_safe(&line).as_bytes());
+        }
+        let written = &self.pending[start..];
+        if !written.iter().all(|b| (0x20..0x7f).contains(b)) {
+            let safe = std::str::from_utf8(written)
+                .map(|t| crate::proto::escape::json_safe(t).into_owned())
+                .ok();
+            self.pending.truncate(start);
+            match safe {
+                Some(t) => self.pending.extend_from_slice(t.as_bytes()),
+                None => return,
+            }
+        }
         self.pending.push(b'\n');
     }
 

@@ -3,8 +3,10 @@
 //! event loop in [`super`] calls [`Conn::drive`] when the socket is ready and
 //! acts on the returned [`Next`].
 
-use std::io::{self, Read, Write};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -33,6 +35,8 @@ const WRITES_PER_TURN: usize = 16;
 /// Bytes per SOURCE write.
 const SOURCE_CHUNK: usize = 256 * 1024;
 const _: () = assert!(SOURCE_CHUNK <= proto::PATTERN_SPAN);
+/// Shared chunks handed to one `writev`.
+const SHARED_IOV: usize = 64;
 /// Longest client text shown on the console.
 const SHOW_MAX: usize = 200;
 
@@ -85,6 +89,14 @@ pub struct Conn {
     inbuf: Vec<u8>,
     out: Vec<u8>,
     out_pos: usize,
+    /// The chat room's broadcast chunks for this member, shared with the
+    /// other members (see `server::hub`): they go out before `out`, which
+    /// only holds bytes queued after the last of them.
+    shared: VecDeque<Arc<[u8]>>,
+    /// Bytes of the first shared chunk already written.
+    shared_pos: usize,
+    /// Unwritten bytes in `shared`.
+    shared_len: usize,
     read_closed: bool,
     /// Dropping the rest of an over-long chat line.
     discarding: bool,
@@ -256,6 +268,9 @@ impl Conn {
             inbuf: Vec::new(),
             out: Vec::new(),
             out_pos: 0,
+            shared: VecDeque::new(),
+            shared_pos: 0,
+            shared_len: 0,
             read_closed: false,
             discarding: false,
             paused: false,
@@ -306,15 +321,20 @@ impl Conn {
 
     /// Output bytes not yet written.
     pub fn queued(&self) -> usize {
-        self.out.len() - self.out_pos
+        self.out.len() - self.out_pos + self.shared_len
     }
 
     /// Give back a large output buffer that has been empty since `quiet`
     /// (the sweep calls it: a chat member keeps its buffer through a burst).
     pub fn trim(&mut self, quiet: Instant) {
-        if self.queued() == 0 && self.out.capacity() > 64 * 1024 && self.last_active < quiet {
-            self.out = Vec::new();
-            self.out_pos = 0;
+        if self.queued() == 0 && self.last_active < quiet {
+            if self.out.capacity() > 64 * 1024 {
+                self.out = Vec::new();
+                self.out_pos = 0;
+            }
+            if self.shared.capacity() > SHARED_IOV {
+                self.shared = VecDeque::new();
+            }
         }
     }
 
@@ -322,6 +342,72 @@ impl Conn {
     pub fn queue_line(&mut self, line: &str) {
         self.out.extend_from_slice(line.as_bytes());
         self.out.push(b'\n');
+    }
+
+    /// Queue a chunk of the room's lines shared with other members. Bytes
+    /// queued before it in `out` become a chunk of their own ahead of it, so
+    /// `out` only ever holds what comes after every shared chunk.
+    pub fn queue_shared(&mut self, chunk: &Arc<[u8]>) {
+        if self.out_pos < self.out.len() {
+            let own: Arc<[u8]> = Arc::from(&self.out[self.out_pos..]);
+            self.shared_len += own.len();
+            self.shared.push_back(own);
+            self.out.clear();
+            self.out_pos = 0;
+        }
+        self.shared_len += chunk.len();
+        self.shared.push_back(Arc::clone(chunk));
+    }
+
+    /// Write shared chunks (up to [`SHARED_IOV`] in one `writev`) until
+    /// they are all out or the socket is full.
+    fn flush_shared(&mut self, stats: &Stats) -> io::Result<()> {
+        while let Some(front) = self.shared.front() {
+            let n = match self.tls.as_mut() {
+                None => {
+                    let mut iov = [IoSlice::new(&[]); SHARED_IOV];
+                    iov[0] = IoSlice::new(&front[self.shared_pos..]);
+                    let mut k = 1;
+                    for c in self.shared.iter().skip(1).take(SHARED_IOV - 1) {
+                        iov[k] = IoSlice::new(&c[..]);
+                        k += 1;
+                    }
+                    self.sock.write_vectored(&iov[..k])
+                }
+                Some(t) => t.write(&mut self.sock, &front[self.shared_pos..]),
+            };
+            match n {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.advance_shared(n);
+                    stats.add_out(n);
+                    self.last_active = Instant::now();
+                    self.last_progress = self.last_active;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// `n` bytes of the shared chunks were written.
+    fn advance_shared(&mut self, mut n: usize) {
+        self.shared_len -= n.min(self.shared_len);
+        while n > 0 {
+            let Some(front) = self.shared.front() else {
+                break;
+            };
+            let left = front.len() - self.shared_pos;
+            if n < left {
+                self.shared_pos += n;
+                return;
+            }
+            n -= left;
+            self.shared.pop_front();
+            self.shared_pos = 0;
+        }
     }
 
     /// Queue bytes and switch to closing (used for shutdown and limits).
@@ -502,6 +588,12 @@ impl Conn {
     fn flush(&mut self, stats: &Stats) -> io::Result<()> {
         if let Some(t) = self.tls.as_mut() {
             t.flush(&mut self.sock)?;
+        }
+        if !self.shared.is_empty() {
+            self.flush_shared(stats)?;
+            if !self.shared.is_empty() {
+                return Ok(());
+            }
         }
         while self.out_pos < self.out.len() {
             let n = match self.tls.as_mut() {

@@ -12,6 +12,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::chat::{ChatIn, Deliver, OPERATOR, Room};
@@ -29,6 +30,10 @@ pub const MEMBER_OUT_CAP: usize = 256 * 1024;
 pub const MEMBER_STALL: Duration = Duration::from_secs(2);
 /// Output queued for one member that drops it at once, stalled or not.
 pub const MEMBER_HARD_CAP: usize = 4 << 20;
+
+/// Broadcast bytes gathered before they are handed to the members as one
+/// shared chunk (each member's queue holds a reference, not a copy).
+const BATCH_MAX: usize = 64 * 1024;
 
 /// Rounds of events handled in one turn: a drop's leave notice feeds back
 /// into the room, so a turn may need a few, but never without end.
@@ -103,6 +108,15 @@ pub struct ChatHub {
     to_operator: Vec<String>,
     /// Turns so far: a connection's mark says it is in this turn's list.
     turn_no: u64,
+    /// Lines for everyone not yet handed to the members: each line is
+    /// formatted once, and every member's queue gets one reference to the
+    /// batch ([`ChatHub::seal`]) instead of a copy of each line.
+    batch: Vec<u8>,
+    /// The members the batch is for: the room's members when it began
+    /// (any change of membership seals the batch first).
+    members: Vec<usize>,
+    /// The room's [`Room::generation`] that `members` was taken at.
+    members_gen: Option<u64>,
 }
 
 impl ChatHub {
@@ -126,6 +140,9 @@ impl ChatHub {
             bytes: limits.bytes.map(|r| Limiter::new(r, limits.v6_prefix)),
             to_operator: Vec::new(),
             turn_no: 0,
+            batch: Vec::new(),
+            members: Vec::new(),
+            members_gen: None,
         }
     }
 
@@ -335,19 +352,19 @@ impl ChatHub {
         let turn = self.turn_no;
         let mut touched = Vec::new();
         let mut deliver: Vec<Deliver> = std::mem::take(&mut self.early);
-        let mut members: Vec<usize> = Vec::new();
-        self.apply(&mut deliver, &mut members, conns, &mut touched, turn);
+        self.apply(&mut deliver, conns, &mut touched, turn);
         for _ in 0..ROUNDS_PER_TURN {
             for (who, addr, ev) in std::mem::take(&mut self.events) {
                 let Some(ev) = self.admit(who, addr, ev, &mut deliver, stats, console) else {
-                    self.apply(&mut deliver, &mut members, conns, &mut touched, turn);
+                    self.apply(&mut deliver, conns, &mut touched, turn);
                     continue;
                 };
                 if let Some(line) = self.room.handle(who, addr, ev, &mut deliver) {
                     console.say(Level::Info, &format!("[CHAT] {line}"));
                 }
-                self.apply(&mut deliver, &mut members, conns, &mut touched, turn);
+                self.apply(&mut deliver, conns, &mut touched, turn);
             }
+            self.seal(conns, &mut touched, turn);
             self.say_log_failure(console);
             // Members past the hard cap: dropped at once, and the others told.
             let over: Vec<usize> = touched
@@ -361,8 +378,9 @@ impl ChatHub {
             for slot in over {
                 self.drop_member(slot, &mut deliver, console, close);
                 touched.retain(|&s| s != slot);
-                self.apply(&mut deliver, &mut members, conns, &mut touched, turn);
+                self.apply(&mut deliver, conns, &mut touched, turn);
             }
+            self.seal(conns, &mut touched, turn);
             if self.events.is_empty() {
                 break;
             }
@@ -445,11 +463,13 @@ impl ChatHub {
         wake
     }
 
-    /// Send out what the room produced for one event, to the members now in it.
+    /// Send out what the room produced for one event, to the members now
+    /// in it. Lines for everyone gather in the batch; a private line, a
+    /// close or a change of membership seals it first, so each member gets
+    /// its lines in the order the room made them.
     fn apply(
         &mut self,
         deliver: &mut Vec<Deliver>,
-        members: &mut Vec<usize>,
         conns: &mut Conns,
         touched: &mut Vec<usize>,
         turn: u64,
@@ -457,12 +477,18 @@ impl ChatHub {
         if deliver.is_empty() {
             return;
         }
-        members.clear();
-        members.extend(self.room.member_slots());
+        let generation = self.room.generation();
+        if self.members_gen != Some(generation) {
+            self.seal(conns, touched, turn);
+            self.members.clear();
+            self.members.extend(self.room.member_slots());
+            self.members_gen = Some(generation);
+        }
         for d in deliver.drain(..) {
             match d {
                 Deliver::One(OPERATOR, line) => self.send_operator(line),
                 Deliver::One(slot, line) => {
+                    self.seal(conns, touched, turn);
                     // A slot freed and reused in this turn is not the member.
                     if let Some(c) = conns.get_mut(slot)
                         && c.mode == Mode::Chat
@@ -472,22 +498,38 @@ impl ChatHub {
                     }
                 }
                 Deliver::All(line) => {
-                    for &slot in members.iter() {
-                        if let Some(c) = conns.get_mut(slot)
-                            && c.mode == Mode::Chat
-                        {
-                            c.queue_line(&line);
-                            touch(c, slot, turn, touched);
-                        }
+                    self.batch.extend_from_slice(line.as_bytes());
+                    self.batch.push(b'\n');
+                    if self.batch.len() >= BATCH_MAX {
+                        self.seal(conns, touched, turn);
                     }
                     self.send_operator(line);
                 }
                 Deliver::Close(slot) => {
+                    self.seal(conns, touched, turn);
                     if let Some(c) = conns.get_mut(slot) {
                         c.close_with(b"");
                         touch(c, slot, turn, touched);
                     }
                 }
+            }
+        }
+    }
+
+    /// Hand the batch to its members: one shared chunk, one reference in
+    /// each member's queue.
+    fn seal(&mut self, conns: &mut Conns, touched: &mut Vec<usize>, turn: u64) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let chunk: Arc<[u8]> = Arc::from(self.batch.as_slice());
+        self.batch.clear();
+        for &slot in &self.members {
+            if let Some(c) = conns.get_mut(slot)
+                && c.mode == Mode::Chat
+            {
+                c.queue_shared(&chunk);
+                touch(c, slot, turn, touched);
             }
         }
     }
