@@ -137,11 +137,11 @@ impl Command for Echo {
         let given = |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
         let (ep, message) =
             target_and_message(&a.words, &a.tls.default_server(s), a.tls.default_port())?;
-        if a.tls.on() && (a.bulk || a.count.is_some()) {
+        if a.tls.on() && (a.count.is_some() || a.udp) {
             return Err(Error::usage(
-                "over TLS, echo sends one message; -c and --bulk are plain TCP for now",
+                "over TLS, echo sends one message or a --bulk test; -c and --udp are plain for now",
             )
-            .with_hint("echo --tls HOST[:PORT] MESSAGE"));
+            .with_hint("echo --tls HOST[:PORT] MESSAGE, or echo --tls HOST[:PORT] --bulk"));
         }
         let interrupt = std::sync::Arc::clone(&s.interrupt);
         let ctx = s.settings.client_ctx(&interrupt);
@@ -220,7 +220,8 @@ impl Command for Echo {
                 Direction::Recv => ("Receiving", "from"),
             };
             s.emit(&format!(
-                "{verb} {prep} {ep} with {}, {} ...",
+                "{verb} {prep} {ep}{} with {}, {} ...",
+                if a.tls.on() { " over TLS" } else { "" },
                 units::plural(plan.streams as u64, "stream"),
                 if plan.verify {
                     "every byte checked"
@@ -229,17 +230,31 @@ impl Command for Echo {
                 }
             ))
             .ok();
-            // Each report as it comes, flushed, as iperf3 prints them.
-            let r = bulk::run(&ep, &plan, ctx, &mut |iv| {
-                s.emit(&format!(
-                    "[SUM] {:6.2}-{:6.2} sec  {:>10}  {:7.2} Gbit/s",
-                    iv.start_s,
-                    iv.end_s,
-                    units::size(iv.bytes),
-                    iv.gbit_per_s
-                ))
-                .ok();
-            });
+            // Each report as it comes, flushed, as iperf3 prints them. Both
+            // the connect (its notes, a first-use fingerprint) and the
+            // reports speak through the session, one at a time.
+            let session = std::cell::RefCell::new(&mut *s);
+            let r = bulk::run(
+                &plan,
+                ctx,
+                &mut || {
+                    let mut s = session.borrow_mut();
+                    let (c, addr, _) = crate::cmd::tls_args::connect(&ep, ctx, &a.tls, &mut s)?;
+                    Ok((c, addr))
+                },
+                &mut |iv| {
+                    session
+                        .borrow_mut()
+                        .emit(&format!(
+                            "[SUM] {:6.2}-{:6.2} sec  {:>10}  {:7.2} Gbit/s",
+                            iv.start_s,
+                            iv.end_s,
+                            units::size(iv.bytes),
+                            iv.gbit_per_s
+                        ))
+                        .ok();
+                },
+            );
             EchoReport::Bulk(BulkReport {
                 mode: Mode::Bulk,
                 target: ep.to_string(),

@@ -5,17 +5,16 @@
 //! it (`SOURCE`). Bounded by time or bytes, and by a
 //! stall timeout: no progress for the session's timeout is an error.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::io;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::net::Endpoint;
 use crate::net::client::{self, ClientCtx, LineReader};
+use crate::net::tls::{Stream as Connection, Wire};
 use crate::proto::echo::{self as proto, Reply, Request, SourceLimit, parse_reply};
 
 /// Bytes per write and per read in the one-way modes (iperf3 writes 128
@@ -141,7 +140,7 @@ pub struct BulkResult {
 }
 
 struct Stream {
-    sock: TcpStream,
+    sock: Wire,
     offset: usize,
     to_send: Option<u64>,
     sent: u64,
@@ -164,16 +163,18 @@ fn stall(what: &str, address: Option<SocketAddr>, timeout: Duration) -> Error {
     )
 }
 
-/// Run the plan against `ep`; `on_interval` sees each per-second figure.
+/// Run the plan against `ep`, over connections `open` makes (plain TCP,
+/// or TLS with its handshake done); `on_interval` sees each per-second
+/// figure.
 ///
 /// # Errors
 /// Connection errors; `protocol` if the server does not answer `STREAM`,
 /// `SINK` or `SOURCE` with `OK` (or a SINK with its summary); `timed-out` if
 /// the bytes stall.
 pub fn run(
-    ep: &Endpoint,
     plan: &BulkPlan,
     ctx: ClientCtx<'_>,
+    open: &mut dyn FnMut() -> Result<(Connection, SocketAddr)>,
     on_interval: &mut dyn FnMut(&Interval),
 ) -> Result<BulkResult> {
     let dir = plan.direction;
@@ -182,7 +183,7 @@ pub fn run(
     let mut address = None::<SocketAddr>;
     let (mut early_bytes, mut early_mismatched, mut early_first) = (0u64, 0u64, None);
     for k in 0..plan.streams {
-        let (mut s, addr, _) = client::connect(ep, ctx)?;
+        let (mut s, addr) = open()?;
         address = Some(addr);
         let to_send = plan.bytes.map(|b| {
             let share = b / plan.streams as u64;
@@ -214,11 +215,15 @@ pub fn run(
         }
         // The pattern may have come in the same read as the OK.
         let rest = r.take_rest();
-        s.set_nonblocking(true)
+        let mut sock = s
+            .into_wire()
             .map_err(|e| Error::io("set non-blocking", addr, &e))?;
-        let mut sock = TcpStream::from_std(s);
         poll.registry()
-            .register(&mut sock, Token(k), Interest::READABLE | Interest::WRITABLE)
+            .register(
+                sock.socket(),
+                Token(k),
+                Interest::READABLE | Interest::WRITABLE,
+            )
             .map_err(|e| Error::io("register", addr, &e))?;
         if !rest.is_empty() && dir != Direction::Send {
             if plan.verify {
@@ -286,7 +291,7 @@ pub fn run(
             if done && !st.write_done {
                 st.write_done = true;
                 // Half-close: the server echoes what it has (or sums up), then closes.
-                let _ = st.sock.shutdown(Shutdown::Write);
+                st.sock.shutdown_write();
             }
         }
         if streams.iter().all(|s| s.eof) {
@@ -315,6 +320,12 @@ pub fn run(
         }
         for (k, st) in streams.iter_mut().enumerate() {
             // Events are hints: try both directions on every stream each turn.
+            if st.write_done {
+                // TLS records (and the close) still on their way out.
+                st.sock
+                    .pump()
+                    .map_err(|e| Error::io("send to", addr_text(), &e))?;
+            }
             while !st.write_done {
                 let mut len = chunk;
                 if let Some(n) = st.to_send {

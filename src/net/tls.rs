@@ -508,3 +508,160 @@ impl LineStream for Stream {
         }
     }
 }
+
+/// A connection handed to a non-blocking loop (the bulk test): plain TCP,
+/// or the TLS session driven by the caller's poll (records are pushed as
+/// the socket takes them, never waited for).
+pub enum Wire {
+    /// Plain TCP.
+    Plain(mio::net::TcpStream),
+    /// TLS over TCP.
+    Tls(Box<TlsWire>),
+}
+
+/// The TLS side of a [`Wire`].
+pub struct TlsWire {
+    sock: mio::net::TcpStream,
+    conn: ClientConnection,
+    /// Our close_notify is queued: shut the TCP write side once it is out.
+    closing: bool,
+    shut: bool,
+}
+
+impl Stream {
+    /// This connection, non-blocking, for a caller's poll. The TLS session
+    /// (with any plaintext already decrypted) goes with it.
+    ///
+    /// # Errors
+    /// Setting the socket non-blocking; a TLS session another handle still
+    /// shares.
+    pub fn into_wire(self) -> io::Result<Wire> {
+        match self.inner {
+            Inner::Plain(s) => {
+                s.set_nonblocking(true)?;
+                Ok(Wire::Plain(mio::net::TcpStream::from_std(s)))
+            }
+            Inner::Tls(t) => {
+                let owned = Arc::try_unwrap(t)
+                    .map_err(|_| io::Error::other("the TLS session has another handle"))?
+                    .into_inner()
+                    .map_err(|_| io::Error::other("TLS session poisoned by a panic"))?;
+                let (conn, sock) = owned.into_parts();
+                sock.set_nonblocking(true)?;
+                Ok(Wire::Tls(Box::new(TlsWire {
+                    sock: mio::net::TcpStream::from_std(sock),
+                    conn,
+                    closing: false,
+                    shut: false,
+                })))
+            }
+        }
+    }
+}
+
+/// Reads of TLS records per [`Wire::read`] before it gives the loop a turn.
+const WIRE_RECORDS: usize = 16;
+
+impl Wire {
+    /// The socket, to register with a poll.
+    pub fn socket(&mut self) -> &mut mio::net::TcpStream {
+        match self {
+            Wire::Plain(s) => s,
+            Wire::Tls(t) => &mut t.sock,
+        }
+    }
+
+    /// Read plaintext: `Ok(0)` at the end (TCP end or close_notify),
+    /// `WouldBlock` when the socket has nothing, `Interrupted` when more
+    /// records may wait (call again).
+    ///
+    /// # Errors
+    /// The socket's, or `InvalidData` when the peer broke the protocol.
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let t = match self {
+            Wire::Plain(s) => return s.read(buf),
+            Wire::Tls(t) => t,
+        };
+        for _ in 0..WIRE_RECORDS {
+            match t.conn.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            t.conn.read_tls(&mut t.sock)?;
+            t.conn
+                .process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            t.push()?;
+        }
+        Err(io::ErrorKind::Interrupted.into())
+    }
+
+    /// Write plaintext; `WouldBlock` when neither the session's buffer nor
+    /// the socket takes more.
+    ///
+    /// # Errors
+    /// The socket's.
+    pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let t = match self {
+            Wire::Plain(s) => return s.write(buf),
+            Wire::Tls(t) => t,
+        };
+        t.push()?;
+        let n = t.conn.writer().write(buf)?;
+        t.push()?;
+        if n == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+
+    /// End our direction: TCP's FIN, or TLS close_notify and then the FIN
+    /// once every record is out ([`Wire::pump`] finishes it).
+    pub fn shutdown_write(&mut self) {
+        match self {
+            Wire::Plain(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            }
+            Wire::Tls(t) => {
+                t.conn.send_close_notify();
+                t.closing = true;
+                let _ = t.push();
+            }
+        }
+    }
+
+    /// Push TLS records the socket now takes (and a pending shutdown).
+    ///
+    /// # Errors
+    /// The socket's.
+    pub fn pump(&mut self) -> io::Result<()> {
+        match self {
+            Wire::Plain(_) => Ok(()),
+            Wire::Tls(t) => t.push(),
+        }
+    }
+}
+
+impl TlsWire {
+    fn push(&mut self) -> io::Result<()> {
+        for _ in 0..64 {
+            if !self.conn.wants_write() {
+                break;
+            }
+            match self.conn.write_tls(&mut self.sock) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.closing && !self.shut && !self.conn.wants_write() {
+            self.shut = true;
+            let _ = self.sock.shutdown(std::net::Shutdown::Write);
+        }
+        Ok(())
+    }
+}

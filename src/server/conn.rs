@@ -660,10 +660,15 @@ impl Conn {
         for _ in 0..WRITES_PER_TURN {
             if left == 0 {
                 b.finished = true;
-                if let Some(t) = self.tls.as_mut() {
-                    t.close(&mut self.sock);
+                // The end: TLS says close_notify (the records still queued
+                // go out as the socket takes them; a FIN now would cut them
+                // off), plain TCP its FIN.
+                match self.tls.as_mut() {
+                    Some(t) => t.close(&mut self.sock),
+                    None => {
+                        let _ = self.sock.shutdown(std::net::Shutdown::Write);
+                    }
                 }
-                let _ = self.sock.shutdown(std::net::Shutdown::Write);
                 console.say(Level::Info, &b.console_line(self.peer, "received"));
                 // Wait for the client's close (read side), bounded by the sweep.
                 return Ok(false);
