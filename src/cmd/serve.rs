@@ -191,6 +191,14 @@ fn parse_idle(s: &str) -> std::result::Result<Duration, String> {
     units::duration_in(s, Duration::from_secs(1), Duration::from_secs(86_400))
 }
 
+/// How to put the server on a network you don't trust, under `help serve`.
+const EXPOSE_HELP: &str = "\
+Exposing the server beyond loopback, in four steps:
+  1. Who may reach it: --allow 192.0.2.0/24 --deny 192.0.2.66 (setting serve-allow)
+  2. Who may chat:     --chat-key room.key; members: chat --key room.key
+  3. Encryption:       --tls-self-signed prints the pin; clients: echo/chat --pin SHA256
+  4. Budgets:          on by default: --max-per-ip, --chat-rate, --chat-bytes, --chat-log-max";
+
 /// The `serve` command.
 pub struct Serve;
 
@@ -202,7 +210,7 @@ impl Command for Serve {
         "Run the netsh server (echo, SNTP, chat); in the shell: serve status|stop"
     }
     fn args(&self, c: clap::Command) -> clap::Command {
-        ServeArgs::augment_args(c)
+        ServeArgs::augment_args(c).after_help(EXPOSE_HELP)
     }
     fn run(&self, m: &ArgMatches, s: &mut Session) -> Result<Report> {
         let a: ServeArgs = args_of(m)?;

@@ -183,6 +183,30 @@ fn help_lists_every_command() {
 #[test]
 fn help_for_one_command() {
     let d = DataDir::new();
+    // Issue 16: `help serve` says how to expose the server, in four steps,
+    // each naming flags that exist.
+    let r = d.run(&["help", "serve"]);
+    assert_ok_quiet(&r);
+    let steps = section(
+        &r.stdout,
+        "Exposing the server beyond loopback, in four steps:",
+    )
+    .join("\n");
+    assert_eq!(steps.lines().count(), 4, "{}", r.stdout);
+    for (flag, option) in [
+        ("--allow", "--allow <CIDR>"),
+        ("--chat-key", "--chat-key <FILE>"),
+        ("--tls-self-signed", "--tls-self-signed"),
+        ("--max-per-ip", "--max-per-ip <N>"),
+        ("--chat-rate", "--chat-rate <RATE>"),
+    ] {
+        assert!(steps.contains(flag), "{flag} in: {steps}");
+        assert!(
+            r.stdout.contains(option),
+            "{option} is a serve option: {}",
+            r.stdout
+        );
+    }
     let r = d.run(&["help", "set"]);
     assert_ok_quiet(&r);
     assert!(
