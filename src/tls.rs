@@ -68,6 +68,32 @@ pub fn digest(der: &[u8]) -> [u8; 32] {
     Sha256::digest(der).into()
 }
 
+/// Write a session's pending records to a non-blocking socket until none
+/// is left or the socket is full (a bounded number of writes), for both
+/// ends: the server's connections and the client's bulk streams.
+///
+/// # Errors
+/// The socket's; `WriteZero` if it takes nothing.
+pub fn write_records<D>(
+    conn: &mut rustls::ConnectionCommon<D>,
+    sock: &mut mio::net::TcpStream,
+) -> std::io::Result<()> {
+    use std::io::ErrorKind;
+    for _ in 0..64 {
+        if !conn.wants_write() {
+            break;
+        }
+        match conn.write_tls(sock) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

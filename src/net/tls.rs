@@ -646,18 +646,7 @@ impl Wire {
 
 impl TlsWire {
     fn push(&mut self) -> io::Result<()> {
-        for _ in 0..64 {
-            if !self.conn.wants_write() {
-                break;
-            }
-            match self.conn.write_tls(&mut self.sock) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        crate::tls::write_records(&mut self.conn, &mut self.sock)?;
         if self.closing && !self.shut && !self.conn.wants_write() {
             self.shut = true;
             let _ = self.sock.shutdown(std::net::Shutdown::Write);

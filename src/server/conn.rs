@@ -376,20 +376,30 @@ impl Conn {
                 }
                 Some(t) => t.write(&mut self.sock, &front[self.shared_pos..]),
             };
-            match n {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.advance_shared(n);
-                    stats.add_out(n);
-                    self.last_active = Instant::now();
-                    self.last_progress = self.last_active;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            match self.took(n, stats)? {
+                Some(n) => self.advance_shared(n),
+                None => break,
             }
         }
         Ok(())
+    }
+
+    /// What one write of queued output did: `Some(n)` bytes taken (counted
+    /// as progress; 0 after a signal), `None` when the socket is full, an
+    /// error when the connection is over.
+    fn took(&mut self, wrote: io::Result<usize>, stats: &Stats) -> io::Result<Option<usize>> {
+        match wrote {
+            Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                stats.add_out(n);
+                self.last_active = Instant::now();
+                self.last_progress = self.last_active;
+                Ok(Some(n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Some(0)),
+            Err(e) => Err(e),
+        }
     }
 
     /// `n` bytes of the shared chunks were written.
@@ -600,17 +610,9 @@ impl Conn {
                 None => self.sock.write(&self.out[self.out_pos..]),
                 Some(t) => t.write(&mut self.sock, &self.out[self.out_pos..]),
             };
-            match n {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.out_pos += n;
-                    stats.add_out(n);
-                    self.last_active = Instant::now();
-                    self.last_progress = self.last_active;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            match self.took(n, stats)? {
+                Some(n) => self.out_pos += n,
+                None => break,
             }
         }
         if self.out_pos == self.out.len() {

@@ -233,18 +233,7 @@ impl Tls {
 
     /// Write pending records until none is left or the socket is full.
     pub fn flush(&mut self, sock: &mut TcpStream) -> io::Result<()> {
-        let mut turns = 0;
-        while self.conn.wants_write() && turns < 64 {
-            turns += 1;
-            match self.conn.write_tls(sock) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        crate::tls::write_records(&mut self.conn, sock)
     }
 
     /// Say close_notify (best effort) before the socket is shut.
