@@ -14,16 +14,29 @@ use crate::proto::escape::escape_controls;
 pub const ERROR_LOG_CAP: u64 = 1 << 20;
 
 /// An append-only, size-capped log file.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct AppendLog {
     path: PathBuf,
     cap: u64,
+    /// For [`AppendLog::append_kept`]: the file held open, and its size.
+    kept: Option<(fs::File, u64)>,
+}
+
+impl Clone for AppendLog {
+    /// Another writer of the same file (it opens its own).
+    fn clone(&self) -> Self {
+        AppendLog::new(self.path.clone(), self.cap)
+    }
 }
 
 impl AppendLog {
     /// A log at `path`, rotated past `cap` bytes.
     pub fn new(path: PathBuf, cap: u64) -> Self {
-        AppendLog { path, cap }
+        AppendLog {
+            path,
+            cap,
+            kept: None,
+        }
     }
 
     /// Where the log lives.
@@ -31,12 +44,51 @@ impl AppendLog {
         &self.path
     }
 
-    /// Append one line (a newline is added). Creates the directory if needed.
+    /// Append one line (a newline is added). Creates the directory if
+    /// needed. The file is opened for each line, so several processes can
+    /// share it (the error log).
     ///
     /// # Errors
     /// The OS error when the directory or file cannot be written (full disk,
     /// permissions).
     pub fn append(&self, line: &str) -> io::Result<()> {
+        let (mut f, _) = self.open_rotated()?;
+        // One write per line: concurrent netsh processes do not interleave lines.
+        f.write_all(format!("{line}\n").as_bytes())
+    }
+
+    /// As [`AppendLog::append`], for a log one process writes many lines
+    /// to (the server's console): the file stays open and its size is
+    /// counted here, so a line costs one `write`, not a directory check, a
+    /// `stat` and an open. A failed write drops the handle; the next line
+    /// opens the file again.
+    ///
+    /// # Errors
+    /// As [`AppendLog::append`].
+    pub fn append_kept(&mut self, line: &str) -> io::Result<()> {
+        if self.kept.as_ref().is_none_or(|(_, len)| *len >= self.cap) {
+            self.kept = None;
+            self.kept = Some(self.open_rotated()?);
+        }
+        let record = format!("{line}\n");
+        let Some((f, len)) = self.kept.as_mut() else {
+            return Err(io::Error::other("log not open"));
+        };
+        match f.write_all(record.as_bytes()) {
+            Ok(()) => {
+                *len += record.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.kept = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Open the file for appending, rotating it first if it is past the
+    /// cap; with its size.
+    fn open_rotated(&self) -> io::Result<(fs::File, u64)> {
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir)?;
         }
@@ -47,12 +99,12 @@ impl AppendLog {
             old.push(".1");
             fs::rename(&self.path, old)?;
         }
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)?;
-        // One write per line: concurrent netsh processes do not interleave lines.
-        f.write_all(format!("{line}\n").as_bytes())
+        let len = f.metadata()?.len();
+        Ok((f, len))
     }
 }
 
@@ -96,6 +148,31 @@ mod tests {
         assert!(cur <= 110 && old <= 110, "{cur} {old}");
         let text = fs::read_to_string(log.path()).unwrap();
         assert!(text.ends_with("line 0029\n"));
+    }
+
+    #[test]
+    fn a_kept_log_rotates_too_and_a_bad_directory_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = AppendLog::new(dir.path().join("logs/x.log"), 100);
+        for i in 0..30 {
+            log.append_kept(&format!("line {i:04}")).unwrap();
+        }
+        let cur = fs::metadata(log.path()).unwrap().len();
+        let old = fs::read_to_string(dir.path().join("logs/x.log.1")).unwrap();
+        assert!(cur <= 110 && old.len() <= 110, "{cur} {}", old.len());
+        let text = fs::read_to_string(log.path()).unwrap();
+        assert!(text.ends_with("line 0029\n"), "{text}");
+        // Every line is in one of the two files, whole and in order.
+        let all: Vec<&str> = old.lines().chain(text.lines()).collect();
+        let want: Vec<String> = (30 - all.len()..30)
+            .map(|i| format!("line {i:04}"))
+            .collect();
+        assert_eq!(all, want);
+        // A directory that cannot be written is an error each time, never
+        // a panic.
+        let mut bad = AppendLog::new(PathBuf::from("/proc/netsh-cannot/x.log"), 100);
+        assert!(bad.append_kept("x").is_err());
+        assert!(bad.append_kept("y").is_err());
     }
 
     #[test]

@@ -101,12 +101,12 @@ impl Console {
         if let Some(s) = self.sink.as_mut() {
             s(text);
         }
-        if let Some(log) = &self.log {
+        if let Some(log) = &mut self.log {
             let line = format!(
                 "{} {text}",
                 chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             );
-            if let Err(e) = log.append(&line)
+            if let Err(e) = log.append_kept(&line)
                 && !self.log_failed
             {
                 self.log_failed = true;
