@@ -86,6 +86,14 @@ impl AppendLog {
         }
     }
 
+    /// Open the file [`AppendLog::append_kept`] writes to now, if it can
+    /// be (if not, the first line reports why).
+    pub fn open_kept(&mut self) {
+        if self.kept.is_none() {
+            self.kept = self.open_rotated().ok();
+        }
+    }
+
     /// Open the file for appending, rotating it first if it is past the
     /// cap; with its size.
     fn open_rotated(&self) -> io::Result<(fs::File, u64)> {

@@ -49,7 +49,16 @@ pub struct Console {
 
 impl Console {
     /// Lines go to `sink` (if any) and to `log` (if any).
-    pub fn new(sink: Option<LineSink>, log: Option<AppendLog>, verbosity: Verbosity) -> Console {
+    /// The log file is opened now, so the server's file descriptors are
+    /// steady from its first line (a failure shows with the first line).
+    pub fn new(
+        sink: Option<LineSink>,
+        mut log: Option<AppendLog>,
+        verbosity: Verbosity,
+    ) -> Console {
+        if let Some(l) = log.as_mut() {
+            l.open_kept();
+        }
         Console {
             sink,
             log,

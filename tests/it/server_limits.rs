@@ -65,8 +65,8 @@ pub(crate) fn spawn(prelude: &str, args: &[&str]) -> Spawned {
 }
 
 impl Spawned {
-    /// The fd count at rest: the least of a few samples, since the log file
-    /// is opened for each line and may be open at one instant.
+    /// The fd count at rest: the least of a few samples (the server log is
+    /// held open from the start; the least still hides a passing fd).
     pub(crate) fn baseline_fds(&self) -> usize {
         let mut least = usize::MAX;
         for _ in 0..20 {

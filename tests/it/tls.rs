@@ -517,6 +517,22 @@ fn bulk_over_tls_is_byte_exact_each_way_and_round_trip() {
         assert_eq!(n(&j["bytes_received"]), 24 << 20, "{dir}: {j:#}");
         assert_eq!(n(&j["mismatched_bytes"]), 0, "{dir}: {j:#}");
     }
+    // The same from a script: bulk() with the pin, its summary map.
+    let script = data.write(
+        "tls-bulk.rhai",
+        &format!(
+            "let r = bulk(\"{addr}\", #{{mode: \"recv\", pin: \"{fp}\", bytes: \"3M\"}});\n\
+             print(`${{r.bytes_received}} ${{r.mismatched_bytes}}`);"
+        ),
+    );
+    let o = data.run(&["run", script]);
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    assert_eq!(
+        o.stdout.trim().lines().last(),
+        Some("3145728 0"),
+        "{}",
+        show(&o)
+    );
     // A plain client on the TLS port gets a clear line, not a hang.
     let o = data.run(&[
         "echo",
