@@ -333,6 +333,28 @@ fn settled(f: impl Fn() -> i64) -> i64 {
 
 // ---------------------------------------------------------------- the room
 
+/// Issue 13: lines for everyone go out as one shared batch per turn; a
+/// private reply in the middle of them (here `/who`, in the same read as
+/// the lines around it) must still arrive between them, and only to its
+/// asker.
+#[test]
+fn a_private_reply_keeps_its_place_among_shared_lines() {
+    let srv = server(0, None);
+    let mut a = join(srv.addr, "a", 1);
+    let mut b = join(srv.addr, "b", 2);
+    a.expect("*** b joined");
+    // One write: the room handles all three in one turn.
+    a.send_raw(b"one\n/who\ntwo\nthree\n");
+    let got: Vec<String> = (0..4).map(|_| body(&a.line()).to_string()).collect();
+    assert_eq!(
+        got,
+        ["<a> one", "*** in the room (2): a, b", "<a> two", "<a> three"],
+        "the asker's lines in the room's order"
+    );
+    let got: Vec<String> = (0..3).map(|_| body(&b.line()).to_string()).collect();
+    assert_eq!(got, ["<a> one", "<a> two", "<a> three"], "b gets no /who reply");
+}
+
 #[test]
 fn members_get_every_line_in_one_order_with_their_own_as_acknowledgement() {
     let srv = server(0, None);
