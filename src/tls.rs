@@ -68,6 +68,45 @@ pub fn digest(der: &[u8]) -> [u8; 32] {
     Sha256::digest(der).into()
 }
 
+/// Read plaintext from a session over a non-blocking socket, for both
+/// ends: `Ok(0)` at the end (close_notify, or TCP's end, which sets
+/// `eof`), `WouldBlock` when the socket has no more, `Interrupted` after
+/// `records` socket reads without plaintext (more may wait: call again),
+/// `InvalidData` when the peer broke the protocol (our alert is sent
+/// first, if the socket takes it).
+///
+/// # Errors
+/// As above, and the socket's.
+pub fn read_plain<D>(
+    conn: &mut rustls::ConnectionCommon<D>,
+    sock: &mut mio::net::TcpStream,
+    buf: &mut [u8],
+    eof: &mut bool,
+    records: usize,
+) -> std::io::Result<usize> {
+    use std::io::{ErrorKind, Read};
+    for _ in 0..records {
+        match conn.reader().read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(0),
+            Err(e) => return Err(e),
+        }
+        if *eof {
+            return Ok(0);
+        }
+        if conn.read_tls(sock)? == 0 {
+            *eof = true;
+        }
+        if let Err(e) = conn.process_new_packets() {
+            let _ = write_records(conn, sock); // the alert, if it fits
+            return Err(std::io::Error::new(ErrorKind::InvalidData, e));
+        }
+        write_records(conn, sock)?;
+    }
+    Err(ErrorKind::Interrupted.into())
+}
+
 /// Write a session's pending records to a non-blocking socket until none
 /// is left or the socket is full (a bounded number of writes), for both
 /// ends: the server's connections and the client's bulk streams.

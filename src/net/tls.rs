@@ -523,6 +523,8 @@ pub enum Wire {
 pub struct TlsWire {
     sock: mio::net::TcpStream,
     conn: ClientConnection,
+    /// TCP's end came.
+    eof: bool,
     /// Our close_notify is queued: shut the TCP write side once it is out.
     closing: bool,
     shut: bool,
@@ -551,6 +553,7 @@ impl Stream {
                 Ok(Wire::Tls(Box::new(TlsWire {
                     sock: mio::net::TcpStream::from_std(sock),
                     conn,
+                    eof: false,
                     closing: false,
                     shut: false,
                 })))
@@ -582,20 +585,9 @@ impl Wire {
             Wire::Plain(s) => return s.read(buf),
             Wire::Tls(t) => t,
         };
-        for _ in 0..WIRE_RECORDS {
-            match t.conn.reader().read(buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) => return Err(e),
-            }
-            t.conn.read_tls(&mut t.sock)?;
-            t.conn
-                .process_new_packets()
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            t.push()?;
-        }
-        Err(io::ErrorKind::Interrupted.into())
+        let r = crate::tls::read_plain(&mut t.conn, &mut t.sock, buf, &mut t.eof, WIRE_RECORDS);
+        t.finish_close();
+        r
     }
 
     /// Write plaintext; `WouldBlock` when neither the session's buffer nor
@@ -647,10 +639,15 @@ impl Wire {
 impl TlsWire {
     fn push(&mut self) -> io::Result<()> {
         crate::tls::write_records(&mut self.conn, &mut self.sock)?;
+        self.finish_close();
+        Ok(())
+    }
+
+    /// After our close_notify went out, the TCP FIN.
+    fn finish_close(&mut self) {
         if self.closing && !self.shut && !self.conn.wants_write() {
             self.shut = true;
             let _ = self.sock.shutdown(std::net::Shutdown::Write);
         }
-        Ok(())
     }
 }

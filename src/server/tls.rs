@@ -10,7 +10,7 @@
 //! and kept, like an ssh host key: clients that pinned or trusted it on
 //! first use still trust the server after a restart.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -191,31 +191,13 @@ impl Tls {
     /// socket has no more, `InvalidData` when the peer broke the protocol
     /// (an alert is sent first).
     pub fn read(&mut self, sock: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-        for _ in 0..RECORDS_PER_READ {
-            match self.conn.reader().read(buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) => return Err(e),
-            }
-            if self.eof {
-                return Ok(0);
-            }
-            match self.conn.read_tls(sock) {
-                Ok(0) => self.eof = true,
-                Ok(_) => {}
-                Err(e) => return Err(e),
-            }
-            if let Err(e) = self.conn.process_new_packets() {
-                let _ = self.flush(sock); // the alert, if it fits
-                self.failed = Some(e.to_string());
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-            }
-            self.flush(sock)?;
+        let r = crate::tls::read_plain(&mut self.conn, sock, buf, &mut self.eof, RECORDS_PER_READ);
+        if let Err(e) = &r
+            && e.kind() == io::ErrorKind::InvalidData
+        {
+            self.failed = Some(e.to_string());
         }
-        // More records may wait: the caller counts this as one read and
-        // comes back.
-        Err(io::ErrorKind::Interrupted.into())
+        r
     }
 
     /// Queue plaintext for the peer and push what records the socket takes;
