@@ -41,10 +41,13 @@ pub fn needs_escape(c: char) -> bool {
 /// ASCII (all of most chat) is checked a word at a time; only text with
 /// other bytes is looked at character by character.
 pub fn has_escape(s: &str) -> bool {
-    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        return false;
-    }
-    s.chars().any(needs_escape)
+    !printable_ascii(s.as_bytes()) && s.chars().any(needs_escape)
+}
+
+/// Whether every byte is printable ASCII (space to `~`): nothing in it can
+/// need escaping.
+pub fn printable_ascii(b: &[u8]) -> bool {
+    b.iter().all(|b| (0x20..0x7f).contains(b))
 }
 
 /// Escape every character [`needs_escape`] names, so the text prints on one

@@ -209,6 +209,19 @@ impl Room {
         self.generation
     }
 
+    /// `slot` joins (every change of membership goes through here or
+    /// [`Room::leave`], so [`Room::generation`] counts them all).
+    fn enter(&mut self, slot: usize, m: Member) {
+        self.generation += 1;
+        self.members.insert(slot, m);
+    }
+
+    /// `slot` is no longer a member; its entry, if it was one.
+    fn leave(&mut self, slot: usize) -> Option<Member> {
+        self.generation += 1;
+        self.members.remove(&slot)
+    }
+
     /// Slots of the connected members (not the operator).
     pub fn member_slots(&self) -> impl Iterator<Item = usize> + '_ {
         self.members.keys().copied().filter(|k| *k != OPERATOR)
@@ -226,8 +239,7 @@ impl Room {
         match (was, now) {
             (false, true) => {
                 let nick = self.operator_nick.clone();
-                self.members
-                    .insert(OPERATOR, Member::new(nick.clone(), None));
+                self.enter(OPERATOR, Member::new(nick.clone(), None));
                 Some(self.notice(
                     &nick,
                     None,
@@ -237,11 +249,7 @@ impl Room {
                 ))
             }
             (true, false) => {
-                let nick = self
-                    .members
-                    .remove(&OPERATOR)
-                    .map(|m| m.nick)
-                    .unwrap_or_default();
+                let nick = self.leave(OPERATOR).map(|m| m.nick).unwrap_or_default();
                 Some(self.notice(&nick, None, "leave", "left", deliver))
             }
             _ => None,
@@ -274,8 +282,7 @@ impl Room {
                     out.push(Deliver::Close(who));
                     return None;
                 };
-                self.generation += 1;
-                self.members.insert(who, Member::new(nick.clone(), addr));
+                self.enter(who, Member::new(nick.clone(), addr));
                 out.push(Deliver::One(
                     who,
                     chat::joined_line(nick.as_bytes(), self.members.len() as u64),
@@ -290,8 +297,7 @@ impl Room {
                 None
             }
             ChatIn::Gone(why) => {
-                self.generation += 1;
-                let m = self.members.remove(&who)?;
+                let m = self.leave(who)?;
                 let text = if why == "left" {
                     "left".to_string()
                 } else {
@@ -386,8 +392,7 @@ impl Room {
                         ))
                     }
                     Action::Quit => {
-                        self.generation += 1;
-                        self.members.remove(&who);
+                        self.leave(who);
                         let line = self.notice(&nick, addr, "leave", "left", out);
                         out.push(Deliver::One(who, crate::proto::echo::BYE.into()));
                         out.push(Deliver::Close(who));
@@ -405,8 +410,7 @@ impl Room {
 
     /// A member dropped because it stopped reading.
     pub fn drop_slow(&mut self, who: usize, out: &mut Vec<Deliver>) -> Option<String> {
-        self.generation += 1;
-        let m = self.members.remove(&who)?;
+        let m = self.leave(who)?;
         Some(self.notice(&m.nick, m.addr, "drop", "was dropped (not reading)", out))
     }
 
@@ -436,8 +440,7 @@ impl Room {
         else {
             return reply(who, format!("ERR no member named {target} (try /who)"), out);
         };
-        self.generation += 1;
-        let m = self.members.remove(&slot)?;
+        let m = self.leave(slot)?;
         let mut banned = String::new();
         if ban && let Some(key) = m.addr.map(|a| ban_key(a.ip())) {
             if !self.bans.contains(&key) {
@@ -560,7 +563,7 @@ impl Room {
             return;
         }
         let written = &self.pending[start..];
-        if !written.iter().all(|b| (0x20..0x7f).contains(b)) {
+        if !crate::proto::escape::printable_ascii(written) {
             let safe = std::str::from_utf8(written)
                 .map(|t| crate::proto::escape::json_safe(t).into_owned())
                 .ok();
