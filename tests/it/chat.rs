@@ -348,11 +348,20 @@ fn a_private_reply_keeps_its_place_among_shared_lines() {
     let got: Vec<String> = (0..4).map(|_| body(&a.line()).to_string()).collect();
     assert_eq!(
         got,
-        ["<a> one", "*** in the room (2): a, b", "<a> two", "<a> three"],
+        [
+            "<a> one",
+            "*** in the room (2): a, b",
+            "<a> two",
+            "<a> three"
+        ],
         "the asker's lines in the room's order"
     );
     let got: Vec<String> = (0..3).map(|_| body(&b.line()).to_string()).collect();
-    assert_eq!(got, ["<a> one", "<a> two", "<a> three"], "b gets no /who reply");
+    assert_eq!(
+        got,
+        ["<a> one", "<a> two", "<a> three"],
+        "b gets no /who reply"
+    );
 }
 
 #[test]
