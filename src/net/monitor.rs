@@ -46,6 +46,8 @@ pub const MAX_TARGETS: usize = 10_000;
 pub const RECENT: usize = 240;
 /// The metrics endpoint's tokens, above every target's range.
 const METRICS_BASE: usize = 1 << 60;
+/// Due targets between two reads of the shared ICMP sockets.
+const HUB_DRAIN_EVERY: usize = 32;
 /// The shared raw ICMP sockets' tokens (IPv4, IPv6).
 const HUB_TOKENS: [Token; 2] = [Token(1 << 59), Token((1 << 59) + 1)];
 /// The local token of a TCP echo target's connect.
@@ -338,8 +340,9 @@ struct Monitor<'e> {
     /// One raw ICMP socket per family for every ICMP target, when this
     /// process gets raw sockets (see [`IcmpHub`]).
     hubs: [Option<Rc<RefCell<IcmpHub>>>; 2],
-    /// Which target each hub identifier is.
-    idents: HashMap<u16, usize>,
+    /// Which target each hub identifier is, per hub (the two hubs hand
+    /// out identifiers on their own, so one may be in both).
+    idents: [HashMap<u16, usize>; 2],
 }
 
 /// Watch `targets` until the count, the deadline or Ctrl-C; `on_event`
@@ -382,7 +385,7 @@ pub fn run(
         watches,
         metrics,
         hubs: [None, None],
-        idents: HashMap::new(),
+        idents: [HashMap::new(), HashMap::new()],
     };
     // ICMP targets share a raw socket per family, when raw is what we get.
     for (f, v6) in [(0, false), (1, true)] {
@@ -436,9 +439,19 @@ pub fn run(
                 due.push(k);
             }
         }
-        for &k in &due {
+        for (i, &k) in due.iter().enumerate() {
             m.due(k, now, poll.registry(), on_event);
             m.reschedule(k);
+            // Many due at once (a wake-up after the process was off the
+            // CPU: every target sends what it owes): read the shared ICMP
+            // sockets between sends, so their replies do not pile up past
+            // the receive buffer before the poll comes round.
+            if i % HUB_DRAIN_EVERY == HUB_DRAIN_EVERY - 1 {
+                let now = Instant::now();
+                for f in 0..m.hubs.len() {
+                    m.hub_ready(f, now, poll.registry(), on_event);
+                }
+            }
         }
         // Every target not done has a wake-up on the heap.
         if m.heap.is_empty() && m.phases.iter().all(|p| matches!(p, Phase::Done)) {
@@ -659,7 +672,7 @@ impl Monitor<'_> {
             Kind::Icmp => match &self.hubs[usize::from(addr.is_ipv6())] {
                 Some(hub) => {
                     let t = HubPing::new(Rc::clone(hub), addr.ip(), size);
-                    self.idents.insert(t.ident(), k);
+                    self.idents[usize::from(addr.is_ipv6())].insert(t.ident(), k);
                     Box::new(t)
                 }
                 None => {
@@ -692,7 +705,7 @@ impl Monitor<'_> {
             Err(_) => return,
         };
         for ident in got {
-            if let Some(&k) = self.idents.get(&ident) {
+            if let Some(&k) = self.idents[f].get(&ident) {
                 self.ready(k, Tokens::nth(k).token(0), now, registry, on_event);
                 self.reschedule(k);
             }
