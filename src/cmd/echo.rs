@@ -77,6 +77,10 @@ struct EchoArgs {
     #[arg(short = 'l', long = "length", value_name = "BYTES", default_value_t = 1448, requires = "udp",
           value_parser = clap::value_parser!(u32).range(bulk_udp::MIN_LENGTH as i64..=bulk_udp::MAX_LENGTH as i64))]
     length: u32,
+    /// Bulk --udp: one datagram per send call (no UDP GSO batches), to
+    /// measure what GSO gives
+    #[arg(long, requires = "udp")]
+    no_gso: bool,
     /// Bulk: seconds to send
     #[arg(short = 't', long = "time", value_name = "SECONDS", default_value = "5", requires = "bulk",
           value_parser = parse_bulk_time)]
@@ -162,6 +166,7 @@ impl Command for Echo {
                 duration: a.time,
                 bytes: a.bytes,
                 interval: a.interval.max(MIN_REPORT_INTERVAL),
+                gso: !a.no_gso,
             };
             s.emit(&format!(
                 "Sending UDP to {ep} at {}, {}-byte datagrams ...",

@@ -8,6 +8,7 @@ pub mod bulk;
 pub mod bulk_udp;
 pub mod client;
 pub mod echo;
+pub mod gso;
 pub mod monitor;
 pub mod ping;
 pub mod probe;

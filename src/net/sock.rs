@@ -3,6 +3,8 @@
 //! the arriving TTL (hop limit), and the socket error queue, where Linux
 //! puts the ICMP errors a probe provoked (`IP_RECVERR`): who sent it (the
 //! router of a hop), its type and code, and the start of our own datagram.
+//! The same `recvmsg` gives UDP bulk reads their `UDP_GRO` segment size
+//! ([`recv_segments`]).
 //!
 //! All `unsafe` here is libc calls on a descriptor we own, with buffers that
 //! live on the stack for the call.
@@ -220,6 +222,22 @@ struct Ctrl {
     ttl: Option<u8>,
     error: Option<QueuedError>,
     stamp: Option<SystemTime>,
+    /// `UDP_GRO`: the size of each datagram in a buffer of several.
+    segment: Option<usize>,
+}
+
+/// Read one datagram, or one GRO buffer of several (`UDP_GRO`), without
+/// blocking: the bytes, the sender's whole address, and the segment size
+/// when the kernel handed over several datagrams at once.
+///
+/// # Errors
+/// The OS error (`WouldBlock` when nothing waits).
+pub fn recv_segments(
+    fd: RawFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, libc::sockaddr_storage, Option<usize>)> {
+    let (n, addr, _, ctrl) = recvmsg_from(fd, buf, 0)?;
+    Ok((n, addr, ctrl.segment))
 }
 
 fn recvmsg(
@@ -227,6 +245,15 @@ fn recvmsg(
     buf: &mut [u8],
     flags: libc::c_int,
 ) -> io::Result<(usize, Option<IpAddr>, Ctrl)> {
+    let (n, addr, len, ctrl) = recvmsg_from(fd, buf, flags)?;
+    Ok((n, sockaddr_ip(&addr, len), ctrl))
+}
+
+fn recvmsg_from(
+    fd: RawFd,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<(usize, libc::sockaddr_storage, libc::socklen_t, Ctrl)> {
     // Aligned for cmsghdr.
     let mut ctrl = [0u64; CTRL_LEN / 8];
     // SAFETY: zeroed sockaddr_storage and msghdr are valid values.
@@ -249,7 +276,6 @@ fn recvmsg(
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    let from = sockaddr_ip(&addr, h.msg_namelen);
     let mut out = Ctrl::default();
     // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG_*
     // macros walk it within those bounds, and data is read unaligned.
@@ -264,6 +290,10 @@ fn recvmsg(
                     out.stamp = u64::try_from(ts.tv_sec).ok().map(|s| {
                         UNIX_EPOCH + Duration::new(s, ts.tv_nsec.clamp(0, 999_999_999) as u32)
                     });
+                }
+                (libc::SOL_UDP, libc::UDP_GRO) => {
+                    let v: libc::c_int = std::ptr::read_unaligned(data.cast());
+                    out.segment = usize::try_from(v).ok().filter(|&v| v > 0);
                 }
                 (libc::IPPROTO_IP, libc::IP_TTL) | (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => {
                     let v: libc::c_int = std::ptr::read_unaligned(data.cast());
@@ -301,7 +331,7 @@ fn recvmsg(
             c = libc::CMSG_NXTHDR(&h, c);
         }
     }
-    Ok((n as usize, from, out))
+    Ok((n as usize, addr, h.msg_namelen, out))
 }
 
 /// The IP address in a socket address the kernel filled.

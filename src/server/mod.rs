@@ -36,6 +36,7 @@ mod udp_batch;
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -78,8 +79,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 const UDP_PER_TURN: usize = 256;
 /// Accepts per readiness event before yielding.
 const ACCEPTS_PER_TURN: usize = 256;
-/// Largest UDP datagram.
-const MAX_DATAGRAM: usize = 65_536;
 /// Default for `--max-clients`.
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 /// Connections one remote address may hold by default, so one client can't
@@ -919,81 +918,94 @@ impl Server {
 
     /// Echo datagrams; true if the turn's cap was hit (more may be waiting).
     fn udp_echo(&mut self, i: usize) -> bool {
-        let stats = &self.handle.stats;
-        let sock = &self.udps[i];
-        let cap = self.scratch.len().min(MAX_DATAGRAM);
-        let buf = &mut self.scratch[..cap];
-        // udps[i] is bound where addrs[i] says: no system call per event.
-        let own_port = self.addrs.get(i).map_or(0, SocketAddr::port);
-        for _ in 0..UDP_PER_TURN {
-            let (n, peer) = match sock.recv_from(buf) {
+        let fd = self.udps[i].as_raw_fd();
+        let cap = self.scratch.len().min(crate::net::gso::GRO_BUFFER);
+        let mut budget = UDP_PER_TURN;
+        while budget > 0 {
+            let got = match crate::net::gso::recv_from(fd, &mut self.scratch[..cap]) {
                 Ok(got) => got,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(_) => continue, // e.g. a queued ICMP error: skip it
+                Err(_) => {
+                    budget -= 1;
+                    continue; // e.g. a queued ICMP error: skip it
+                }
             };
-            if !self.gate.admit("UDP", peer.ip()) {
-                stats.denied_udp.fetch_add(1, Ordering::Relaxed);
-                continue;
+            let scratch = std::mem::take(&mut self.scratch);
+            // One datagram, or a GRO run of them from one sender.
+            for data in got.datagrams(&scratch) {
+                budget = budget.saturating_sub(1);
+                self.udp_datagram(i, data, got.from);
             }
-            stats.add_in(n);
-            let now = Instant::now();
-            let data = &buf[..n];
-            if let Some(h) = crate::proto::bulk::header(data) {
-                // A UDP bulk datagram: counted for the flow a TCP handshake
-                // opened (same address), never echoed, whatever the budget.
-                match self
-                    .udp_flows
-                    .get(&h.token)
-                    .and_then(|&slot| self.conns.get_mut(slot))
-                {
-                    Some(c) if c.peer.ip() == peer.ip() => {
-                        if let Some(f) = &mut c.udp_flow {
-                            f.datagram(h, data, now);
-                            c.last_active = now;
-                        }
-                    }
-                    _ => {
-                        stats.datagrams_ignored.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                continue;
-            }
-            let digest = self.udp_mirror.digest(data);
-            if limit::could_reflect(peer, own_port)
-                || self.udp_mirror.is_reflection(peer, digest, now)
-            {
-                stats.datagrams_ignored.fetch_add(1, Ordering::Relaxed);
-                self.console.say(
-                    Level::Debug,
-                    &format!("[UDP] ignored {n} bytes from {peer}: an echo there could loop"),
-                );
-                continue;
-            }
-            if let Some(l) = &mut self.udp_limit
-                && let limit::Verdict::Over { notice } = l.check(peer.ip(), now)
-            {
-                stats.datagrams_limited.fetch_add(1, Ordering::Relaxed);
-                if notice {
-                    self.console.say(
-                        Level::Debug,
-                        &format!(
-                            "[UDP] {peer} is over its rate limit ({}/s): not echoed",
-                            l.rate()
-                        ),
-                    );
-                }
-                continue;
-            }
-            // A full send buffer drops the echo: UDP promises nothing more.
-            if sock.send_to(data, peer).is_ok() {
-                self.udp_mirror.sent(peer, digest, now);
-                stats.add_out(n);
-                stats.datagrams.fetch_add(1, Ordering::Relaxed);
-            }
-            self.console
-                .say(Level::Debug, &format!("[UDP] {n} bytes from {peer}"));
+            self.scratch = scratch;
         }
         true
+    }
+
+    /// One datagram that came in on UDP socket `i` from `peer`.
+    fn udp_datagram(&mut self, i: usize, data: &[u8], peer: SocketAddr) {
+        let stats = &self.handle.stats;
+        let n = data.len();
+        if !self.gate.admit("UDP", peer.ip()) {
+            stats.denied_udp.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        stats.add_in(n);
+        let now = Instant::now();
+        if let Some(h) = crate::proto::bulk::header(data) {
+            // A UDP bulk datagram: counted for the flow a TCP handshake
+            // opened (same address), never echoed, whatever the budget.
+            match self
+                .udp_flows
+                .get(&h.token)
+                .and_then(|&slot| self.conns.get_mut(slot))
+            {
+                Some(c) if c.peer.ip() == peer.ip() => {
+                    if let Some(f) = &mut c.udp_flow {
+                        f.datagram(h, data, now);
+                        c.last_active = now;
+                    }
+                }
+                _ => {
+                    stats.datagrams_ignored.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
+        // udps[i] is bound where addrs[i] says: no system call per datagram.
+        let own_port = self.addrs.get(i).map_or(0, SocketAddr::port);
+        let digest = self.udp_mirror.digest(data);
+        if limit::could_reflect(peer, own_port) || self.udp_mirror.is_reflection(peer, digest, now)
+        {
+            stats.datagrams_ignored.fetch_add(1, Ordering::Relaxed);
+            self.console.say(
+                Level::Debug,
+                &format!("[UDP] ignored {n} bytes from {peer}: an echo there could loop"),
+            );
+            return;
+        }
+        if let Some(l) = &mut self.udp_limit
+            && let limit::Verdict::Over { notice } = l.check(peer.ip(), now)
+        {
+            stats.datagrams_limited.fetch_add(1, Ordering::Relaxed);
+            if notice {
+                self.console.say(
+                    Level::Debug,
+                    &format!(
+                        "[UDP] {peer} is over its rate limit ({}/s): not echoed",
+                        l.rate()
+                    ),
+                );
+            }
+            return;
+        }
+        // A full send buffer drops the echo: UDP promises nothing more.
+        if self.udps[i].send_to(data, peer).is_ok() {
+            self.udp_mirror.sent(peer, digest, now);
+            stats.add_out(n);
+            stats.datagrams.fetch_add(1, Ordering::Relaxed);
+        }
+        self.console
+            .say(Level::Debug, &format!("[UDP] {n} bytes from {peer}"));
     }
 }
 

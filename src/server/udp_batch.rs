@@ -7,9 +7,11 @@
 
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::net::gso::{self, Ctrl as GsoCtrl};
 
 /// Datagrams per system call.
 pub const BATCH: usize = 32;
@@ -39,29 +41,9 @@ pub struct Batch {
     gso_sends: u64,
 }
 
-/// Room for one `UDP_SEGMENT` control message, aligned for `cmsghdr`.
-type GsoCtrl = [u64; 4];
-// CMSG_SPACE(2) is 24 bytes on 64-bit targets, 16 on 32-bit.
-const _: () = assert!(size_of::<GsoCtrl>() >= size_of::<libc::cmsghdr>() + 8);
-
 /// Ask the kernel to timestamp arriving datagrams.
 pub fn enable_timestamps(fd: RawFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: fd is an open socket; the option value is a c_int we own.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::net::sock::set_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
 }
 
 impl Batch {
@@ -138,7 +120,7 @@ impl Batch {
     pub fn get(&self, i: usize) -> (&[u8], Option<SocketAddr>, Option<SystemTime>) {
         (
             &self.bufs[i][..self.lens[i]],
-            to_addr(&self.addrs[i]),
+            gso::socket_addr(&self.addrs[i]),
             self.rx[i],
         )
     }
@@ -172,7 +154,7 @@ impl Batch {
         }
         if !self.gso_checked {
             self.gso_checked = true;
-            self.gso = self.gso && gso_supported(fd);
+            self.gso = self.gso && gso::supported(fd);
         }
         for reply in self.out.iter_mut().take(n) {
             crate::proto::ntp::set_transmit(reply, tx);
@@ -228,7 +210,7 @@ impl Batch {
             if probing.take().is_some_and(|refused| errno == Some(refused)) {
                 self.gso = true; // the destination fails alone too: not GSO's fault
             }
-            if self.gso && self.group_len[g0] > 1 && gso_refused(&e) {
+            if self.gso && self.group_len[g0] > 1 && gso::refused(&e) {
                 // Send what is left one reply per message, and watch the first.
                 self.gso = false;
                 probing = errno;
@@ -288,20 +270,9 @@ impl Batch {
             h.msg_iov = &mut iovs[j];
             h.msg_iovlen = 1;
             if len > 1 {
-                // SAFETY: j < BATCH; each control buffer is 8-byte aligned
-                // and holds CMSG_SPACE(2) bytes (checked below), set as the
-                // length before CMSG_FIRSTHDR, so the header and its data
-                // stay inside it.
-                unsafe {
-                    h.msg_control = ctrls.add(j).cast();
-                    h.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as _;
-                    let c = libc::CMSG_FIRSTHDR(h);
-                    debug_assert!(!c.is_null());
-                    (*c).cmsg_level = libc::SOL_UDP;
-                    (*c).cmsg_type = libc::UDP_SEGMENT;
-                    (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), 48);
-                }
+                // SAFETY: j < BATCH, so the control buffer is one of ours;
+                // it outlives the sendmmsg below, the only use of h.
+                unsafe { gso::set_segment(h, &mut *ctrls.add(j), 48) };
             }
         }
         // SAFETY: every pointer in msgs is into buffers owned by self or by
@@ -340,33 +311,6 @@ impl Batch {
     }
 }
 
-/// Whether this kernel has UDP GSO: older ones ignore the control message
-/// silently (and would send one big datagram), so ask first.
-fn gso_supported(fd: RawFd) -> bool {
-    let mut v: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: fd is an open socket; v and len are ours and sized as declared.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_UDP,
-            libc::UDP_SEGMENT,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    r == 0
-}
-
-/// Errors a GSO send gets where the kernel or device cannot segment
-/// (no checksum offload, IPsec, UDP checksums off, path MTU).
-fn gso_refused(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
-    )
-}
-
 fn addr_bytes(s: &libc::sockaddr_storage) -> &[u8] {
     // SAFETY: sockaddr_storage is plain old data of this size.
     unsafe {
@@ -399,32 +343,6 @@ fn rx_time(h: &libc::msghdr) -> Option<SystemTime> {
         }
     }
     None
-}
-
-fn to_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match s.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let a: libc::sockaddr_in =
-                unsafe { std::ptr::read_unaligned((s as *const libc::sockaddr_storage).cast()) };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let a: libc::sockaddr_in6 =
-                unsafe { std::ptr::read_unaligned((s as *const libc::sockaddr_storage).cast()) };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-                u32::from_be(a.sin6_flowinfo),
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
 }
 
 #[cfg(test)]

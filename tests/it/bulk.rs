@@ -345,3 +345,82 @@ fn two_clients_at_once_each_get_full_results() {
         .len()
         >= 5));
 }
+
+#[test]
+fn udp_at_full_speed_leaves_in_gso_batches_and_the_server_splits_them() {
+    let srv = start_server("127.0.0.1");
+    let target = format!("127.0.0.1:{}", srv.addr.port());
+    let o = netsh_tmp(&[
+        "echo", &target, "--bulk", "--udp", "-b", "0", "-l", "1448", "-n", "20M", "--json",
+    ]);
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    let j = json(&o);
+    let sent = u(&j["datagrams_sent"]);
+    let got = u(&j["datagrams_received"]);
+    assert_eq!(sent, (20u64 << 20).div_ceil(1448), "{j}");
+    assert!(u(&j["gso_sends"]) > 0, "{j}");
+    // A GRO buffer counted as one datagram would fail the pattern after
+    // its first 1448 bytes, and the byte count would not be per datagram.
+    assert_eq!(u(&j["bad"]), 0, "{j}");
+    assert!(got > 0, "{j}");
+    assert_eq!(got + u(&j["lost"]), sent, "{j}");
+    assert_eq!(u(&j["receiver"]["bytes"]), got * 1448, "{j}");
+    assert_eq!(u(&j["out_of_order"]), 0, "{j}");
+
+    let o = netsh_tmp(&[
+        "echo", &target, "--bulk", "--udp", "-b", "0", "-n", "1M", "--no-gso", "--json",
+    ]);
+    assert_eq!(o.code, Some(0), "{}", show(&o));
+    let j = json(&o);
+    assert_eq!(u(&j["gso_sends"]), 0, "{j}");
+    assert_eq!(u(&j["bad"]), 0, "{j}");
+}
+
+#[test]
+fn loopback_hands_a_gso_buffer_to_a_gro_socket_whole() {
+    use netsh::net::gso;
+    use std::os::fd::AsRawFd;
+    let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    gso::enable_gro(rx.as_raw_fd()).expect("UDP_GRO (Linux 5.0+)");
+    rx.set_nonblocking(true).expect("nonblocking");
+    let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    tx.connect(rx.local_addr().expect("addr")).expect("connect");
+    let buf: Vec<u8> = (0..350u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(
+        gso::send_segments(tx.as_raw_fd(), &buf, 100).expect("GSO send"),
+        350
+    );
+    let mut got = vec![0u8; gso::GRO_BUFFER];
+    let mut r = None;
+    assert!(wait_for(Duration::from_secs(5), || {
+        r = gso::recv_from(rx.as_raw_fd(), &mut got).ok();
+        r.is_some()
+    }));
+    let r = r.expect("read");
+    assert_eq!((r.len, r.segment), (350, 100));
+    assert_eq!(r.from, tx.local_addr().expect("addr"));
+    let parts: Vec<&[u8]> = r.datagrams(&got).collect();
+    assert_eq!(parts, buf.chunks(100).collect::<Vec<_>>());
+}
+
+#[test]
+fn udp_echo_answers_each_datagram_of_a_gso_buffer_on_its_own() {
+    use std::os::fd::AsRawFd;
+    let srv = start_server("127.0.0.1");
+    let c = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    c.connect(srv.addr).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    // Four 100-byte datagrams and a 30-byte one in one send.
+    let buf: Vec<u8> = (0..430u32).map(|i| b'a' + (i / 100) as u8).collect();
+    netsh::net::gso::send_segments(c.as_raw_fd(), &buf, 100).expect("GSO send");
+    let mut echoes = Vec::new();
+    let mut b = [0u8; 2048];
+    for _ in 0..5 {
+        let n = retry_eintr(|| c.recv(&mut b)).expect("an echo per datagram");
+        echoes.push(b[..n].to_vec());
+    }
+    assert_eq!(
+        echoes,
+        buf.chunks(100).map(<[u8]>::to_vec).collect::<Vec<_>>()
+    );
+}
