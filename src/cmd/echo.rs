@@ -179,15 +179,29 @@ impl Command for Echo {
             ))
             .ok();
             let r = bulk_udp::run(&ep, &plan, ctx, &mut |iv| {
-                s.emit(&format!(
+                let mut line = format!(
                     "[UDP] {:6.2}-{:6.2} sec  {:>10}  {:9.2} Mbit/s  {} datagrams",
                     iv.start_s,
                     iv.end_s,
                     units::size(iv.bytes),
                     iv.mbit_per_s,
                     iv.datagrams
-                ))
-                .ok();
+                );
+                // The server's side of the interval, as iperf3's server prints it.
+                if let (Some(got), Some(lost), Some(ooo), Some(jitter)) =
+                    (iv.received, iv.lost, iv.out_of_order, iv.jitter_ms)
+                {
+                    let total = got + lost;
+                    let pct = if total > 0 {
+                        lost as f64 * 100.0 / total as f64
+                    } else {
+                        0.0
+                    };
+                    line.push_str(&format!(
+                        "  | server: {jitter:.3} ms jitter  {lost}/{total} ({pct:.2}%) lost  {ooo} out of order"
+                    ));
+                }
+                s.emit(&line).ok();
             });
             EchoReport::BulkUdp(BulkUdpReport {
                 mode: Mode::BulkUdp,

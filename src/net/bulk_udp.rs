@@ -55,6 +55,16 @@ pub struct UdpInterval {
     pub bytes: u64,
     /// Mbit/s over the interval.
     pub mbit_per_s: f64,
+    /// The server's count at the interval's end (`STATS`), less the one at
+    /// its start: datagrams received; `None` if the server does not say.
+    pub received: Option<u64>,
+    /// Lost in the interval, as iperf3's receiver counts: behind a later
+    /// one that came.
+    pub lost: Option<u64>,
+    /// Came after a later one, in the interval.
+    pub out_of_order: Option<u64>,
+    /// The server's RFC 3550 jitter at the interval's end, ms.
+    pub jitter_ms: Option<f64>,
 }
 
 /// Totals.
@@ -144,6 +154,7 @@ pub fn run(
     } else {
         0
     };
+    let mut server = ServerCount::default();
     let start = Instant::now();
     let end = start + plan.duration;
     let mut seq = 0u64;
@@ -167,7 +178,8 @@ pub fn run(
             break;
         }
         if now.duration_since(iv_start) >= plan.interval {
-            let iv = interval(start, iv_start, now, iv_count, len);
+            let mut iv = interval(start, iv_start, now, iv_count, len);
+            server.fill(&mut iv, &mut ctl, &mut reader, addr, ctx);
             on_interval(&iv);
             intervals.push(iv);
             iv_start = now;
@@ -224,16 +236,23 @@ pub fn run(
             Err(e) => return Err(Error::io("send to", addr, &e)),
         }
     }
-    if iv_count > 0 {
-        let iv = interval(start, iv_start, last_send.max(iv_start), iv_count, len);
-        on_interval(&iv);
-        intervals.push(iv);
-    }
     let seconds = last_send.duration_since(start).as_secs_f64();
     // The last datagrams are in flight or in the server's queue: give them
     // a moment, then ask for the count.
     std::thread::sleep(SETTLE.min(ctx.timeout));
-    let line = client::request(&mut ctl, &mut reader, &Request::End(seq), addr, ctx)?;
+    if iv_count > 0 {
+        let mut iv = interval(start, iv_start, last_send.max(iv_start), iv_count, len);
+        server.fill(&mut iv, &mut ctl, &mut reader, addr, ctx);
+        on_interval(&iv);
+        intervals.push(iv);
+    }
+    let mut line = client::request(&mut ctl, &mut reader, &Request::End(seq), addr, ctx)?;
+    if server.owed {
+        // The answer to a STATS that timed out came first.
+        if Summary::parse_as(proto::STATS, &line).is_some() {
+            line = client::read_reply(&mut ctl, &mut reader, &Request::End(seq), addr, ctx)?;
+        }
+    }
     let Some(sum) = Summary::parse(&line) else {
         return Err(client::unexpected(addr, &Request::End(seq), &line));
     };
@@ -249,6 +268,50 @@ pub fn run(
         (send_errors, gso_sends),
         interrupted,
     ))
+}
+
+/// The server's count at the last interval report (`STATS`).
+#[derive(Default)]
+struct ServerCount {
+    last: Summary,
+    /// The server answered `STATS` with something else: ask no more.
+    unsupported: bool,
+    /// A `STATS` went unanswered in time: its answer may still come.
+    owed: bool,
+}
+
+impl ServerCount {
+    /// Ask the server for its count and put the interval's share in `iv`.
+    /// A server that does not answer in time, or does not know `STATS`, is
+    /// asked no more; the run goes on.
+    fn fill(
+        &mut self,
+        iv: &mut UdpInterval,
+        ctl: &mut std::net::TcpStream,
+        reader: &mut LineReader,
+        addr: SocketAddr,
+        ctx: ClientCtx<'_>,
+    ) {
+        if self.unsupported || self.owed {
+            return;
+        }
+        let now = match client::request(ctl, reader, &Request::Stats, addr, ctx) {
+            Ok(line) => Summary::parse_as(proto::STATS, &line),
+            Err(_) => {
+                self.owed = true;
+                return;
+            }
+        };
+        let Some(now) = now else {
+            self.unsupported = true;
+            return;
+        };
+        iv.received = Some(now.received.saturating_sub(self.last.received));
+        iv.lost = Some(now.lost.saturating_sub(self.last.lost));
+        iv.out_of_order = Some(now.out_of_order.saturating_sub(self.last.out_of_order));
+        iv.jitter_ms = Some(now.jitter_us / 1e3);
+        self.last = now;
+    }
 }
 
 /// A full socket buffer or a passing ICMP error: try again.
@@ -310,6 +373,10 @@ fn interval(start: Instant, from: Instant, to: Instant, n: u64, len: usize) -> U
         datagrams: n,
         bytes,
         mbit_per_s: bytes as f64 * 8.0 / secs / 1e6,
+        received: None,
+        lost: None,
+        out_of_order: None,
+        jitter_ms: None,
     }
 }
 

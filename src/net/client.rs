@@ -321,6 +321,20 @@ pub fn request<S: LineStream + ?Sized>(
     ctx: ClientCtx<'_>,
 ) -> Result<Vec<u8>> {
     send(sock, req, ctx)?;
+    read_reply(sock, reader, req, addr, ctx)
+}
+
+/// Read the answer to `req`, sent before, within the session's timeout.
+///
+/// # Errors
+/// As [`request`].
+pub fn read_reply<S: LineStream + ?Sized>(
+    sock: &mut S,
+    reader: &mut LineReader,
+    req: &Request<'_>,
+    addr: SocketAddr,
+    ctx: ClientCtx<'_>,
+) -> Result<Vec<u8>> {
     let word = request_word(req);
     match reader.read_line(sock, Instant::now() + ctx.timeout, ctx)? {
         ReadLine::Line(l) => Ok(l),
@@ -370,6 +384,7 @@ fn request_word(req: &Request<'_>) -> &'static str {
         Request::Source { .. } => "SOURCE",
         Request::UdpBulk => "UDPBULK",
         Request::End(_) => "END",
+        Request::Stats => "STATS",
         Request::Chat(_) => "CHAT",
         Request::Help => "HELP",
         Request::Quit => "QUIT",

@@ -76,7 +76,13 @@ pub fn parse_ok(line: &[u8]) -> Option<u32> {
         .ok()
 }
 
-/// The server's count of one flow, the answer to `END`.
+/// The first word of the answer to `END`.
+pub const DONE: &str = "UDPDONE";
+/// The first word of the answer to `STATS`.
+pub const STATS: &str = "UDPSTATS";
+
+/// The server's count of one flow, the answer to `END` (and, so far, to
+/// `STATS`).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Summary {
     /// Datagrams received (each sequence number once).
@@ -98,11 +104,17 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The line, terminator included.
+    /// The `UDPDONE` line, terminator included.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        self.encode_as(DONE, out);
+    }
+
+    /// The line `word …`, terminator included: [`DONE`] at the end,
+    /// [`STATS`] while the flow goes on.
+    pub fn encode_as(&self, word: &str, out: &mut Vec<u8>) {
         out.extend_from_slice(
             format!(
-                "UDPDONE received={} bytes={} lost={} total={} ooo={} bad={} jitter_us={:.3} elapsed_us={}\n",
+                "{word} received={} bytes={} lost={} total={} ooo={} bad={} jitter_us={:.3} elapsed_us={}\n",
                 self.received,
                 self.bytes,
                 self.lost,
@@ -116,9 +128,15 @@ impl Summary {
         );
     }
 
-    /// Parse the line (terminator stripped).
+    /// Parse a `UDPDONE` line (terminator stripped).
     pub fn parse(line: &[u8]) -> Option<Summary> {
-        let text = std::str::from_utf8(line.strip_prefix(b"UDPDONE ")?).ok()?;
+        Summary::parse_as(DONE, line)
+    }
+
+    /// Parse a line that starts with `word`.
+    pub fn parse_as(word: &str, line: &[u8]) -> Option<Summary> {
+        let text = line.strip_prefix(word.as_bytes())?.strip_prefix(b" ")?;
+        let text = std::str::from_utf8(text).ok()?;
         let mut s = Summary::default();
         let mut seen = 0;
         for kv in text.split_ascii_whitespace() {
@@ -210,6 +228,13 @@ impl Counter {
         self.last_ns = arrival_ns;
     }
 
+    /// The count so far, the flow going on: as iperf3's receiver counts
+    /// an interval, a datagram is lost once a later one has come (one that
+    /// then comes late is taken back off).
+    pub fn so_far(&self) -> Summary {
+        self.finish(self.next_seq)
+    }
+
     /// The summary once the sender says it sent `total`.
     pub fn finish(&self, total: u64) -> Summary {
         let mut s = self.sum;
@@ -278,6 +303,11 @@ mod tests {
         s.encode(&mut out);
         assert_eq!(Summary::parse(&out[..out.len() - 1]), Some(s));
         assert_eq!(Summary::parse(b"UDPDONE received=1"), None);
+        let mut out = Vec::new();
+        s.encode_as(STATS, &mut out);
+        assert!(out.starts_with(b"UDPSTATS received=9 "), "{out:?}");
+        assert_eq!(Summary::parse_as(STATS, &out[..out.len() - 1]), Some(s));
+        assert_eq!(Summary::parse(&out[..out.len() - 1]), None);
     }
 
     #[test]
@@ -293,6 +323,9 @@ mod tests {
                 t,
             );
         }
+        // So far: seq 9 is missing behind 10 and 11.
+        let now = c.so_far();
+        assert_eq!((now.total, now.received, now.lost), (12, 11, 1));
         let s = c.finish(12);
         assert_eq!(s.received, 11);
         assert_eq!(s.lost, 1);

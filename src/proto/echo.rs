@@ -69,6 +69,9 @@ pub enum Request<'a> {
     UdpBulk,
     /// `END <sent>`: the UDP bulk flow's sender is done, having sent that many.
     End(u64),
+    /// `STATS`: the UDP bulk flow's count so far (`UDPSTATS …`), the flow
+    /// going on: the sender's interval reports.
+    Stats,
     /// `CHAT <nick>`: join the chat room.
     Chat(&'a [u8]),
     /// `HELP`.
@@ -106,6 +109,8 @@ pub fn parse_request(line: &[u8]) -> Request<'_> {
             .and_then(|r| r.trim().parse().ok())
     {
         Request::End(n)
+    } else if is("STATS") && rest.is_none_or(|r| r.iter().all(u8::is_ascii_whitespace)) {
+        Request::Stats
     } else if is("CHAT") {
         Request::Chat(rest.unwrap_or(b""))
     } else if is("HELP") {
@@ -139,6 +144,7 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) {
         }
         Request::UdpBulk => out.extend_from_slice(b"UDPBULK"),
         Request::End(n) => out.extend_from_slice(format!("END {n}").as_bytes()),
+        Request::Stats => out.extend_from_slice(b"STATS"),
         Request::Chat(nick) => {
             out.extend_from_slice(b"CHAT ");
             out.extend_from_slice(nick);
@@ -678,6 +684,7 @@ mod tests {
             },
             Request::UdpBulk,
             Request::End(12345),
+            Request::Stats,
         ] {
             let mut wire = Vec::new();
             encode_request(&req, &mut wire);

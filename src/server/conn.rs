@@ -951,6 +951,13 @@ impl Conn {
                 }
                 _ => proto::encode_reply(&Reply::Err(b"no UDP bulk test to end"), &mut self.out),
             },
+            Request::Stats => match &self.udp_flow {
+                Some(f) if !f.ended => f
+                    .counter
+                    .so_far()
+                    .encode_as(crate::proto::bulk::STATS, &mut self.out),
+                _ => proto::encode_reply(&Reply::Err(b"no UDP bulk test going on"), &mut self.out),
+            },
             Request::Help => proto::encode_reply(&proto::help_reply(), &mut self.out),
             Request::Quit => {
                 proto::encode_reply(&Reply::Bye(b""), &mut self.out);

@@ -236,11 +236,22 @@ fn udp_at_a_fixed_rate_loses_nothing_and_reports_jitter() {
     let srv = start_server("127.0.0.1");
     let target = format!("127.0.0.1:{}", srv.addr.port());
     let o = netsh_tmp(&[
-        "echo", &target, "--bulk", "--udp", "-b", "20M", "-l", "1000", "-n", "2000000", "--json",
+        "echo", &target, "--bulk", "--udp", "-b", "20M", "-l", "1000", "-n", "2000000", "-i",
+        "200ms", "--json",
     ]);
     assert_eq!(o.code, Some(0), "{}", show(&o));
     let j = json(&o);
     assert_eq!(j["mode"], "bulk_udp");
+    // Each interval has the server's side too (STATS), and they add up.
+    let ivs = j["intervals"].as_array().expect("intervals");
+    assert!(ivs.len() >= 3, "{j}");
+    let sum = |k: &str| ivs.iter().map(|iv| u(&iv[k])).sum::<u64>();
+    assert_eq!(
+        (sum("datagrams"), sum("received"), sum("lost")),
+        (2000, 2000, 0),
+        "{j}"
+    );
+    assert!(ivs.iter().all(|iv| f(&iv["jitter_ms"]) < 5.0), "{j}");
     assert_eq!(u(&j["datagrams_sent"]), 2000);
     assert_eq!(u(&j["datagrams_received"]), 2000);
     assert_eq!(u(&j["lost"]), 0);
@@ -294,18 +305,43 @@ fn udp_through_a_path_that_drops_every_tenth_reports_ten_percent() {
     });
     let target = format!("127.0.0.1:{port}");
     let o = netsh_tmp(&[
-        "echo", &target, "--bulk", "--udp", "-b", "10M", "-l", "1000", "-n", "1000000", "--json",
+        "echo", &target, "--bulk", "--udp", "-b", "10M", "-l", "1000", "-n", "1000000", "-i",
+        "200ms",
     ]);
     stop.store(true, Ordering::Relaxed);
     udp_thread.join().expect("udp relay");
     tcp.join().expect("tcp relay");
     assert_eq!(o.code, Some(0), "{}", show(&o));
-    let j = json(&o);
-    assert_eq!(u(&j["datagrams_sent"]), 1000);
-    assert_eq!(u(&j["datagrams_received"]), 900);
-    assert_eq!(u(&j["lost"]), 100);
-    assert_eq!(f(&j["loss_pct"]), 10.0);
-    assert_eq!(u(&j["bad"]), 0);
+    assert!(o.stdout.contains("100/1000 (10.00%) lost"), "{}", show(&o));
+    assert!(
+        o.stdout
+            .contains("every datagram received verified by the server"),
+        "{}",
+        show(&o)
+    );
+    // Interval lines carry the server's count: a tenth lost in each (the
+    // very last datagram, dropped, has no later one to show it).
+    let ivs: Vec<&str> = o
+        .stdout
+        .lines()
+        .filter(|l| l.contains(" datagrams  | server: "))
+        .collect();
+    assert!(ivs.len() >= 3, "{}", show(&o));
+    let lost_total: (u64, u64) = ivs
+        .iter()
+        .map(|l| {
+            let frac = l
+                .split(" jitter  ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next());
+            let (lost, total) = frac.and_then(|f| f.split_once('/')).expect("lost/total");
+            (
+                lost.parse::<u64>().expect("lost"),
+                total.parse::<u64>().expect("total"),
+            )
+        })
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    assert_eq!(lost_total, (99, 999), "{}", show(&o));
 }
 
 #[test]
