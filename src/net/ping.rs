@@ -532,9 +532,22 @@ impl Ping {
             .read(&mut self.buf, &mut self.heard, first)
             .map_err(|e| Error::io("read ICMP from", self.dst, &e))?;
         for h in self.heard.drain(..) {
-            out.push(answer_of(h, self.last_sent, self.size, &mut self.payload));
+            if from_the_target(&h, self.dst) {
+                out.push(answer_of(h, self.last_sent, self.size, &mut self.payload));
+            }
         }
         Ok(())
+    }
+}
+
+/// Whether `h` may be the target's: identifiers are 16 bits, a raw socket
+/// sees every reply on the host and a datagram one every reply carrying its
+/// identifier, so another host's reply may carry ours. A reply is ours only
+/// from the host we asked; errors come from the hops on the way.
+fn from_the_target(h: &Heard, dst: IpAddr) -> bool {
+    match h {
+        Heard::Reply { from, .. } => from.is_none_or(|f| f == dst),
+        Heard::Error { .. } => true,
     }
 }
 
@@ -749,15 +762,9 @@ impl Transport for HubPing {
     fn ready(&mut self, _token: Token, _registry: &Registry, out: &mut Vec<Answer>) -> Result<()> {
         let heard = self.hub.borrow_mut().take(self.ident);
         for h in heard {
-            // Identifiers are 16 bits and every raw socket on the host sees
-            // every reply: another process's ping may carry ours. A reply
-            // is ours only from the host we asked (errors come from hops).
-            if let Heard::Reply { from, .. } = &h
-                && from.is_some_and(|f| f != self.dst)
-            {
-                continue;
+            if from_the_target(&h, self.dst) {
+                out.push(answer_of(h, self.last_sent, self.size, &mut self.payload));
             }
-            out.push(answer_of(h, self.last_sent, self.size, &mut self.payload));
         }
         Ok(())
     }

@@ -687,7 +687,7 @@ fn raw_drops(pid: u32) -> u64 {
 }
 
 /// An ICMP echo reply (type 0) with `ident` and `seq`, checksummed.
-fn echo_reply(ident: u16, seq: u16) -> [u8; 16] {
+pub fn echo_reply(ident: u16, seq: u16) -> [u8; 16] {
     let mut m = [0u8; 16];
     m[4..6].copy_from_slice(&ident.to_be_bytes());
     m[6..8].copy_from_slice(&seq.to_be_bytes());

@@ -951,3 +951,61 @@ print(`${{t.reached}} ${{t.hops.len()}} ${{t.hops[0].addresses[0]}}`);"#,
         show(&o)
     );
 }
+
+#[test]
+fn ping_takes_no_reply_from_another_host_that_carries_its_identifier() {
+    // Every raw socket sees every reply, and identifiers are 16 bits: in
+    // namespaces of this test's own, the target never answers and replies
+    // under every identifier come from 127.0.0.1 instead.
+    let Some(chain) = Chain::new(0) else {
+        return;
+    };
+    crate::netns::run(&mut chain.exec(
+        chain.target(),
+        "sysctl",
+        &["-qw", "net.ipv4.icmp_echo_ignore_all=1"],
+    ))
+    .expect("silence the target");
+    let target = chain.target_addr_v4().to_string();
+    let d = DataDir::new();
+    let mut c = chain.exec(
+        chain.client(),
+        env!("CARGO_BIN_EXE_netsh"),
+        &[
+            "--data-dir",
+            d.path().to_str().expect("utf-8"),
+            "-o",
+            "timeout=500ms",
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.3",
+            &target,
+            "--json",
+        ],
+    );
+    crate::common::scrub_env(&mut c);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().expect("spawn ping in the namespace");
+    std::thread::sleep(Duration::from_millis(100));
+    chain.in_ns(chain.client(), || {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).expect("raw socket");
+        let to = SockAddr::from(SocketAddr::from(([127, 0, 0, 1], 0)));
+        // Probe 1 is out: a "reply" to it under every identifier.
+        for ident in 0..=u16::MAX {
+            let _ = s.send_to(&crate::monitor::echo_reply(ident, 1), &to);
+        }
+    });
+    let out = child.wait_with_output().expect("wait");
+    let o = crate::common::Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    let j = json(&o);
+    assert_eq!((u(&j["transmitted"]), u(&j["received"])), (3, 0), "{j}");
+    // Not even a corrupt answer: the forged one is nobody's.
+    assert_eq!((u(&j["lost"]), u(&j["corrupt"])), (3, 0), "{j}");
+}
