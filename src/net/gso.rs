@@ -15,6 +15,8 @@ use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
+use crate::net::pktinfo::{Cmsgs, Local};
+
 /// Most datagrams in one GSO buffer (the kernel's `UDP_MAX_SEGMENTS`).
 pub const MAX_SEGMENTS: usize = 64;
 /// Most bytes in one GSO buffer: an IP packet's 64 KiB less the headers.
@@ -22,11 +24,6 @@ pub const MAX_BYTES: usize = 65_000;
 /// A receive buffer that holds any GRO buffer whole (a shorter one would
 /// cut every datagram after the first that does not fit).
 pub const GRO_BUFFER: usize = 65_536;
-
-/// Room for one control message of an `int` (or a `u16`), aligned for
-/// `cmsghdr`.
-pub type Ctrl = [u64; 4];
-const _: () = assert!(size_of::<Ctrl>() >= size_of::<libc::cmsghdr>() + 8);
 
 /// Whether this kernel has UDP GSO: older ones ignore the control message
 /// silently (and would send one big datagram), so ask first.
@@ -56,34 +53,14 @@ pub fn refused(e: &io::Error) -> bool {
     )
 }
 
-/// Fill `ctrl` with a `UDP_SEGMENT` control message for segments of `size`
-/// bytes and point `h` at it.
-///
-/// # Safety
-/// `h` must stay in use only while `ctrl` is alive and not moved.
-pub unsafe fn set_segment(h: &mut libc::msghdr, ctrl: &mut Ctrl, size: u16) {
-    h.msg_control = ctrl.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE of a u16 fits in ctrl (asserted above); the
-    // length is set before CMSG_FIRSTHDR reads it, so the header and its
-    // data stay inside ctrl.
-    unsafe {
-        h.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as _;
-        let c = libc::CMSG_FIRSTHDR(h);
-        debug_assert!(!c.is_null());
-        (*c).cmsg_level = libc::SOL_UDP;
-        (*c).cmsg_type = libc::UDP_SEGMENT;
-        (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size);
-    }
-}
-
 /// Send `buf` on connected socket `fd` as datagrams of `size` bytes each
 /// (the last may be shorter), in one call.
 ///
 /// # Errors
 /// The OS error; [`refused`] says whether GSO itself was the trouble.
 pub fn send_segments(fd: RawFd, buf: &[u8], size: u16) -> io::Result<usize> {
-    let mut ctrl: Ctrl = [0; 4];
+    let mut cmsgs = Cmsgs::default();
+    cmsgs.push(libc::SOL_UDP, libc::UDP_SEGMENT, size);
     let mut iov = libc::iovec {
         iov_base: buf.as_ptr().cast_mut().cast(),
         iov_len: buf.len(),
@@ -92,9 +69,9 @@ pub fn send_segments(fd: RawFd, buf: &[u8], size: u16) -> io::Result<usize> {
     let mut h: libc::msghdr = unsafe { zeroed() };
     h.msg_iov = &mut iov;
     h.msg_iovlen = 1;
-    // SAFETY: h is used only below, while ctrl lives.
-    unsafe { set_segment(&mut h, &mut ctrl, size) };
-    // SAFETY: every pointer in h is into buf, iov or ctrl, alive for the
+    // SAFETY: h is used only below, while cmsgs lives.
+    unsafe { cmsgs.attach(&mut h) };
+    // SAFETY: every pointer in h is into buf, iov or cmsgs, alive for the
     // call; the kernel only reads the iovec's bytes.
     let n = unsafe { libc::sendmsg(fd, &h, 0) };
     if n < 0 {
@@ -122,6 +99,9 @@ pub struct Got {
     /// Size of each datagram in them (the last may be shorter): `len` for a
     /// single datagram.
     pub segment: usize,
+    /// Which of our addresses they came to, where the socket asked
+    /// ([`crate::net::pktinfo::enable`]).
+    pub local: Option<Local>,
 }
 
 impl Got {
@@ -139,12 +119,13 @@ impl Got {
 /// The OS error (`WouldBlock` when nothing waits); `InvalidData` for a
 /// sender address of no family we know.
 pub fn recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<Got> {
-    let (len, addr, segment) = crate::net::sock::recv_segments(fd, buf)?;
+    let (len, addr, segment, local) = crate::net::sock::recv_segments(fd, buf)?;
     let from = socket_addr(&addr).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
     Ok(Got {
         len,
         from,
         segment: segment.unwrap_or(len),
+        local,
     })
 }
 

@@ -11,6 +11,7 @@ pub mod echo;
 pub mod gso;
 pub mod monitor;
 pub mod ping;
+pub mod pktinfo;
 pub mod probe;
 pub mod sntp;
 pub mod sock;

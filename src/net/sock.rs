@@ -224,20 +224,28 @@ struct Ctrl {
     stamp: Option<SystemTime>,
     /// `UDP_GRO`: the size of each datagram in a buffer of several.
     segment: Option<usize>,
+    /// `IP_PKTINFO`/`IPV6_PKTINFO`: the local address it came to.
+    local: Option<crate::net::pktinfo::Local>,
 }
 
 /// Read one datagram, or one GRO buffer of several (`UDP_GRO`), without
-/// blocking: the bytes, the sender's whole address, and the segment size
-/// when the kernel handed over several datagrams at once.
+/// blocking: the bytes, the sender's whole address, the segment size when
+/// the kernel handed over several datagrams at once, and the local address
+/// they came to (where the socket asked for it).
 ///
 /// # Errors
 /// The OS error (`WouldBlock` when nothing waits).
 pub fn recv_segments(
     fd: RawFd,
     buf: &mut [u8],
-) -> io::Result<(usize, libc::sockaddr_storage, Option<usize>)> {
+) -> io::Result<(
+    usize,
+    libc::sockaddr_storage,
+    Option<usize>,
+    Option<crate::net::pktinfo::Local>,
+)> {
     let (n, addr, _, ctrl) = recvmsg_from(fd, buf, 0)?;
-    Ok((n, addr, ctrl.segment))
+    Ok((n, addr, ctrl.segment, ctrl.local))
 }
 
 fn recvmsg(
@@ -276,7 +284,10 @@ fn recvmsg_from(
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut out = Ctrl::default();
+    let mut out = Ctrl {
+        local: crate::net::pktinfo::parse(&h),
+        ..Ctrl::default()
+    };
     // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG_*
     // macros walk it within those bounds, and data is read unaligned.
     unsafe {

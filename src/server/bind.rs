@@ -165,5 +165,11 @@ const UDP_RCVBUF: libc::c_int = 4 << 20;
 fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     let s = socket_for(addr, Type::DGRAM, Protocol::UDP)?;
     s.bind(&addr.into())?;
+    // On the wildcard, note which address each datagram came to, so the
+    // reply leaves from it (see net::pktinfo): on a host of several
+    // addresses the route's own choice would be another one.
+    if addr.ip().is_unspecified() {
+        crate::net::pktinfo::enable(s.as_raw_fd(), addr.is_ipv6())?;
+    }
     Ok(UdpSocket::from_std(s.into()))
 }

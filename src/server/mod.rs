@@ -934,15 +934,22 @@ impl Server {
             // One datagram, or a GRO run of them from one sender.
             for data in got.datagrams(&scratch) {
                 budget = budget.saturating_sub(1);
-                self.udp_datagram(i, data, got.from);
+                self.udp_datagram(i, data, got.from, got.local);
             }
             self.scratch = scratch;
         }
         true
     }
 
-    /// One datagram that came in on UDP socket `i` from `peer`.
-    fn udp_datagram(&mut self, i: usize, data: &[u8], peer: SocketAddr) {
+    /// One datagram that came in on UDP socket `i` from `peer`, to our
+    /// address `local` (where the socket is on the wildcard).
+    fn udp_datagram(
+        &mut self,
+        i: usize,
+        data: &[u8],
+        peer: SocketAddr,
+        local: Option<crate::net::pktinfo::Local>,
+    ) {
         let stats = &self.handle.stats;
         let n = data.len();
         if !self.gate.admit("UDP", peer.ip()) {
@@ -999,7 +1006,8 @@ impl Server {
             return;
         }
         // A full send buffer drops the echo: UDP promises nothing more.
-        if self.udps[i].send_to(data, peer).is_ok() {
+        let fd = self.udps[i].as_raw_fd();
+        if crate::net::pktinfo::send_to(fd, data, peer, local).is_ok() {
             self.udp_mirror.sent(peer, digest, now);
             stats.add_out(n);
             stats.datagrams.fetch_add(1, Ordering::Relaxed);

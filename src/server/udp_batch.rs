@@ -11,14 +11,16 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::net::gso::{self, Ctrl as GsoCtrl};
+use crate::net::gso;
+use crate::net::pktinfo::{self, Cmsgs, Local};
 
 /// Datagrams per system call.
 pub const BATCH: usize = 32;
 /// Bytes kept of each request: enough for the header plus extension fields;
 /// longer datagrams are truncated, which is fine: only the header is read.
 const REQ_MAX: usize = 512;
-const CTRL_LEN: usize = 64;
+/// A receive stamp and a local address (`IP_PKTINFO`).
+const CTRL_LEN: usize = 32 + pktinfo::RECV_SPACE;
 
 /// Buffers for one batch in each direction.
 pub struct Batch {
@@ -28,6 +30,8 @@ pub struct Batch {
     addr_lens: [libc::socklen_t; BATCH],
     ctrl: Box<[[u8; CTRL_LEN]; BATCH]>,
     rx: [Option<SystemTime>; BATCH],
+    /// The local address each request came to (wildcard sockets).
+    local: [Option<Local>; BATCH],
     out: Box<[[u8; 48]; BATCH]>,
     out_to: [usize; BATCH],
     out_n: usize,
@@ -35,7 +39,7 @@ pub struct Batch {
     packed: Box<[[u8; 48]; BATCH]>,
     group_first: [usize; BATCH],
     group_len: [usize; BATCH],
-    gso_ctrl: Box<[GsoCtrl; BATCH]>,
+    gso_ctrl: Box<[Cmsgs; BATCH]>,
     gso: bool,
     gso_checked: bool,
     gso_sends: u64,
@@ -57,13 +61,14 @@ impl Batch {
             addr_lens: [0; BATCH],
             ctrl: Box::new([[0; CTRL_LEN]; BATCH]),
             rx: [None; BATCH],
+            local: [None; BATCH],
             out: Box::new([[0; 48]; BATCH]),
             out_to: [0; BATCH],
             out_n: 0,
             packed: Box::new([[0; 48]; BATCH]),
             group_first: [0; BATCH],
             group_len: [0; BATCH],
-            gso_ctrl: Box::new([[0; 4]; BATCH]),
+            gso_ctrl: Box::new(std::array::from_fn(|_| Cmsgs::default())),
             gso: true,
             gso_checked: false,
             gso_sends: 0,
@@ -111,6 +116,7 @@ impl Batch {
             self.lens[i] = (m.msg_len as usize).min(REQ_MAX);
             self.addr_lens[i] = m.msg_hdr.msg_namelen;
             self.rx[i] = rx_time(&m.msg_hdr);
+            self.local[i] = pktinfo::parse(&m.msg_hdr);
         }
         self.out_n = 0;
         Ok(n)
@@ -269,11 +275,20 @@ impl Batch {
             h.msg_namelen = self.addr_lens[peer];
             h.msg_iov = &mut iovs[j];
             h.msg_iovlen = 1;
+            // SAFETY: j < BATCH, so the control buffer is one of ours, and
+            // no other reference to it lives while this one does.
+            let c = unsafe { &mut *ctrls.add(j) };
+            *c = Cmsgs::default();
             if len > 1 {
-                // SAFETY: j < BATCH, so the control buffer is one of ours;
-                // it outlives the sendmmsg below, the only use of h.
-                unsafe { gso::set_segment(h, &mut *ctrls.add(j), 48) };
+                c.push(libc::SOL_UDP, libc::UDP_SEGMENT, 48u16);
             }
+            // The reply leaves from the address the request came to.
+            if let Some(l) = self.local[peer] {
+                c.push_local(l);
+            }
+            // SAFETY: the control buffer outlives the sendmmsg below, the
+            // only use of h.
+            unsafe { c.attach(h) };
         }
         // SAFETY: every pointer in msgs is into buffers owned by self or by
         // this frame, of the declared sizes, alive for the call.
@@ -290,10 +305,12 @@ impl Batch {
         }
     }
 
-    /// Whether requests `a` and `b` came from the same address and port.
+    /// Whether requests `a` and `b` came from the same address and port,
+    /// to the same local address.
     fn same_peer(&self, a: usize, b: usize) -> bool {
         let len = self.addr_lens[a] as usize;
-        len == self.addr_lens[b] as usize
+        self.local[a] == self.local[b]
+            && len == self.addr_lens[b] as usize
             && len <= size_of::<libc::sockaddr_storage>()
             && addr_bytes(&self.addrs[a])[..len] == addr_bytes(&self.addrs[b])[..len]
     }

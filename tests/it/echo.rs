@@ -19,7 +19,7 @@
 //! client is a budget (`budgets.rs`).
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -1404,4 +1404,42 @@ fn piped_session_runs_every_line_and_exits_with_the_first_failure() {
     assert!(e.starts_with("error[unknown-command]: "), "{e}");
     assert!(e.contains("'bogus'"), "{e}");
     assert_serves(srv.addr);
+}
+
+#[test]
+fn udp_replies_on_the_wildcard_leave_from_the_address_asked() {
+    // A host of two addresses, the server on 0.0.0.0 / ::, the client on
+    // 127.0.0.1 / ::1 asking the other one: the route back prefers the
+    // loopback address, and a reply from it would be dropped by a
+    // connected client (and by chronyd). In a namespace of this test's own,
+    // so the wildcard is open nowhere else.
+    let Some(chain) = crate::netns::Chain::new(0) else {
+        return;
+    };
+    let (v4, v6) = (chain.client_addr_v4(), chain.client_addr_v6());
+    let got = chain.in_ns(chain.client(), move || {
+        let mut seen = Vec::new();
+        for (wild, from, to) in [
+            ("0.0.0.0", "127.0.0.1", IpAddr::V4(v4)),
+            ("::", "::1", IpAddr::V6(v6)),
+        ] {
+            let srv = start_server(wild);
+            let ntp = srv.ntp_addr.expect("SNTP responder").port();
+            let u = UdpSocket::bind((from, 0)).expect("bind the client");
+            u.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut request = [0u8; 48];
+            request[0] = 0x23; // version 4, client
+            for (port, what) in [(srv.addr.port(), &b"where from?"[..]), (ntp, &request[..])] {
+                u.send_to(what, (to, port)).expect("send");
+                let mut b = [0u8; 512];
+                let r = retry_eintr(|| u.recv_from(&mut b)).map(|(_, a)| a);
+                seen.push((to, port, r.map_err(|e| e.to_string())));
+            }
+            srv.stop();
+        }
+        seen
+    });
+    for (to, port, r) in got {
+        assert_eq!(r, Ok(SocketAddr::new(to, port)), "the reply to {to}:{port}");
+    }
 }
