@@ -557,7 +557,13 @@ fn operator(
             sent += 1;
         }
         // The operator's own lines come back once handled: wait for the last.
+        // A command (`/kick bob`, `/who`) comes back as its answer instead,
+        // so for one the next line the room sends, other than the notice of
+        // the operator's own arrival, is the confirmation (the room handles
+        // the operator's lines in order, after that notice; in a busy room a
+        // member's line may come first, and `-w` waits longer).
         let want = a.send.last().cloned();
+        let want_answer = want.as_deref().is_some_and(|w| w.starts_with('/'));
         let until = Instant::now() + a.wait.max(Duration::from_millis(200)) + s.settings.timeout;
         let quiet_after = Instant::now() + a.wait;
         let mut seen_last = want.is_none();
@@ -565,9 +571,10 @@ fn operator(
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(batch) => {
                     for line in batch {
-                        if want
-                            .as_ref()
-                            .is_some_and(|w| line.ends_with(&escape_controls(w).into_owned()))
+                        if (want_answer && !line.ends_with(crate::server::chat::OPERATOR_JOINED))
+                            || want
+                                .as_ref()
+                                .is_some_and(|w| line.ends_with(&escape_controls(w).into_owned()))
                         {
                             seen_last = true;
                         }

@@ -65,6 +65,8 @@ impl Default for Retention {
 
 /// The operator's member id (connections use their slot number).
 pub const OPERATOR: usize = usize::MAX;
+/// What the room says when the operator comes in (after its nickname).
+pub const OPERATOR_JOINED: &str = "joined (the server's operator)";
 /// Addresses banned at once; a ban past this lifts the oldest.
 pub const MAX_BANS: usize = 1024;
 
@@ -240,13 +242,7 @@ impl Room {
             (false, true) => {
                 let nick = self.operator_nick.clone();
                 self.enter(OPERATOR, Member::new(nick.clone(), None));
-                Some(self.notice(
-                    &nick,
-                    None,
-                    "join",
-                    "joined (the server's operator)",
-                    deliver,
-                ))
+                Some(self.notice(&nick, None, "join", OPERATOR_JOINED, deliver))
             }
             (true, false) => {
                 let nick = self.leave(OPERATOR).map(|m| m.nick).unwrap_or_default();
