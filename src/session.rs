@@ -122,20 +122,33 @@ impl Paths {
 }
 
 /// The checkout the running binary was built in, if it runs from one:
-/// `<root>/target/…/netsh` with `<root>/Cargo.toml` naming the package netsh.
+/// `<root>/target/…/netsh` with `<root>/Cargo.toml` naming the package netsh;
+/// or, for a `cargo run` with `CARGO_TARGET_DIR` elsewhere, a binary under
+/// that directory with `CARGO_MANIFEST_DIR` (which `cargo run` sets) naming
+/// the checkout.
 fn checkout_root() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
-    let target = exe
+    let in_target = exe
         .ancestors()
         .skip(1)
-        .find(|d| d.file_name().is_some_and(|n| n == "target"))?;
-    let root = target.parent()?;
-    let manifest = crate::files::read_capped(&root.join("Cargo.toml"), 64 * 1024).ok()?;
-    let manifest = String::from_utf8_lossy(&manifest);
-    manifest
-        .lines()
-        .any(|l| l.replace(' ', "") == "name=\"netsh\"")
-        .then(|| root.to_path_buf())
+        .find(|d| d.file_name().is_some_and(|n| n == "target"))
+        .and_then(Path::parent)
+        .filter(|root| names_netsh(root));
+    if let Some(root) = in_target {
+        return Some(root.to_path_buf());
+    }
+    let target = std::fs::canonicalize(std::env::var_os("CARGO_TARGET_DIR")?).ok()?;
+    let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR")?);
+    (exe.starts_with(&target) && names_netsh(&root)).then_some(root)
+}
+
+/// Whether `root/Cargo.toml` is netsh's.
+fn names_netsh(root: &Path) -> bool {
+    crate::files::read_capped(&root.join("Cargo.toml"), 64 * 1024).is_ok_and(|m| {
+        String::from_utf8_lossy(&m)
+            .lines()
+            .any(|l| l.replace(' ', "") == "name=\"netsh\"")
+    })
 }
 
 /// Where streamed output (lines printed while a command runs, such as one
