@@ -5,7 +5,9 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::proto::escape::escape_controls;
@@ -18,9 +20,25 @@ pub const ERROR_LOG_CAP: u64 = 1 << 20;
 pub struct AppendLog {
     path: PathBuf,
     cap: u64,
-    /// For [`AppendLog::append_kept`]: the file held open, and its size.
-    kept: Option<(fs::File, u64)>,
+    /// For [`AppendLog::append_kept`]: the file held open.
+    kept: Option<Kept>,
 }
+
+/// A log file held open by [`AppendLog::append_kept`].
+#[derive(Debug)]
+struct Kept {
+    file: fs::File,
+    /// Its size, as counted here since the last look.
+    len: u64,
+    /// Which file it is (device, inode): another process that shares the
+    /// log may rotate it away from under us.
+    id: (u64, u64),
+    /// When the path was last looked at.
+    looked: Instant,
+}
+
+/// How often a kept log looks whether its path is still its file.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 impl Clone for AppendLog {
     /// Another writer of the same file (it opens its own).
@@ -66,17 +84,18 @@ impl AppendLog {
     /// # Errors
     /// As [`AppendLog::append`].
     pub fn append_kept(&mut self, line: &str) -> io::Result<()> {
-        if self.kept.as_ref().is_none_or(|(_, len)| *len >= self.cap) {
+        self.look();
+        if self.kept.as_ref().is_none_or(|k| k.len >= self.cap) {
             self.kept = None;
-            self.kept = Some(self.open_rotated()?);
+            self.kept = Some(self.open_kept_file()?);
         }
         let record = format!("{line}\n");
-        let Some((f, len)) = self.kept.as_mut() else {
+        let Some(k) = self.kept.as_mut() else {
             return Err(io::Error::other("log not open"));
         };
-        match f.write_all(record.as_bytes()) {
+        match k.file.write_all(record.as_bytes()) {
             Ok(()) => {
-                *len += record.len() as u64;
+                k.len += record.len() as u64;
                 Ok(())
             }
             Err(e) => {
@@ -86,11 +105,49 @@ impl AppendLog {
         }
     }
 
+    /// At most every [`LOOK_EVERY`]: if the path is no longer the kept file
+    /// (another netsh sharing the directory rotated it), let go of it, so
+    /// the next line opens the new one instead of growing `NAME.1`; and take
+    /// the file's real size, which counts the other writers' lines too.
+    fn look(&mut self) {
+        let Some(k) = self.kept.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if now.duration_since(k.looked) < LOOK_EVERY {
+            return;
+        }
+        k.looked = now;
+        match fs::metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == k.id => k.len = k.len.max(m.len()),
+            _ => self.kept = None,
+        }
+    }
+
+    /// Look at the path on the next line, whatever the time.
+    #[cfg(test)]
+    fn look_next(&mut self) {
+        if let Some(k) = self.kept.as_mut() {
+            k.looked = Instant::now() - LOOK_EVERY;
+        }
+    }
+
+    fn open_kept_file(&self) -> io::Result<Kept> {
+        let (file, len) = self.open_rotated()?;
+        let m = file.metadata()?;
+        Ok(Kept {
+            file,
+            len,
+            id: (m.dev(), m.ino()),
+            looked: Instant::now(),
+        })
+    }
+
     /// Open the file [`AppendLog::append_kept`] writes to now, if it can
     /// be (if not, the first line reports why).
     pub fn open_kept(&mut self) {
         if self.kept.is_none() {
-            self.kept = self.open_rotated().ok();
+            self.kept = self.open_kept_file().ok();
         }
     }
 
@@ -181,6 +238,38 @@ mod tests {
         let mut bad = AppendLog::new(PathBuf::from("/proc/netsh-cannot/x.log"), 100);
         assert!(bad.append_kept("x").is_err());
         assert!(bad.append_kept("y").is_err());
+    }
+
+    #[test]
+    fn two_writers_of_one_kept_log_follow_each_others_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.log");
+        let (mut a, mut b) = (
+            AppendLog::new(path.clone(), 100),
+            AppendLog::new(path.clone(), 100),
+        );
+        b.append_kept("b first").unwrap();
+        // a fills the file and rotates it: b's open file is now server.log.1.
+        for i in 0..12 {
+            a.append_kept(&format!("a line {i:02}")).unwrap();
+        }
+        let old = dir.path().join("server.log.1");
+        assert!(old.is_file());
+        b.look_next();
+        b.append_kept("b after").unwrap();
+        let cur = fs::read_to_string(&path).unwrap();
+        assert!(cur.ends_with("b after\n"), "{cur}");
+        assert!(!fs::read_to_string(&old).unwrap().contains("b after"));
+        // And b counts a's lines: its next look sees the real size.
+        for i in 0..12 {
+            a.append_kept(&format!("a more {i:02}")).unwrap();
+            b.look_next();
+            b.append_kept(&format!("b more {i:02}")).unwrap();
+        }
+        assert!(
+            fs::metadata(&path).unwrap().len() <= 100 + 20,
+            "the cap holds for both"
+        );
     }
 
     #[test]
