@@ -361,12 +361,8 @@ fn start(a: ServeArgs, s: &mut Session) -> Result<Report> {
         // The console's operator is in the chat room: lines typed on stdin
         // are its messages. At end of input the server goes on serving.
         let handle = server.handle();
-        // The console shows the room's lines already; drain the channel so
-        // nothing piles up in it.
-        let room_lines = handle.attach_operator();
-        let _ = std::thread::Builder::new()
-            .name("netsh-operator-out".into())
-            .spawn(move || for _ in room_lines {});
+        // The console shows the room's lines already: nothing else to send.
+        handle.attach_operator_console();
         let h = handle.clone();
         s.terminal
             .operator_input(Box::new(move |line: &str| h.operator_say(line)));

@@ -21,12 +21,12 @@
 //! queues and flow control are the loop's side of the room, in
 //! [`super::hub`].
 
+use super::handle::OperatorView;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::mpsc::Sender;
 
 use serde::Serialize;
 
@@ -104,13 +104,27 @@ pub enum Deliver {
 /// bytes (as everyone saw it) and `bytes_hex`: the line's bytes as received.
 #[derive(Debug, Serialize)]
 struct Record<'a> {
-    time: String,
+    time: &'a str,
     nick: &'a str,
-    addr: String,
+    addr: Source,
     kind: &'a str,
     text: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     bytes_hex: Option<String>,
+}
+
+/// Where a record's line came from: a member's address or the operator,
+/// written straight into the record (no string made per line).
+#[derive(Debug)]
+struct Source(Option<SocketAddr>);
+
+impl Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(a) => s.collect_str(&a),
+            None => s.serialize_str("operator"),
+        }
+    }
 }
 
 struct Member {
@@ -154,7 +168,7 @@ pub struct Room {
     log_failed: bool,
     log_warned: bool,
     /// Lines for the operator (the shell's `chat`, or the console).
-    pub operator_out: Option<Sender<Vec<String>>>,
+    pub operator_out: Option<OperatorView>,
     operator_nick: String,
     /// How much log is kept.
     pub keep: Retention,
@@ -232,7 +246,7 @@ impl Room {
     /// Let the operator in (or out with `None`); says so to the room.
     pub fn set_operator(
         &mut self,
-        out: Option<Sender<Vec<String>>>,
+        out: Option<OperatorView>,
         deliver: &mut Vec<Deliver>,
     ) -> Option<String> {
         let was = self.operator_out.is_some() || self.members.contains_key(&OPERATOR);
@@ -526,6 +540,8 @@ impl Room {
     /// Add a record to this turn's part of today's log; it is written by
     /// [`Room::flush_log`] before any line of the turn goes out. A failure
     /// is remembered for [`Room::take_log_failure`] and the room goes on.
+    /// The record has the time of the clock's last tick: each caller has
+    /// just ticked it for the line it sends.
     fn record(
         &mut self,
         nick: &str,
@@ -537,7 +553,6 @@ impl Room {
         if self.log_dir.is_none() {
             return;
         }
-        self.clock.tick();
         if self.clock.day != self.pending_day {
             // Midnight within a turn: the earlier records go to their own day.
             self.flush_log();
@@ -546,7 +561,7 @@ impl Room {
         let rec = Record {
             time: self.clock.stamp(),
             nick,
-            addr: addr.map_or_else(|| "operator".into(), |a| a.to_string()),
+            addr: Source(addr),
             kind,
             text,
             bytes_hex: raw.map(hex),
@@ -811,8 +826,10 @@ struct Clock {
     millis: u32,
     hms: String,
     day: String,
-    /// `YYYY-MM-DDTHH:MM:SS.` in UTC.
-    stamp_head: String,
+    /// `YYYY-MM-DDTHH:MM:SS.` in UTC, then the last tick's `mmmZ`.
+    stamp: String,
+    /// The length of the part of `stamp` that changes once a second.
+    head: usize,
 }
 
 impl Clock {
@@ -828,8 +845,11 @@ impl Clock {
                 .format("%H:%M:%S")
                 .to_string();
             self.day = now.format("%Y-%m-%d").to_string();
-            self.stamp_head = now.format("%Y-%m-%dT%H:%M:%S.").to_string();
+            self.stamp = now.format("%Y-%m-%dT%H:%M:%S.").to_string();
+            self.head = self.stamp.len();
         }
+        self.stamp.truncate(self.head);
+        let _ = std::fmt::Write::write_fmt(&mut self.stamp, format_args!("{:03}Z", self.millis));
         self
     }
 
@@ -838,8 +858,8 @@ impl Clock {
     }
 
     /// The time of the last tick as the log writes it: `…T12:34:56.789Z`.
-    fn stamp(&self) -> String {
-        format!("{}{:03}Z", self.stamp_head, self.millis)
+    fn stamp(&self) -> &str {
+        &self.stamp
     }
 }
 
@@ -874,9 +894,8 @@ mod tests {
     #[test]
     fn bans_are_bounded_and_lift_the_oldest() {
         let mut room = Room::new(None, 0);
-        let (tx, _rx) = std::sync::mpsc::channel();
         let mut out = Vec::new();
-        room.set_operator(Some(tx), &mut out);
+        room.set_operator(Some(OperatorView::Console), &mut out);
         for i in 0..=MAX_BANS {
             let addr: SocketAddr = format!("10.0.{}.{}:4000", i / 256, i % 256)
                 .parse()

@@ -68,6 +68,21 @@ pub enum Next {
     Close(&'static str),
 }
 
+/// How much one [`Conn::drive`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Until the socket says it has no more (or the per-turn cap).
+    Full,
+    /// A fresh readable edge with no end of stream or error on it: a short
+    /// read empties the socket (new bytes bring a new edge), so the read
+    /// that would only say "would block" is skipped. Plain TCP only; TLS
+    /// may hold decrypted bytes back.
+    Edge,
+    /// None: the chat room gave it output to write. Input that waits has an
+    /// edge of its own, or is in the loop's list to drive again.
+    None,
+}
+
 /// One client connection.
 pub struct Conn {
     /// The socket.
@@ -437,7 +452,13 @@ impl Conn {
 
     /// Do all the work the socket allows now: write queued output, read and
     /// answer input, and say what comes next.
-    pub fn drive(&mut self, scratch: &mut [u8], stats: &Stats, console: &mut Console) -> Next {
+    pub fn drive(
+        &mut self,
+        scratch: &mut [u8],
+        stats: &Stats,
+        console: &mut Console,
+        reads: Reads,
+    ) -> Next {
         if let Err(e) = self.flush(stats) {
             return Next::Close(close_reason(&e));
         }
@@ -449,7 +470,8 @@ impl Conn {
                 Err(e) => return Next::Close(close_reason(&e)),
             }
         }
-        if self.mode != Mode::Closing && !self.read_closed && !self.paused {
+        let edge = reads == Reads::Edge && self.tls.is_none();
+        if self.mode != Mode::Closing && !self.read_closed && !self.paused && reads != Reads::None {
             let mut reads = 0;
             loop {
                 if self.mode == Mode::Stream && self.queued() >= OUT_CAP {
@@ -483,7 +505,7 @@ impl Conn {
                         if self.mode == Mode::Lines && self.queued() > OUT_CAP {
                             return Next::Close("output queue over 1 MiB (client not reading)");
                         }
-                        if self.mode == Mode::Closing {
+                        if self.mode == Mode::Closing || (edge && n < cap) {
                             break;
                         }
                     }

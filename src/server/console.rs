@@ -45,6 +45,8 @@ pub struct Console {
     window: Instant,
     in_window: u32,
     suppressed: u64,
+    /// Lines held during a turn of the loop (see [`Console::hold`]).
+    held: Option<Vec<String>>,
 }
 
 impl Console {
@@ -67,28 +69,65 @@ impl Console {
             window: Instant::now(),
             in_window: 0,
             suppressed: 0,
+            held: None,
+        }
+    }
+
+    /// Hold lines until [`Console::release`]: the loop holds them while a
+    /// turn runs, so printing and `server.log` come after the turn's
+    /// replies are on their way, not before (a chat line's console copy
+    /// must not delay its delivery). What is shown and counted is decided
+    /// when the line is said, as without holding.
+    pub fn hold(&mut self) {
+        if self.held.is_none() {
+            self.held = Some(Vec::new());
+        }
+    }
+
+    /// Write the held lines, in order, and stop holding.
+    pub fn release(&mut self) {
+        if let Some(lines) = self.held.take() {
+            for l in &lines {
+                self.emit(l);
+            }
         }
     }
 
     /// Say `text` at `level`. `Main` lines are never rate-limited.
     pub fn say(&mut self, level: Level, text: &str) {
+        if self.admit(level) {
+            self.write(text);
+        }
+    }
+
+    /// [`Console::say`] with the line made only if it is shown: a busy
+    /// room's lines past the rate limit cost no formatting.
+    pub fn say_with(&mut self, level: Level, text: impl FnOnce() -> String) {
+        if self.admit(level) {
+            self.write(&text());
+        }
+    }
+
+    /// Whether a line at `level` is shown now (counted against the rate
+    /// limit if so, counted as held back if not).
+    fn admit(&mut self, level: Level) -> bool {
         let shown = match level {
             Level::Main => true,
             Level::Info => self.verbosity >= Verbosity::Normal,
             Level::Debug => self.verbosity >= Verbosity::Verbose,
         };
         if !shown {
-            return;
+            return false;
         }
         if level != Level::Main {
             self.roll_window();
             if self.in_window >= LINES_PER_SECOND {
                 self.suppressed += 1;
-                return;
+                return false;
             }
             self.in_window += 1;
         }
-        self.write(text);
+        true
     }
 
     /// Start a new rate window if a second has passed, reporting what was held back.
@@ -107,6 +146,13 @@ impl Console {
     }
 
     fn write(&mut self, text: &str) {
+        match self.held.as_mut() {
+            Some(h) => h.push(text.to_string()),
+            None => self.emit(text),
+        }
+    }
+
+    fn emit(&mut self, text: &str) {
         if let Some(s) = self.sink.as_mut() {
             s(text);
         }

@@ -11,7 +11,18 @@ use mio::Waker;
 use serde::Serialize;
 
 /// Lines the operator typed, and a pending change of attachment.
-pub(super) type OperatorInput = (VecDeque<String>, Option<Option<Sender<Vec<String>>>>);
+pub(super) type OperatorInput = (VecDeque<String>, Option<Option<OperatorView>>);
+
+/// Where the operator's view of the room goes.
+#[derive(Debug)]
+pub enum OperatorView {
+    /// Batches of room lines, one per turn of the loop (the shell's `chat`).
+    Lines(Sender<Vec<String>>),
+    /// The console prints the room already (foreground `serve`): the
+    /// operator is in the room and nothing else is sent, so no other thread
+    /// is woken for each turn.
+    Console,
+}
 
 /// Counters shared with `serve status` (atomics: read from other threads).
 #[derive(Debug, Default)]
@@ -237,7 +248,7 @@ struct OperatorBox {
     /// Lines the operator typed.
     inbox: VecDeque<String>,
     /// A pending change of attachment: `Some(Some(tx))` join, `Some(None)` leave.
-    attach: Option<Option<Sender<Vec<String>>>>,
+    attach: Option<Option<OperatorView>>,
 }
 
 /// Lines the operator may queue before the loop takes them.
@@ -289,11 +300,21 @@ impl Handle {
     /// receiver, in batches (what one turn of the loop produced).
     pub fn attach_operator(&self) -> Receiver<Vec<String>> {
         let (tx, rx) = std::sync::mpsc::channel();
+        self.attach(OperatorView::Lines(tx));
+        rx
+    }
+
+    /// Join the chat room as the operator whose view is the console: the
+    /// room's lines are not sent anywhere else.
+    pub fn attach_operator_console(&self) {
+        self.attach(OperatorView::Console);
+    }
+
+    fn attach(&self, view: OperatorView) {
         if let Ok(mut b) = self.operator.lock() {
-            b.attach = Some(Some(tx));
+            b.attach = Some(Some(view));
         }
         let _ = self.waker.wake();
-        rx
     }
 
     /// Leave the chat room as the operator.

@@ -19,7 +19,7 @@ use super::chat::{ChatIn, Deliver, OPERATOR, Room};
 use super::conn::Mode;
 use super::conns::Conns;
 use super::console::{Console, Level};
-use super::handle::{OperatorInput, Refusal, Stats};
+use super::handle::{OperatorInput, OperatorView, Refusal, Stats};
 use super::limit::{self, Limiter, Rate, Verdict};
 
 /// Output queued for one member above which the room stops reading new
@@ -85,7 +85,9 @@ impl Default for ChatLimits {
 /// What one turn of the room asks of the loop.
 #[derive(Default)]
 pub struct Turn {
-    /// Connections that got output (or may have input waiting): drive them.
+    /// Connections that got output: write it.
+    pub flush: Vec<usize>,
+    /// Connections that may have input waiting (the room resumed): drive them.
     pub drive: Vec<usize>,
     /// Members dropped for not reading: close them.
     pub close: Vec<usize>,
@@ -306,7 +308,7 @@ impl ChatHub {
         let mut t = Turn::default();
         if !self.events.is_empty() || !self.early.is_empty() {
             let touched = self.rounds(conns, stats, console, &mut t.close);
-            t.drive.extend(touched);
+            t.flush.extend(touched);
         } else if !self.paused {
             return t;
         }
@@ -325,7 +327,7 @@ impl ChatHub {
             return;
         }
         let batch = std::mem::take(&mut self.to_operator);
-        if let Some(tx) = &self.room.operator_out
+        if let Some(OperatorView::Lines(tx)) = &self.room.operator_out
             && tx.send(batch).is_err()
         {
             // The operator's side went away without detaching: leave for it.
@@ -360,7 +362,7 @@ impl ChatHub {
                     continue;
                 };
                 if let Some(line) = self.room.handle(who, addr, ev, &mut deliver) {
-                    console.say(Level::Info, &format!("[CHAT] {line}"));
+                    console.say_with(Level::Info, || format!("[CHAT] {line}"));
                 }
                 self.apply(&mut deliver, conns, &mut touched, turn);
             }
@@ -535,7 +537,7 @@ impl ChatHub {
     }
 
     fn send_operator(&mut self, line: String) {
-        if self.room.operator_out.is_some() {
+        if let Some(OperatorView::Lines(_)) = self.room.operator_out {
             self.to_operator.push(line);
         }
     }

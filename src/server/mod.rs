@@ -46,10 +46,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::error::{Error, Result};
 use crate::proto::echo as proto;
-use conn::{Conn, Mode, Next};
+use conn::{Conn, Mode, Next, Reads};
 use conns::Conns;
 use console::{Console, Level};
-pub use handle::{Handle, Refusal, Stats, StatsSnapshot};
+pub use handle::{Handle, OperatorView, Refusal, Stats, StatsSnapshot};
 use hub::ChatHub;
 
 /// Listener tokens: `LISTEN + i` for the i-th bound address.
@@ -460,10 +460,12 @@ impl Server {
                 }
                 return Err(Error::io("poll", "event loop", &e));
             }
-            for token in self.ready(&events) {
-                self.dispatch(token);
+            for (token, reads) in self.ready(&events) {
+                self.dispatch(token, reads);
             }
-            // The chat room: log, then deliver; touched connections flush next turn.
+            // The chat room: log, then deliver, then print what the room
+            // said (its console lines wait until the members' lines are out).
+            self.console.hold();
             let turn = self
                 .hub
                 .turn(&mut self.conns, &self.handle.stats, &mut self.console);
@@ -475,6 +477,12 @@ impl Server {
                 .stats
                 .chat_members
                 .store(self.hub.members() as u64, Ordering::Relaxed);
+            // Members with new output write it now; those the flow control
+            // let go read again on the next turn.
+            for slot in turn.flush {
+                self.drive_conn(slot, Reads::None);
+            }
+            self.console.release();
             let drive = turn.drive.into_iter().map(|s| Token(FIRST_CONN + s));
             self.sched.again.extend(drive);
             if !self.hub.has_events() {
@@ -587,15 +595,24 @@ impl Server {
 
     /// The tokens to handle this turn: the poll's events, what was left for
     /// again, and the listeners when a paused accept is due.
-    fn ready(&mut self, events: &Events) -> Vec<Token> {
-        let mut ready: Vec<Token> = events.iter().map(|e| e.token()).collect();
-        ready.append(&mut self.sched.again);
+    /// With each, how a connection behind it reads: a fresh edge with no
+    /// end of stream or error in it ends at a short read.
+    fn ready(&mut self, events: &Events) -> Vec<(Token, Reads)> {
+        let mut ready: Vec<(Token, Reads)> = events
+            .iter()
+            .map(|e| {
+                let edge = e.is_readable() && !e.is_read_closed() && !e.is_error();
+                (e.token(), if edge { Reads::Edge } else { Reads::Full })
+            })
+            .collect();
+        ready.extend(self.sched.again.drain(..).map(|t| (t, Reads::Full)));
         let s = &mut self.sched;
         if s.retry_accept || s.accept_paused_until.is_some_and(|t| Instant::now() >= t) {
             s.retry_accept = false;
             s.accept_paused_until = None;
-            ready.extend((0..self.listeners.len()).map(|i| Token(LISTEN + i)));
-            ready.extend((0..self.tls_listeners.len()).map(|i| Token(TLS_LISTEN + i)));
+            let listeners = (0..self.listeners.len()).map(|i| Token(LISTEN + i));
+            let tls = (0..self.tls_listeners.len()).map(|i| Token(TLS_LISTEN + i));
+            ready.extend(listeners.chain(tls).map(|t| (t, Reads::Full)));
         }
         ready
     }
@@ -611,12 +628,12 @@ impl Server {
     }
 
     /// Handle one ready token.
-    fn dispatch(&mut self, token: Token) {
-        self.dispatch_token(token);
+    fn dispatch(&mut self, token: Token, reads: Reads) {
+        self.dispatch_token(token, reads);
         self.say_denied();
     }
 
-    fn dispatch_token(&mut self, token: Token) {
+    fn dispatch_token(&mut self, token: Token, reads: Reads) {
         if let Some(m) = self.metrics.as_mut()
             && m.owns(token)
         {
@@ -624,7 +641,7 @@ impl Server {
             return;
         }
         match token.0 {
-            t if t >= FIRST_CONN => self.drive_conn(t - FIRST_CONN),
+            t if t >= FIRST_CONN => self.drive_conn(t - FIRST_CONN, reads),
             t if (LISTEN..LISTEN + self.listeners.len()).contains(&t)
                 || (TLS_LISTEN..TLS_LISTEN + self.tls_listeners.len()).contains(&t) =>
             {
@@ -676,11 +693,16 @@ impl Server {
     }
 
     /// Let a connection do what its socket allows, and act on what it says next.
-    fn drive_conn(&mut self, slot: usize) {
+    fn drive_conn(&mut self, slot: usize, reads: Reads) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        let mut next = conn.drive(&mut self.scratch, &self.handle.stats, &mut self.console);
+        let mut next = conn.drive(
+            &mut self.scratch,
+            &self.handle.stats,
+            &mut self.console,
+            reads,
+        );
         if conn.udp_wanted {
             conn.udp_wanted = false;
             if self.udp_flows.len() < MAX_UDP_FLOWS {
