@@ -21,7 +21,6 @@
 //! queues and flow control are the loop's side of the room, in
 //! [`super::hub`].
 
-use super::handle::OperatorView;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -30,6 +29,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::handle::OperatorView;
 use crate::proto::chat::{self, Action, NickKey};
 
 /// Most members at once (the operator included).

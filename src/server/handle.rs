@@ -247,7 +247,7 @@ pub struct StatsSnapshot {
 struct OperatorBox {
     /// Lines the operator typed.
     inbox: VecDeque<String>,
-    /// A pending change of attachment: `Some(Some(tx))` join, `Some(None)` leave.
+    /// A pending change of attachment: `Some(Some(view))` join, `Some(None)` leave.
     attach: Option<Option<OperatorView>>,
 }
 
@@ -282,7 +282,7 @@ impl Handle {
     }
 
     /// What the operator queued: lines typed, and a change of attachment
-    /// (`Some(Some(tx))` join, `Some(None)` leave).
+    /// (`Some(Some(view))` join, `Some(None)` leave).
     pub(super) fn take_operator(&self) -> OperatorInput {
         match self.operator.lock() {
             Ok(mut b) => (std::mem::take(&mut b.inbox), b.attach.take()),

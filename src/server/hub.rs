@@ -301,9 +301,9 @@ impl ChatHub {
         }
     }
 
-    /// One turn: handle the waiting events (log, then deliver), then flow
-    /// control. Touched connections are driven next, so broadcasting never
-    /// blocks the loop.
+    /// One turn: handle the waiting events (log, then queue for the
+    /// members), then flow control. The loop writes the members in
+    /// `Turn::flush` right after, and never blocks on them.
     pub fn turn(&mut self, conns: &mut Conns, stats: &Stats, console: &mut Console) -> Turn {
         let mut t = Turn::default();
         if !self.events.is_empty() || !self.early.is_empty() {

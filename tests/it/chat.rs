@@ -1884,6 +1884,9 @@ fn the_console_operator_talks_and_the_server_outlives_its_stdin() {
     writeln!(stdin, "\u{1b}[31mred").unwrap();
     m.expect("<operator> \\x1b[31mred");
     srv.expect_line("<operator> hello members", LIMIT);
+    // The console shows the room itself: no thread takes a copy of each
+    // turn's lines (it used to be `netsh-operator-out`, which dropped them).
+    assert_eq!(threads_named(srv.pid(), "netsh-operator-"), 0);
 
     // End of input: the operator's reader stops, the server goes on.
     drop(stdin);

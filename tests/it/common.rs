@@ -195,14 +195,10 @@ impl TestServer {
     /// have passed: the console prints a turn's lines after its replies
     /// went out, so a client may see a line just before the console does.
     pub fn lines_with_at_least(&self, needle: &str, n: usize) -> Vec<String> {
-        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let l = self.lines_with(needle);
-            if l.len() >= n || std::time::Instant::now() >= end {
-                return l;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        wait_for(Duration::from_secs(5), || {
+            self.lines_with(needle).len() >= n
+        });
+        self.lines_with(needle)
     }
 }
 
