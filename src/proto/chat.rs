@@ -232,12 +232,28 @@ pub fn clean(text: &str) -> String {
 
 /// `[HH:MM:SS] <nick> text`
 pub fn say_line(time: &str, nick: &str, text: &str) -> String {
-    format!("[{time}] <{nick}> {}", clean(text))
+    room_line(time, &["<", nick, "> "], text)
 }
 
 /// `[HH:MM:SS] * nick text`: a member's `/me`.
 pub fn action_line(time: &str, nick: &str, text: &str) -> String {
-    format!("[{time}] * {nick} {}", clean(text))
+    room_line(time, &["* ", nick, " "], text)
+}
+
+/// `[time] ` then `parts` then `text` cleaned: one allocation of the right
+/// size (this runs for every line of the room).
+fn room_line(time: &str, parts: &[&str; 3], text: &str) -> String {
+    let text = escape_controls(text);
+    let len = time.len() + 3 + parts.iter().map(|p| p.len()).sum::<usize>() + text.len();
+    let mut line = String::with_capacity(len);
+    line.push('[');
+    line.push_str(time);
+    line.push_str("] ");
+    for p in parts {
+        line.push_str(p);
+    }
+    line.push_str(&text);
+    line
 }
 
 /// What starts the text of a server notice, after the time: no member's

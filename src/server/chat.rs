@@ -113,6 +113,43 @@ struct Record<'a> {
     bytes_hex: Option<String>,
 }
 
+impl Record<'_> {
+    /// Append the record as serde_json writes it, when every string in it
+    /// is printable ASCII with no `"` or `\\` (nothing to escape). False,
+    /// with nothing written, for any other record.
+    fn write_plain(&self, out: &mut Vec<u8>) -> bool {
+        let plain = |s: &str| {
+            s.bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        };
+        if self.bytes_hex.is_some()
+            || ![self.time, self.nick, self.kind, self.text]
+                .iter()
+                .all(|s| plain(s))
+        {
+            return false;
+        }
+        let field = |out: &mut Vec<u8>, name: &str, value: &[u8]| {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(value);
+        };
+        field(out, "{\"time\":\"", self.time.as_bytes());
+        field(out, "\",\"nick\":\"", self.nick.as_bytes());
+        out.extend_from_slice(b"\",\"addr\":\"");
+        match self.addr.0 {
+            // An address's text is ASCII with nothing to escape.
+            Some(a) => {
+                let _ = write!(out, "{a}");
+            }
+            None => out.extend_from_slice(b"operator"),
+        }
+        field(out, "\",\"kind\":\"", self.kind.as_bytes());
+        field(out, "\",\"text\":\"", self.text.as_bytes());
+        out.extend_from_slice(b"\"}");
+        true
+    }
+}
+
 /// Where a record's line came from: a member's address or the operator,
 /// written straight into the record (no string made per line).
 #[derive(Debug)]
@@ -177,6 +214,14 @@ pub struct Room {
 }
 
 impl Room {
+    /// A turn of the room's loop begins: its members' lines have the time
+    /// read now (one clock read and format a turn, not one a line; a turn
+    /// handles what one wake-up read, within a few milliseconds). Notices,
+    /// which can come between turns, read the clock themselves.
+    pub fn start_turn(&mut self) {
+        self.clock.tick();
+    }
+
     /// An empty room logging under `log_dir` (none: no log).
     pub fn new(log_dir: Option<PathBuf>, replay_max: usize) -> Room {
         Room {
@@ -189,7 +234,7 @@ impl Room {
             log_len: 0,
             pending: Vec::new(),
             pending_day: String::new(),
-            clock: Clock::default(),
+            clock: Clock::started(),
             log_failed: false,
             log_warned: false,
             operator_out: None,
@@ -322,14 +367,14 @@ impl Room {
                 match chat::parse(&bytes) {
                     Action::Nothing => None,
                     Action::Say(text) => {
-                        let line = chat::say_line(self.clock.tick().hms(), &nick, &text);
+                        let line = chat::say_line(self.clock.hms(), &nick, &text);
                         self.record(&nick, addr, "say", &text, raw);
                         self.remember(&line);
                         out.push(Deliver::All(line.clone()));
                         Some(line)
                     }
                     Action::Me(text) => {
-                        let line = chat::action_line(self.clock.tick().hms(), &nick, &text);
+                        let line = chat::action_line(self.clock.hms(), &nick, &text);
                         self.record(&nick, addr, "me", &text, raw);
                         self.remember(&line);
                         out.push(Deliver::All(line.clone()));
@@ -340,7 +385,7 @@ impl Room {
                             self.members.values().map(|m| m.nick.as_str()).collect();
                         nicks.sort_unstable();
                         let line = chat::server_line(
-                            self.clock.tick().hms(),
+                            self.clock.hms(),
                             &format!("in the room ({}): {}", nicks.len(), nicks.join(", ")),
                         );
                         reply(who, line, out)
@@ -540,8 +585,8 @@ impl Room {
     /// Add a record to this turn's part of today's log; it is written by
     /// [`Room::flush_log`] before any line of the turn goes out. A failure
     /// is remembered for [`Room::take_log_failure`] and the room goes on.
-    /// The record has the time of the clock's last tick: each caller has
-    /// just ticked it for the line it sends.
+    /// The record has the time of the clock's last tick: the turn's (see
+    /// [`Room::start_turn`]) or the notice's.
     fn record(
         &mut self,
         nick: &str,
@@ -566,8 +611,14 @@ impl Room {
             text,
             bytes_hex: raw.map(hex),
         };
-        // Serialised in place; only a record with something to escape
+        // The common record (printable ASCII with nothing JSON escapes) is
+        // written by hand, as serde_json would write it; others go through
+        // serde_json, and one with something to escape for the terminal
         // (rare: printable ASCII is checked a word at a time) is redone.
+        if rec.write_plain(&mut self.pending) {
+            self.pending.push(b'\n');
+            return;
+        }
         let start = self.pending.len();
         if serde_json::to_writer(&mut self.pending, &rec).is_err() {
             self.pending.truncate(start);
@@ -823,7 +874,6 @@ fn open_log_file(path: &std::path::Path) -> std::io::Result<File> {
 #[derive(Default)]
 struct Clock {
     second: i64,
-    millis: u32,
     hms: String,
     day: String,
     /// `YYYY-MM-DDTHH:MM:SS.` in UTC, then the last tick's `mmmZ`.
@@ -833,12 +883,25 @@ struct Clock {
 }
 
 impl Clock {
+    /// A clock read once, so a line always has a time.
+    fn started() -> Clock {
+        let mut c = Clock::default();
+        c.tick();
+        c
+    }
+
     /// Now.
     fn tick(&mut self) -> &Clock {
-        let now = chrono::Utc::now();
-        let second = now.timestamp();
-        self.millis = now.timestamp_subsec_millis().min(999);
+        // Seconds and milliseconds straight from the system clock; chrono's
+        // date arithmetic and formatting run only when the second changes
+        // (they were most of a tick, which starts every turn of the room).
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let second = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
+        let millis = since.subsec_millis().min(999);
         if second != self.second || self.hms.is_empty() {
+            let now = chrono::DateTime::from_timestamp(second, 0).unwrap_or_default();
             self.second = second;
             self.hms = now
                 .with_timezone(&chrono::Local)
@@ -849,7 +912,10 @@ impl Clock {
             self.head = self.stamp.len();
         }
         self.stamp.truncate(self.head);
-        let _ = std::fmt::Write::write_fmt(&mut self.stamp, format_args!("{:03}Z", self.millis));
+        for d in [millis / 100, millis / 10 % 10, millis % 10] {
+            self.stamp.push(char::from(b'0' + d as u8));
+        }
+        self.stamp.push('Z');
         self
     }
 
@@ -866,6 +932,80 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clock_stamps_to_the_millisecond_and_names_the_same_second() {
+        for _ in 0..50 {
+            let before = chrono::Utc::now();
+            let mut c = Clock::started();
+            let stamp = c.tick().stamp().to_string();
+            let after = chrono::Utc::now();
+            let t = chrono::DateTime::parse_from_rfc3339(&stamp).expect("RFC 3339");
+            assert_eq!(stamp.len(), "2026-12-04T01:02:03.456Z".len(), "{stamp}");
+            assert!(stamp.ends_with('Z'), "{stamp}");
+            let ms = chrono::Duration::milliseconds(1);
+            assert!(t >= before - ms && t <= after, "{before} {stamp} {after}");
+            let local = t.with_timezone(&chrono::Local).format("%H:%M:%S").to_string();
+            assert_eq!(c.hms(), local);
+            assert_eq!(c.day, t.format("%Y-%m-%d").to_string());
+            std::thread::sleep(std::time::Duration::from_micros(300));
+        }
+    }
+
+    #[test]
+    fn a_plain_record_is_written_as_serde_json_writes_it() {
+        let addrs = [
+            Some("127.0.0.1:40000".parse().unwrap()),
+            Some("[::1]:5".parse().unwrap()),
+            Some("[fe80::1%2]:65535".parse().unwrap()),
+            None,
+        ];
+        let mut plain = 0;
+        for addr in addrs {
+            for (nick, text) in [
+                ("alice", "hello, world ~ {}[]"),
+                ("bob", ""),
+                ("eve", "say \"hi\""),
+                ("eve", "back\\slash"),
+                ("zoë", "non-ASCII nick"),
+                ("tab", "a\tb"),
+                ("esc", "\u{1b}[2J"),
+            ] {
+                let rec = Record {
+                    time: "2026-12-04T01:02:03.456Z",
+                    nick,
+                    addr: Source(addr),
+                    kind: "say",
+                    text,
+                    bytes_hex: None,
+                };
+                let mut by_hand = Vec::new();
+                if rec.write_plain(&mut by_hand) {
+                    plain += 1;
+                    assert_eq!(by_hand, serde_json::to_vec(&rec).unwrap(), "{nick} {text}");
+                } else {
+                    assert!(by_hand.is_empty());
+                    assert!(
+                        !(nick.is_ascii()
+                            && text
+                                .bytes()
+                                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'))
+                    );
+                }
+            }
+        }
+        // Only the two plain pairs take the hand-written path, at every address.
+        assert_eq!(plain, 2 * addrs.len());
+        let with_hex = Record {
+            time: "t",
+            nick: "n",
+            addr: Source(None),
+            kind: "say",
+            text: "x",
+            bytes_hex: Some("ff".into()),
+        };
+        assert!(!with_hex.write_plain(&mut Vec::new()));
+    }
 
     #[test]
     fn bans_are_by_ipv4_address_and_ipv6_slash_64() {

@@ -352,6 +352,7 @@ impl ChatHub {
     ) -> Vec<usize> {
         self.turn_no += 1;
         let turn = self.turn_no;
+        self.room.start_turn();
         let mut touched = Vec::new();
         let mut deliver: Vec<Deliver> = std::mem::take(&mut self.early);
         self.apply(&mut deliver, conns, &mut touched, turn);
