@@ -138,6 +138,18 @@ impl Record<'_> {
         out.extend_from_slice(b"\",\"addr\":\"");
         match self.addr.0 {
             // An address's text is ASCII with nothing to escape.
+            Some(SocketAddr::V4(a)) => {
+                // By hand: the formatting machinery is a good part of a
+                // record otherwise.
+                for (i, o) in a.ip().octets().into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b'.');
+                    }
+                    push_decimal(out, u32::from(o));
+                }
+                out.push(b':');
+                push_decimal(out, u32::from(a.port()));
+            }
             Some(a) => {
                 let _ = write!(out, "{a}");
             }
@@ -148,6 +160,29 @@ impl Record<'_> {
         out.extend_from_slice(b"\"}");
         true
     }
+}
+
+/// `n` in decimal, as `Display` writes it.
+fn push_decimal(out: &mut Vec<u8>, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// What a member's line is: said, or `/me`.
+#[derive(Clone, Copy)]
+enum Said {
+    Say,
+    Me,
 }
 
 /// Where a record's line came from: a member's address or the operator,
@@ -361,25 +396,15 @@ impl Room {
                 Some(self.notice(&m.nick, m.addr, "leave", &text, out))
             }
             ChatIn::Line(bytes) => {
-                let nick = self.members.get(&who)?.nick.clone();
+                if !self.members.contains_key(&who) {
+                    return None;
+                }
                 // Kept for the log when the line is not UTF-8 (lossless).
                 let raw = std::str::from_utf8(&bytes).is_err().then_some(&bytes[..]);
                 match chat::parse(&bytes) {
                     Action::Nothing => None,
-                    Action::Say(text) => {
-                        let line = chat::say_line(self.clock.hms(), &nick, &text);
-                        self.record(&nick, addr, "say", &text, raw);
-                        self.remember(&line);
-                        out.push(Deliver::All(line.clone()));
-                        Some(line)
-                    }
-                    Action::Me(text) => {
-                        let line = chat::action_line(self.clock.hms(), &nick, &text);
-                        self.record(&nick, addr, "me", &text, raw);
-                        self.remember(&line);
-                        out.push(Deliver::All(line.clone()));
-                        Some(line)
-                    }
+                    Action::Say(text) => self.say(who, addr, Said::Say, &text, raw, out),
+                    Action::Me(text) => self.say(who, addr, Said::Me, &text, raw, out),
                     Action::Who => {
                         let mut nicks: Vec<&str> =
                             self.members.values().map(|m| m.nick.as_str()).collect();
@@ -432,9 +457,9 @@ impl Room {
                                 out,
                             );
                         }
-                        if let Some(m) = self.members.get_mut(&who) {
-                            m.rename(new.clone());
-                        }
+                        let m = self.members.get_mut(&who)?;
+                        let nick = m.nick.clone();
+                        m.rename(new.clone());
                         if who == OPERATOR {
                             self.operator_nick = new.clone();
                         }
@@ -447,8 +472,8 @@ impl Room {
                         ))
                     }
                     Action::Quit => {
-                        self.leave(who);
-                        let line = self.notice(&nick, addr, "leave", "left", out);
+                        let m = self.leave(who)?;
+                        let line = self.notice(&m.nick, addr, "leave", "left", out);
                         out.push(Deliver::One(who, crate::proto::echo::BYE.into()));
                         out.push(Deliver::Close(who));
                         Some(line)
@@ -461,6 +486,31 @@ impl Room {
                 }
             }
         }
+    }
+
+    /// A member's line (`/me` or not) to everyone, logged. The member's
+    /// name is lent out of its entry for the line, not copied.
+    fn say(
+        &mut self,
+        who: usize,
+        addr: Option<SocketAddr>,
+        said: Said,
+        text: &str,
+        raw: Option<&[u8]>,
+        out: &mut Vec<Deliver>,
+    ) -> Option<String> {
+        let nick = std::mem::take(&mut self.members.get_mut(&who)?.nick);
+        let (line, kind) = match said {
+            Said::Say => (chat::say_line(self.clock.hms(), &nick, text), "say"),
+            Said::Me => (chat::action_line(self.clock.hms(), &nick, text), "me"),
+        };
+        self.record(&nick, addr, kind, text, raw);
+        if let Some(m) = self.members.get_mut(&who) {
+            m.nick = nick;
+        }
+        self.remember(&line);
+        out.push(Deliver::All(line.clone()));
+        Some(line)
     }
 
     /// A member dropped because it stopped reading.
@@ -945,7 +995,10 @@ mod tests {
             assert!(stamp.ends_with('Z'), "{stamp}");
             let ms = chrono::Duration::milliseconds(1);
             assert!(t >= before - ms && t <= after, "{before} {stamp} {after}");
-            let local = t.with_timezone(&chrono::Local).format("%H:%M:%S").to_string();
+            let local = t
+                .with_timezone(&chrono::Local)
+                .format("%H:%M:%S")
+                .to_string();
             assert_eq!(c.hms(), local);
             assert_eq!(c.day, t.format("%Y-%m-%d").to_string());
             std::thread::sleep(std::time::Duration::from_micros(300));
@@ -956,6 +1009,9 @@ mod tests {
     fn a_plain_record_is_written_as_serde_json_writes_it() {
         let addrs = [
             Some("127.0.0.1:40000".parse().unwrap()),
+            Some("0.0.0.0:0".parse().unwrap()),
+            Some("255.255.255.255:65535".parse().unwrap()),
+            Some("10.20.3.199:8".parse().unwrap()),
             Some("[::1]:5".parse().unwrap()),
             Some("[fe80::1%2]:65535".parse().unwrap()),
             None,
