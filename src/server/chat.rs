@@ -119,8 +119,8 @@ impl Record<'_> {
     /// with nothing written, for any other record.
     fn write_plain(&self, out: &mut Vec<u8>) -> bool {
         let plain = |s: &str| {
-            s.bytes()
-                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+            crate::proto::escape::printable_ascii(s.as_bytes())
+                && !s.bytes().any(|b| b == b'"' || b == b'\\')
         };
         if self.bytes_hex.is_some()
             || ![self.time, self.nick, self.kind, self.text]

@@ -472,18 +472,18 @@ impl Conn {
         }
         let edge = reads == Reads::Edge && self.tls.is_none();
         if self.mode != Mode::Closing && !self.read_closed && !self.paused && reads != Reads::None {
-            let mut reads = 0;
+            let mut done = 0;
             loop {
                 if self.mode == Mode::Stream && self.queued() >= OUT_CAP {
                     // Back-pressure: resume when the client drains its echo.
                     blocked = true;
                     break;
                 }
-                if reads == READS_PER_TURN {
+                if done == READS_PER_TURN {
                     again = true;
                     break;
                 }
-                reads += 1;
+                done += 1;
                 // 256 KiB reads for raw bytes (SINK, STREAM); lines and chat
                 // read as they always did, 64 KiB at a time (the chat room's
                 // flow control is tuned to it).
